@@ -1,0 +1,104 @@
+"""The ``nwb-subspace`` command line.
+
+Each sub-command is a thin wrapper around the Python API; bad input ends with a one-line
+reason on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+class CLIError(Exception):
+    """An error whose message is shown to the user as is (one line)."""
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import PRESETS, simulate_session
+
+    if args.preset not in PRESETS:
+        raise CLIError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
+    out = Path(args.output)
+    if out.exists() and not args.overwrite:
+        raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    nwb_path, truth_path = simulate_session(
+        out, preset=args.preset, seed=args.seed, raw=args.raw, overwrite=args.overwrite
+    )
+    print(f"wrote {nwb_path}")
+    print(f"ground truth: {truth_path}")
+    return EXIT_OK
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .io.inspect import describe_file
+
+    path = Path(args.file)
+    if not path.exists():
+        raise CLIError(f"no such file: {path}")
+    print(describe_file(path))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.outdir), seed=args.seed, preset=args.preset, device=args.device)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of the ``nwb-subspace`` command."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="nwb-subspace",
+        description="Tuning subspaces of auditory-cortex neurons from NWB recordings.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("demo", help="simulate a session and run the analysis on it")
+    p.add_argument("--outdir", default="nwb_subspace_demo", help="folder for all outputs")
+    p.add_argument("--preset", default="small", help="simulation preset (default: small)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("simulate", help="write a simulated recording session with ground truth")
+    p.add_argument("output", help="NWB file to write")
+    p.add_argument("--preset", default="tiny", help="tiny, small or paper (default: tiny)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--raw", action="store_true", help="also write a short raw ElectricalSeries")
+    p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("inspect", help="say what a file holds that the analysis can use")
+    p.add_argument("file", help="NWB file")
+    p.set_defaults(func=_cmd_inspect)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except CLIError as err:
+        print(f"nwb-subspace: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (ValueError, TypeError, FileNotFoundError, PermissionError) as err:
+        print(f"nwb-subspace: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
