@@ -1,0 +1,31 @@
+"""Encoding models: spectrogram ``(batch, time, F)`` -> causal rates ``(batch, time, N)``.
+
+Every model is a core, a readout and an optional per-unit double-exponential output
+(:class:`EncodingModel`); it has ``kind``, ``config`` (JSON-serialisable; rebuild with
+:func:`build_model`), ``memory`` (bins each output depends on) and ``tensor_dims()``
+(dimension names of every ``state_dict`` entry). See :mod:`nwb_subspace.models.layers` for
+the shape, causality and time-order conventions.
+"""
+
+from .cnn import CNNCore, PopulationCNN
+from .layers import CausalDepthwiseConv1d, DoubleExponential, EncodingModel, Readout, causal_pad
+from .ln import LNCore, PopulationLN
+from .registry import MODEL_KINDS, build_model
+from .subspace import SubspaceModel, SubspaceProjection, UnitMLP
+
+__all__ = [
+    "MODEL_KINDS",
+    "CNNCore",
+    "CausalDepthwiseConv1d",
+    "DoubleExponential",
+    "EncodingModel",
+    "LNCore",
+    "PopulationCNN",
+    "PopulationLN",
+    "Readout",
+    "SubspaceModel",
+    "SubspaceProjection",
+    "UnitMLP",
+    "build_model",
+    "causal_pad",
+]

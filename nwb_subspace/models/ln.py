@@ -1,0 +1,139 @@
+"""Population linear-nonlinear (LN) model, the comparison model of DESIGN.md section 3.
+
+::
+
+    x (batch, time, F)
+      -> dense F -> 120 (rank-reduced spectral weighting)
+      -> 25-tap causal filter per channel                          (LNCore)
+      -> dense 120 -> N                                            (Readout)
+      -> double exponential per unit                               (optional)
+
+Everything before the output nonlinearity is linear, so each unit's drive is a
+spectro-temporal receptive field of rank <= ``n_channels`` and ``n_taps`` bins. Memory is
+``n_taps`` bins (25 with the defaults).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .layers import (
+    CausalDepthwiseConv1d,
+    DoubleExponential,
+    EncodingModel,
+    Readout,
+    _check_bool,
+    _check_int,
+    _sum_of_squares,
+    _uniform_,
+)
+
+__all__ = ["LNCore", "PopulationLN"]
+
+
+class LNCore(nn.Module):
+    """Linear core: spectral weighting followed by one causal filter per channel.
+
+    Parameters
+    ----------
+    n_frequencies : int
+        Spectrogram channels F.
+    n_channels : int, default 120
+        Spectral weightings (rank of the shared filter bank).
+    n_taps : int, default 25
+        Temporal filter length (bins); also the memory.
+
+    Attributes
+    ----------
+    spectral : nn.Parameter, shape (n_channels, n_frequencies)
+    temporal : CausalDepthwiseConv1d
+        Without bias (the readout's bias covers it).
+    memory : int
+    """
+
+    def __init__(self, n_frequencies: int, *, n_channels: int = 120, n_taps: int = 25) -> None:
+        super().__init__()
+        self.n_frequencies = _check_int("n_frequencies", n_frequencies)
+        self.n_channels = _check_int("n_channels", n_channels)
+        n_taps = _check_int("n_taps", n_taps)
+        self.spectral = nn.Parameter(
+            _uniform_(torch.empty(self.n_channels, self.n_frequencies), self.n_frequencies)
+        )
+        self.temporal = CausalDepthwiseConv1d(self.n_channels, n_taps, bias=False, pad=False)
+        self.memory = n_taps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Map padded ``(batch, time + memory - 1, F)`` to ``(batch, time, n_channels)``."""
+        h = torch.matmul(x, self.spectral.T).transpose(1, 2)  # (batch, channel, time)
+        return self.temporal(h).transpose(1, 2)
+
+    def regularizer(self) -> Tensor:
+        """Sum of squared weights."""
+        return _sum_of_squares(self.spectral, self.temporal.weight)
+
+    def tensor_dims(self) -> dict[str, tuple[str, ...]]:
+        """Dimension names of each ``state_dict`` entry."""
+        dims: dict[str, tuple[str, ...]] = {"spectral": ("channel", "frequency")}
+        for key, names in self.temporal.tensor_dims("channel", "lag").items():
+            dims[f"temporal.{key}"] = names
+        return dims
+
+    def extra_repr(self) -> str:
+        return f"n_frequencies={self.n_frequencies}, memory={self.memory}"
+
+
+class PopulationLN(EncodingModel):
+    """Population LN model: :class:`LNCore` -> :class:`Readout` -> :class:`DoubleExponential`.
+
+    Parameters
+    ----------
+    n_frequencies : int
+        Spectrogram channels F.
+    n_units : int
+        Units predicted together (N).
+    n_channels : int, default 120
+        Spectral weightings shared by all units.
+    n_taps : int, default 25
+        Temporal filter length (bins); the model's memory.
+    output_nonlinearity : bool, default True
+        End with a per-unit double exponential; ``False`` returns the linear drive.
+    """
+
+    kind = "ln"
+
+    def __init__(
+        self,
+        n_frequencies: int,
+        n_units: int,
+        *,
+        n_channels: int = 120,
+        n_taps: int = 25,
+        output_nonlinearity: bool = True,
+    ) -> None:
+        core = LNCore(n_frequencies, n_channels=n_channels, n_taps=n_taps)
+        readout = Readout(core.n_channels, n_units, input_dim="channel")
+        use_output = _check_bool("output_nonlinearity", output_nonlinearity)
+        output = DoubleExponential(readout.n_units) if use_output else None
+        super().__init__(core, readout, output)
+        self._set_config(
+            n_frequencies=core.n_frequencies,
+            n_units=readout.n_units,
+            n_channels=core.n_channels,
+            n_taps=core.memory,
+            output_nonlinearity=use_output,
+        )
+
+    def strf(self) -> Tensor:
+        """Each unit's effective spectro-temporal filter (before the output nonlinearity).
+
+        Returns
+        -------
+        Tensor, shape (n_units, n_frequencies, n_taps)
+            Time order along the last axis (last = current bin); detached.
+        """
+        with torch.no_grad():
+            # drive_u(t) = sum_c W[u, c] sum_j h[c, j] sum_f S[c, f] x[t - L + 1 + j, f]
+            return torch.einsum(
+                "uc,cj,cf->ufj", self.readout.weight, self.core.temporal.weight, self.core.spectral
+            )
