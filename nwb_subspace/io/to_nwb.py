@@ -1,0 +1,300 @@
+"""Turn in-memory results (``nwb_subspace.results``) into NWB extension objects.
+
+Every builder takes the open ``NWBFile`` so that unit references become
+``DynamicTableRegion`` objects into its ``units`` table.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from datetime import datetime
+
+import numpy as np
+from hdmf.common import DynamicTableRegion
+from pynwb import NWBFile
+
+from .. import __version__
+from ..ndx import (
+    EncodingModel,
+    ModelLayerTable,
+    ModelWeight,
+    SiteStatisticsTable,
+    SiteSubspace,
+    SiteUnitTable,
+    Spectrogram,
+    SubspaceAnalysis,
+    SubspaceRFTable,
+    TuningSubspaceTable,
+    UnitScoresTable,
+)
+from ..results import (
+    STATISTIC_FIELDS,
+    FittedModel,
+    ResultSet,
+    SiteStatistics,
+    SiteSubspaceResult,
+    SpectrogramResult,
+    SubspaceRFs,
+    TuningSubspaces,
+)
+
+
+def software_versions() -> dict[str, str]:
+    """Versions of the software that shapes the results."""
+    import hdmf
+    import pynwb
+    import scipy
+    import torch
+
+    return {
+        "nwb-subspace": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "pynwb": pynwb.__version__,
+        "hdmf": hdmf.__version__,
+    }
+
+
+def _units_region(nwbfile: NWBFile, rows: np.ndarray, doc: str) -> DynamicTableRegion:
+    return DynamicTableRegion(
+        name="units", data=np.asarray(rows, dtype=np.int64), table=nwbfile.units,
+        description=doc,
+    )
+
+
+def spectrogram_to_nwb(spec: SpectrogramResult, nwbfile: NWBFile) -> Spectrogram:
+    """Build a ``Spectrogram`` TimeSeries, linking its source sound when it is in the file."""
+    settings = dict(spec.settings)
+    source = None
+    if spec.source_sound is not None:
+        for pool in (nwbfile.stimulus, nwbfile.acquisition):
+            if spec.source_sound in pool:
+                source = pool[spec.source_sound]
+                break
+    kwargs = {"source_sound": source} if source is not None else {}
+    bin_s = float(settings.get("bin_s", 1.0 / spec.rate))
+    return Spectrogram(
+        name=spec.name,
+        data=np.asarray(spec.data, dtype=np.float32),
+        unit="a.u.",
+        frequencies=np.asarray(spec.frequencies, dtype=float),
+        rate=float(spec.rate),
+        starting_time=float(spec.starting_time),
+        filterbank=str(settings.get("filterbank", "unknown")),
+        f_min=float(settings.get("f_min", float(np.min(spec.frequencies)))),
+        f_max=float(settings.get("f_max", float(np.max(spec.frequencies)))),
+        window_s=float(settings.get("window_s", bin_s)),
+        compression=str(settings.get("compression", "none")),
+        settings_json=json.dumps(settings, sort_keys=True, default=_jsonable),
+        description=f"Spectrogram computed by nwb-subspace {__version__}.",
+        **kwargs,
+    )
+
+
+def _jsonable(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _layer_table(module) -> ModelLayerTable | None:
+    layers = getattr(module, "layer_summary", None)
+    if layers is None:
+        return None
+    rows = layers() if callable(layers) else layers
+    if not rows:
+        return None
+    table = ModelLayerTable(name="layers", description="Layers from input to output.")
+    for row in rows:
+        table.add_row(**row)
+    return table
+
+
+def model_to_nwb(
+    model: FittedModel, nwbfile: NWBFile, spectrograms: dict[str, Spectrogram]
+) -> EncodingModel:
+    """Build an ``EncodingModel`` holding every weight tensor and the training record."""
+    module = model.module
+    dims = module.tensor_dims()
+    weights = []
+    for key, tensor in module.state_dict().items():
+        arr = tensor.detach().cpu().numpy()
+        if arr.ndim == 0:
+            arr = arr.reshape(1)
+        names = list(dims.get(key, [f"dim{i}" for i in range(arr.ndim)]))
+        if len(names) != arr.ndim:
+            names = [f"dim{i}" for i in range(arr.ndim)]
+        weights.append(ModelWeight(name=key, data=arr, dimension_names=names))
+    train = model.training
+    versions = train.software_versions or software_versions()
+    kwargs = {}
+    for opt in ("best_epoch", "l2", "n_initializations", "device"):
+        value = getattr(train, opt)
+        if value is not None:
+            kwargs[opt] = value
+    for curve in ("training_loss", "validation_loss"):
+        value = getattr(train, curve)
+        if value is not None and len(value):
+            kwargs[curve] = np.asarray(value, dtype=float)
+    if model.scores is not None:
+        kwargs["scores"] = _scores_table(model, nwbfile)
+    layers = _layer_table(module)
+    if layers is not None:
+        kwargs["layers"] = layers
+    if model.spectrogram is not None:
+        if model.spectrogram not in spectrograms:
+            raise ValueError(
+                f"model {model.name!r} names spectrogram {model.spectrogram!r}, which is not "
+                f"in this result set (have {sorted(spectrograms)})"
+            )
+        kwargs["spectrogram"] = spectrograms[model.spectrogram]
+    em = EncodingModel(
+        name=model.name,
+        model_kind=module.kind,
+        architecture=model.architecture or type(module).__name__,
+        config_json=json.dumps(module.config, sort_keys=True, default=_jsonable),
+        bin_size_s=float(model.bin_size_s),
+        n_lags=int(module.memory),
+        n_frequencies=int(module.config.get("n_frequencies", 0)),
+        n_units=int(model.unit_rows.size),
+        loss=train.loss,
+        epochs=int(train.epochs),
+        seed=int(train.seed),
+        learning_rates=np.asarray(train.learning_rates, dtype=float),
+        software_versions=json.dumps(versions, sort_keys=True),
+        model_weights=weights,
+        units=nwbfile.units,
+        **kwargs,
+    )
+    return em
+
+
+def _scores_table(model: FittedModel, nwbfile: NWBFile) -> UnitScoresTable:
+    s = model.scores
+    columns = {"units": _units_region(nwbfile, model.unit_rows, "Scored unit.")}
+    for name in ("correlation", "noise_floor", "noise_corrected_correlation",
+                 "explained_variance"):
+        columns[name] = np.asarray(getattr(s, name), dtype=float)
+    return _table(UnitScoresTable, "scores", "Validation scores, one row per unit "
+                  "predicted by the model.", model.unit_rows.size, columns)
+
+
+def _col_doc(cls, name: str) -> str:
+    for col in cls.__columns__:
+        if col["name"] == name:
+            return col["description"]
+    raise KeyError(name)
+
+
+def _table(cls, name: str, description: str, n: int, columns: dict, **fields):
+    """Build a DynamicTable subtype from whole columns (the fast path; no add_row loop)."""
+    from hdmf.common import VectorData
+
+    cols = []
+    for key, value in columns.items():
+        if isinstance(value, DynamicTableRegion):
+            cols.append(value)
+        else:
+            cols.append(VectorData(name=key, description=_col_doc(cls, key), data=value))
+    table = cls(name=name, description=description, columns=cols,
+                id=list(range(n)), **fields)
+    return table
+
+
+def subspaces_to_nwb(sub: TuningSubspaces, nwbfile: NWBFile) -> TuningSubspaceTable:
+    n = sub.unit_rows.size
+    return _table(
+        TuningSubspaceTable, sub.name, "Tuning subspace (dSTRF PCA) of each unit.", n,
+        {
+            "units": _units_region(nwbfile, sub.unit_rows, "Unit of each row."),
+            "components": np.asarray(sub.components, dtype=np.float32),
+            "explained_variance_ratio": np.asarray(sub.explained_variance_ratio, float),
+            "dimensionality": np.asarray(sub.dimensionality, dtype=np.int64),
+            "mean_dstrf": np.asarray(sub.mean_dstrf, dtype=np.float32),
+            "n_frames": np.asarray(sub.n_frames, dtype=np.int64),
+            "noise_floor": np.asarray(sub.noise_floor, dtype=float),
+        },
+        variance_threshold=float(sub.variance_threshold),
+        frequencies=np.asarray(sub.frequencies, dtype=float),
+        lags=np.asarray(sub.lags_s, dtype=float),
+    )
+
+
+def srfs_to_nwb(srf: SubspaceRFs, nwbfile: NWBFile) -> SubspaceRFTable:
+    n = srf.unit_rows.size
+    return _table(
+        SubspaceRFTable, srf.name, "Subspace receptive fields.", n,
+        {
+            "units": _units_region(nwbfile, srf.unit_rows, "Unit of each row."),
+            "dimensions": np.asarray(srf.dimensions, dtype=np.int64),
+            "response_source": [str(s) for s in srf.response_source],
+            "response_map": np.asarray(srf.response_map, dtype=float),
+            "occupancy": np.asarray(srf.occupancy, dtype=np.int64),
+            "edges_x": np.asarray(srf.edges_x, dtype=float),
+            "edges_y": np.asarray(srf.edges_y, dtype=float),
+            "breadth": np.asarray(srf.breadth, dtype=np.int64),
+            "shape_index": np.asarray(srf.shape_index, dtype=float),
+        },
+        high_activity_threshold=float(srf.high_activity_threshold),
+    )
+
+
+def site_subspace_to_nwb(site: SiteSubspaceResult, nwbfile: NWBFile) -> SiteSubspace:
+    n = site.unit_rows.size
+    fractions = _table(
+        SiteUnitTable, "unit_fractions", f"Unit variance fractions in site {site.site}.", n,
+        {
+            "units": _units_region(nwbfile, site.unit_rows, "Unit of each row."),
+            "variance_fraction": np.asarray(site.variance_fraction, dtype=float),
+            "null_mean": np.asarray(site.null_mean, dtype=float),
+            "p_value": np.asarray(site.p_value, dtype=float),
+        },
+    )
+    return SiteSubspace(
+        name=site.name,
+        site=site.site,
+        dimensionality=int(site.dimensionality),
+        components=np.asarray(site.components, dtype=np.float32),
+        explained_variance_ratio=np.asarray(site.explained_variance_ratio, dtype=float),
+        frequencies=np.asarray(site.frequencies, dtype=float),
+        lags=np.asarray(site.lags_s, dtype=float),
+        unit_fractions=fractions,
+    )
+
+
+def site_statistics_to_nwb(stats: SiteStatistics) -> SiteStatisticsTable:
+    kinds = {"site": str, "statistic": str, "value": float, "null_mean": float,
+             "p_value": float, "effect_size": float, "n": int, "test": str, "verdict": str}
+    columns = {
+        key: [kinds[key](row[key]) for row in stats.rows] for key in STATISTIC_FIELDS
+    }
+    return _table(SiteStatisticsTable, stats.name, "Site statistics with nulls.",
+                  len(stats.rows), columns)
+
+
+def analysis_to_nwb(results: ResultSet, nwbfile: NWBFile, run_name: str) -> SubspaceAnalysis:
+    """Build the ``SubspaceAnalysis`` container holding a whole result set."""
+    n_units = 0 if nwbfile.units is None else len(nwbfile.units)
+    if results.max_unit_row() >= n_units:
+        raise ValueError(
+            f"results refer to unit row {results.max_unit_row()} but the file's units table "
+            f"has {n_units} rows"
+        )
+    spectrograms = {s.name: spectrogram_to_nwb(s, nwbfile) for s in results.spectrograms}
+    return SubspaceAnalysis(
+        name=run_name,
+        config_json=json.dumps(results.config, sort_keys=True, default=_jsonable),
+        software_version=__version__,
+        created=datetime.now().astimezone(),
+        spectrograms=list(spectrograms.values()),
+        encoding_models=[model_to_nwb(m, nwbfile, spectrograms) for m in results.models],
+        tuning_subspace_tables=[subspaces_to_nwb(s, nwbfile) for s in results.subspaces],
+        subspace_rf_tables=[srfs_to_nwb(s, nwbfile) for s in results.srfs],
+        site_subspaces=[site_subspace_to_nwb(s, nwbfile) for s in results.site_subspaces],
+        site_statistics_tables=[site_statistics_to_nwb(s) for s in results.site_statistics],
+    )
