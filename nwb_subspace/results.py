@@ -180,7 +180,7 @@ class SubspaceRFs:
     edges_x: np.ndarray  # (n, B+1)
     edges_y: np.ndarray  # (n, B+1)
     breadth: np.ndarray  # (n,)
-    shape_index: np.ndarray  # (n, 2)
+    shape_asymmetry: np.ndarray  # (n, 2)
     high_activity_threshold: float = 0.5
     name: str = "subspace_rfs"
 
@@ -190,7 +190,7 @@ class SubspaceRFs:
             "SubspaceRFs", self.unit_rows.size, dimensions=self.dimensions,
             response_source=self.response_source, response_map=self.response_map,
             occupancy=self.occupancy, edges_x=self.edges_x, edges_y=self.edges_y,
-            breadth=self.breadth, shape_index=self.shape_index,
+            breadth=self.breadth, shape_asymmetry=self.shape_asymmetry,
         )
         bad = set(np.asarray(self.response_source).tolist()) - {"model", "measured"}
         if bad:

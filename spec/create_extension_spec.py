@@ -311,7 +311,7 @@ def subspace_rf_spec() -> NWBGroupSpec:
                     "float64", ["num_edges_y"]),
             _column("breadth", "Number of high-activity bins (normalised map >= the "
                     "threshold).", "int", []),
-            _column("shape_index", "Shape index of each axis' marginal: > 0 bowl "
+            _column("shape_asymmetry", "Shape index (asymmetry) of each axis' marginal: > 0 bowl "
                     "(U-shaped), < 0 hill (inverted U), near 0 monotonic; in [-1, 1].",
                     "float64", ["xy"]),
         ],

@@ -151,7 +151,7 @@ def srfs_from_nwb(t: SubspaceRFTable) -> SubspaceRFs:
         edges_x=_col(t, "edges_x"),
         edges_y=_col(t, "edges_y"),
         breadth=_col(t, "breadth"),
-        shape_index=_col(t, "shape_index"),
+        shape_asymmetry=_col(t, "shape_asymmetry"),
         high_activity_threshold=float(t.high_activity_threshold),
         name=t.name,
     )

@@ -238,7 +238,7 @@ def srfs_to_nwb(srf: SubspaceRFs, nwbfile: NWBFile) -> SubspaceRFTable:
             "edges_x": np.asarray(srf.edges_x, dtype=float),
             "edges_y": np.asarray(srf.edges_y, dtype=float),
             "breadth": np.asarray(srf.breadth, dtype=np.int64),
-            "shape_index": np.asarray(srf.shape_index, dtype=float),
+            "shape_asymmetry": np.asarray(srf.shape_asymmetry, dtype=float),
         },
         high_activity_threshold=float(srf.high_activity_threshold),
     )

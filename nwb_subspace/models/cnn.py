@@ -14,6 +14,8 @@ Memory is ``n_taps1 + n_taps2 - 1`` bins (24 with the defaults, 240 ms at 100 Hz
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -24,6 +26,7 @@ from .layers import (
     Readout,
     _check_bool,
     _check_int,
+    _layer,
     _sum_of_squares,
     _uniform_,
 )
@@ -105,6 +108,18 @@ class CNNCore(nn.Module):
         return _sum_of_squares(
             self.spectral, self.temporal1.weight, self.mix, self.temporal2.weight, self.dense.weight
         )
+
+    def layer_summary(self, prefix: str = "core") -> list[dict[str, Any]]:
+        """Rows describing the core's layers, input first."""
+        c1, c2 = self.spectral.shape[0], self.mix.shape[0]
+        t1, t2 = self.temporal1.n_taps, self.temporal2.n_taps
+        return [
+            _layer(f"{prefix}.spectral", "dense", self.n_frequencies, c1, 1, "none"),
+            _layer(f"{prefix}.temporal1", "temporal_conv", c1, c1, t1, "relu"),
+            _layer(f"{prefix}.mix", "dense", c1, c2, 1, "none"),
+            _layer(f"{prefix}.temporal2", "temporal_conv", c2, c2, t2, "relu"),
+            _layer(f"{prefix}.dense", "dense", c2, self.n_hidden, 1, "relu"),
+        ]
 
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
         """Dimension names of each ``state_dict`` entry."""

@@ -112,6 +112,20 @@ def causal_pad(x: Tensor, n_bins: int) -> Tensor:
 # --------------------------------------------------------------------------------------
 
 
+def _layer(
+    name: str, layer_type: str, in_size: int, out_size: int, kernel_size: int, activation: str
+) -> dict[str, Any]:
+    """One row of a model's layer summary (see :meth:`EncodingModel.layer_summary`)."""
+    return {
+        "layer_name": name,
+        "layer_type": layer_type,
+        "in_size": int(in_size),
+        "out_size": int(out_size),
+        "kernel_size": int(kernel_size),
+        "activation": activation,
+    }
+
+
 class DoubleExponential(nn.Module):
     r"""Per-unit double-exponential (Gompertz) output nonlinearity.
 
@@ -327,6 +341,10 @@ class Readout(nn.Module):
     def extra_repr(self) -> str:
         return f"n_inputs={self.n_inputs}, n_units={self.n_units}, bias={self.bias is not None}"
 
+    def layer_summary(self, prefix: str = "readout") -> list[dict[str, Any]]:
+        """Rows describing this layer (see :meth:`EncodingModel.layer_summary`)."""
+        return [_layer(prefix, "dense", self.n_inputs, self.n_units, 1, "none")]
+
 
 # --------------------------------------------------------------------------------------
 # core + readout composition
@@ -509,3 +527,17 @@ class EncodingModel(nn.Module):
             for key, names in module.tensor_dims().items():
                 dims[f"{prefix}.{key}"] = tuple(names)
         return dims
+
+    def layer_summary(self) -> list[dict[str, Any]]:
+        """The layers from input to output, one dict per layer.
+
+        Keys: ``layer_name`` (prefix of its ``state_dict`` entries), ``layer_type``,
+        ``in_size``, ``out_size``, ``kernel_size`` (time bins; 1 for dense layers) and
+        ``activation`` (applied after the layer).
+        """
+        rows = list(self.core.layer_summary("core"))
+        rows += self.readout.layer_summary("readout")
+        if self.output is not None:
+            n = self.n_units
+            rows.append(_layer("output", "double_exponential", n, n, 1, "none"))
+        return rows

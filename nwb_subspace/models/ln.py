@@ -15,6 +15,8 @@ spectro-temporal receptive field of rank <= ``n_channels`` and ``n_taps`` bins. 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -25,6 +27,7 @@ from .layers import (
     Readout,
     _check_bool,
     _check_int,
+    _layer,
     _sum_of_squares,
     _uniform_,
 )
@@ -78,6 +81,14 @@ class LNCore(nn.Module):
         for key, names in self.temporal.tensor_dims("channel", "lag").items():
             dims[f"temporal.{key}"] = names
         return dims
+
+    def layer_summary(self, prefix: str = "core") -> list[dict[str, Any]]:
+        """Rows describing the core's layers, input first."""
+        c = self.n_channels
+        return [
+            _layer(f"{prefix}.spectral", "dense", self.n_frequencies, c, 1, "none"),
+            _layer(f"{prefix}.temporal", "temporal_conv", c, c, self.memory, "none"),
+        ]
 
     def extra_repr(self) -> str:
         return f"n_frequencies={self.n_frequencies}, memory={self.memory}"

@@ -17,6 +17,7 @@ holds only sizes. Memory is ``n_lags`` (D) bins.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from .layers import (
     EncodingModel,
     _check_bool,
     _check_int,
+    _layer,
     _sum_of_squares,
     _uniform_,
 )
@@ -130,6 +132,11 @@ class SubspaceProjection(nn.Module):
         """Zero: the bases are fixed."""
         return self.bases.new_zeros(())
 
+    def layer_summary(self, prefix: str = "core") -> list[dict[str, Any]]:
+        """One row: the per-unit projection onto ``k_max`` basis filters of ``n_lags`` bins."""
+        f, k = self.n_frequencies, self.k_max
+        return [_layer(f"{prefix}.bases", "projection", f, k, self.memory, "none")]
+
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
         """Dimension names of each ``state_dict`` entry."""
         return {"bases": ("unit", "component", "frequency", "lag")}
@@ -196,6 +203,15 @@ class UnitMLP(nn.Module):
     def regularizer(self) -> Tensor:
         """Sum of squared weights (biases excluded)."""
         return _sum_of_squares(self.weight1, self.weight2, self.weight3)
+
+    def layer_summary(self, prefix: str = "readout") -> list[dict[str, Any]]:
+        """Rows of the per-unit MLP (sizes are per unit; all units share the shapes)."""
+        h1, h2 = self.n_hidden1, self.n_hidden2
+        return [
+            _layer(f"{prefix}.weight1", "unit_dense", self.n_inputs, h1, 1, "relu"),
+            _layer(f"{prefix}.weight2", "unit_dense", h1, h2, 1, "relu"),
+            _layer(f"{prefix}.weight3", "unit_dense", h2, 1, 1, "none"),
+        ]
 
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
         """Dimension names of each ``state_dict`` entry."""

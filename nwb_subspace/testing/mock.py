@@ -10,6 +10,7 @@ import numpy as np
 from dateutil.tz import tzutc
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.file import Subject
+from pynwb.misc import Units
 
 from ..results import (
     FittedModel,
@@ -39,11 +40,10 @@ def mock_nwbfile(n_units: int = 5, n_channels: int = 8, duration_s: float = 4.0,
         institution="Test institution",
         experiment_description="Natural sounds presented to an awake ferret.",
         keywords=["auditory cortex", "natural sounds"],
-        subject=Subject(subject_id="F1", species="Mustela putorius furo", sex="F",
+        subject=Subject(subject_id="F1", species="Mustela furo", sex="F",
                         age="P1Y", description="Mock ferret."),
     )
-    device = nwbfile.create_device(name="probe", description="Linear silicon probe.",
-                                   manufacturer="Test")
+    device = nwbfile.create_device(name="probe", description="Linear silicon probe.")
     group = nwbfile.create_electrode_group(
         name="shank0", description="The single shank.", location="auditory cortex",
         device=device,
@@ -53,6 +53,10 @@ def mock_nwbfile(n_units: int = 5, n_channels: int = 8, duration_s: float = 4.0,
     for ch in range(n_channels):
         nwbfile.add_electrode(group=group, location="auditory cortex",
                               rel_x=0.0, rel_y=20.0 * ch)
+    nwbfile.units = Units(
+        name="units", description="Units sorted from the probe.", resolution=1 / 30000.0,
+        waveform_rate=30000.0, waveform_unit="volts",
+    )
     n_samples = 40
     t = np.arange(n_samples) / 30000.0
     for u in range(n_units):
@@ -95,8 +99,8 @@ def mock_result_set(n_units: int = 5, n_frequencies: int = 6, seed: int = 0) -> 
     rows = np.arange(n_units)
     torch.manual_seed(seed)
     cnn = build_model("cnn", {"n_frequencies": n_frequencies, "n_units": n_units,
-                              "spectral_channels": 4, "hidden_channels": 5,
-                              "dense_units": 6})
+                              "n_channels1": 4, "n_channels2": 5,
+                              "n_hidden": 6})
     scores = UnitScores(*(rng.random(n_units) for _ in range(4)))
     model = FittedModel(
         name="cnn", module=cnn, unit_rows=rows, bin_size_s=0.01, scores=scores,
@@ -123,7 +127,7 @@ def mock_result_set(n_units: int = 5, n_frequencies: int = 6, seed: int = 0) -> 
         edges_x=np.tile(np.linspace(-1, 1, b + 1), (2 * n_units, 1)),
         edges_y=np.tile(np.linspace(-1, 1, b + 1), (2 * n_units, 1)),
         breadth=rng.integers(0, b * b, 2 * n_units),
-        shape_index=rng.uniform(-1, 1, (2 * n_units, 2)),
+        shape_asymmetry=rng.uniform(-1, 1, (2 * n_units, 2)),
     )
     site = SiteSubspaceResult(
         site="shank0", components=rng.standard_normal((k, n_frequencies, d)),

@@ -1,0 +1,52 @@
+"""Shared fixtures: small NWB files generated in code (no data files in the repository)."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+import nwb_subspace  # noqa: F401  (registers the extension before any file is opened)
+from nwb_subspace.testing import mock_result_set, write_mock_nwbfile
+
+
+@pytest.fixture
+def mock_file(tmp_path: Path) -> Path:
+    """A plain-pynwb session file with 5 units, waveforms, electrodes and a sound."""
+    return write_mock_nwbfile(tmp_path / "session.nwb")
+
+
+@pytest.fixture
+def results():
+    """A result set holding one object of every extension type."""
+    return mock_result_set()
+
+
+def dataset_checksums(path: Path) -> dict[str, str]:
+    """SHA-256 of every dataset's bytes and attributes, keyed by HDF5 path."""
+    sums: dict[str, str] = {}
+
+    def visit(name, obj):
+        h = hashlib.sha256()
+        if isinstance(obj, h5py.Dataset):
+            data = obj[()]
+            if isinstance(data, np.ndarray) and data.dtype.kind == "O":
+                h.update(repr(data.tolist()).encode())
+            elif isinstance(data, np.ndarray):
+                h.update(data.tobytes())
+            else:
+                h.update(repr(data).encode())
+        for key in sorted(obj.attrs):
+            h.update(key.encode() + repr(obj.attrs[key]).encode())
+        sums[name] = h.hexdigest()
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    return sums
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
