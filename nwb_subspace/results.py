@@ -30,8 +30,7 @@ def _check_len(owner: str, n: int, **arrays: Any) -> None:
             continue
         if len(value) != n:
             raise ValueError(
-                f"{owner}.{key} has {len(value)} rows but unit_rows has {n}; "
-                "give one row per unit"
+                f"{owner}.{key} has {len(value)} rows but unit_rows has {n}; give one row per unit"
             )
 
 
@@ -154,10 +153,14 @@ class TuningSubspaces:
         self.unit_rows = _as_rows(self.unit_rows, "TuningSubspaces.unit_rows")
         n = self.unit_rows.size
         _check_len(
-            "TuningSubspaces", n, components=self.components,
+            "TuningSubspaces",
+            n,
+            components=self.components,
             explained_variance_ratio=self.explained_variance_ratio,
-            dimensionality=self.dimensionality, mean_dstrf=self.mean_dstrf,
-            n_frames=self.n_frames, noise_floor=self.noise_floor,
+            dimensionality=self.dimensionality,
+            mean_dstrf=self.mean_dstrf,
+            n_frames=self.n_frames,
+            noise_floor=self.noise_floor,
         )
         comps = np.asarray(self.components)
         if comps.ndim != 4 or comps.shape[2:] != (len(self.frequencies), len(self.lags_s)):
@@ -187,10 +190,16 @@ class SubspaceRFs:
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "SubspaceRFs.unit_rows")
         _check_len(
-            "SubspaceRFs", self.unit_rows.size, dimensions=self.dimensions,
-            response_source=self.response_source, response_map=self.response_map,
-            occupancy=self.occupancy, edges_x=self.edges_x, edges_y=self.edges_y,
-            breadth=self.breadth, shape_asymmetry=self.shape_asymmetry,
+            "SubspaceRFs",
+            self.unit_rows.size,
+            dimensions=self.dimensions,
+            response_source=self.response_source,
+            response_map=self.response_map,
+            occupancy=self.occupancy,
+            edges_x=self.edges_x,
+            edges_y=self.edges_y,
+            breadth=self.breadth,
+            shape_asymmetry=self.shape_asymmetry,
         )
         bad = set(np.asarray(self.response_source).tolist()) - {"model", "measured"}
         if bad:
@@ -216,15 +225,24 @@ class SiteSubspaceResult:
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "SiteSubspaceResult.unit_rows")
         _check_len(
-            "SiteSubspaceResult", self.unit_rows.size,
-            variance_fraction=self.variance_fraction, null_mean=self.null_mean,
+            "SiteSubspaceResult",
+            self.unit_rows.size,
+            variance_fraction=self.variance_fraction,
+            null_mean=self.null_mean,
             p_value=self.p_value,
         )
         self.name = self.name or f"site_subspace_{self.site}"
 
 
 STATISTIC_FIELDS = (
-    "site", "statistic", "value", "null_mean", "p_value", "effect_size", "n", "test",
+    "site",
+    "statistic",
+    "value",
+    "null_mean",
+    "p_value",
+    "effect_size",
+    "n",
+    "test",
     "verdict",
 )
 
@@ -273,6 +291,7 @@ class ResultSet:
 
     def max_unit_row(self) -> int:
         """Largest unit row referenced by any result (-1 if none)."""
-        rows = [r.unit_rows for r in (*self.models, *self.subspaces, *self.srfs,
-                                       *self.site_subspaces)]
+        rows = [
+            r.unit_rows for r in (*self.models, *self.subspaces, *self.srfs, *self.site_subspaces)
+        ]
         return max((int(r.max()) for r in rows if r.size), default=-1)

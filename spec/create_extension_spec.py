@@ -31,8 +31,11 @@ def _attr(name, doc, dtype="text", required=True, **kw):
 
 def _unit_attr(unit: str) -> NWBAttributeSpec:
     return NWBAttributeSpec(
-        name="unit", doc=f"Unit of measurement of the values ({unit}).", dtype="text",
-        default_value=unit, required=False,
+        name="unit",
+        doc=f"Unit of measurement of the values ({unit}).",
+        dtype="text",
+        default_value=unit,
+        required=False,
     )
 
 
@@ -40,22 +43,34 @@ def _column(name, doc, dtype, dims, quantity=1, inc="VectorData"):
     """A DynamicTable column: the first dim is always the row dim ``num_rows``."""
     dims = ["num_rows", *dims]
     return NWBDatasetSpec(
-        name=name, neurodata_type_inc=inc, doc=doc, dtype=dtype, dims=dims,
-        shape=[None] * len(dims), quantity=quantity,
+        name=name,
+        neurodata_type_inc=inc,
+        doc=doc,
+        dtype=dtype,
+        dims=dims,
+        shape=[None] * len(dims),
+        quantity=quantity,
     )
 
 
 def _units_region(doc: str) -> NWBDatasetSpec:
     return NWBDatasetSpec(
-        name="units", neurodata_type_inc="DynamicTableRegion", dtype="int",
-        dims=["num_rows"], shape=[None],
+        name="units",
+        neurodata_type_inc="DynamicTableRegion",
+        dtype="int",
+        dims=["num_rows"],
+        shape=[None],
         doc=f"{doc} Each value is a row index into the NWB file's ``units`` table.",
     )
 
 
 def _axis(name: str, doc: str, unit: str, dim: str) -> NWBDatasetSpec:
     return NWBDatasetSpec(
-        name=name, doc=doc, dtype="float64", dims=[dim], shape=[None],
+        name=name,
+        doc=doc,
+        dtype="float64",
+        dims=[dim],
+        shape=[None],
         attributes=[_unit_attr(unit)],
     )
 
@@ -71,34 +86,61 @@ def spectrogram_spec() -> NWBGroupSpec:
         ),
         datasets=[
             NWBDatasetSpec(
-                name="data", doc="Compressed filterbank energy, one row per time bin.",
-                dtype="float32", dims=["num_times", "num_frequencies"], shape=[None, None],
+                name="data",
+                doc="Compressed filterbank energy, one row per time bin.",
+                dtype="float32",
+                dims=["num_times", "num_frequencies"],
+                shape=[None, None],
                 attributes=[
                     NWBAttributeSpec(
-                        name="unit", dtype="text", default_value="a.u.",
+                        name="unit",
+                        dtype="text",
+                        default_value="a.u.",
                         doc="Unit of the compressed energy; 'a.u.' (dimensionless) by default.",
                     )
                 ],
             ),
-            _axis("frequencies", "Centre frequency of each filterbank channel.", "Hz",
-                  "num_frequencies"),
+            _axis(
+                "frequencies",
+                "Centre frequency of each filterbank channel.",
+                "Hz",
+                "num_frequencies",
+            ),
         ],
         attributes=[
-            _attr("filterbank", "Kind of filterbank, e.g. 'gammatone' (4th-order IIR, "
-                  "scipy.signal.gammatone)."),
+            _attr(
+                "filterbank",
+                "Kind of filterbank, e.g. 'gammatone' (4th-order IIR, scipy.signal.gammatone).",
+            ),
             _attr("f_min", "Lowest channel centre frequency requested, in Hz.", "float64"),
-            _attr("f_max", "Highest channel centre frequency used (after any cap at the "
-                  "Nyquist frequency), in Hz.", "float64"),
-            _attr("window_s", "Length of the time window over which energy is pooled for "
-                  "each bin, in seconds.", "float64"),
-            _attr("compression", "The compression applied to each bin's filter output, "
-                  "written as a formula, e.g. 'log((sqrt(rms) + 0.1) / 0.1)'."),
-            _attr("settings_json", "Every setting of the computation as a JSON object, "
-                  "so the spectrogram can be recomputed exactly.", required=False),
+            _attr(
+                "f_max",
+                "Highest channel centre frequency used (after any cap at the "
+                "Nyquist frequency), in Hz.",
+                "float64",
+            ),
+            _attr(
+                "window_s",
+                "Length of the time window over which energy is pooled for each bin, in seconds.",
+                "float64",
+            ),
+            _attr(
+                "compression",
+                "The compression applied to each bin's filter output, "
+                "written as a formula, e.g. 'log((sqrt(rms) + 0.1) / 0.1)'.",
+            ),
+            _attr(
+                "settings_json",
+                "Every setting of the computation as a JSON object, "
+                "so the spectrogram can be recomputed exactly.",
+                required=False,
+            ),
         ],
         links=[
             NWBLinkSpec(
-                name="source_sound", target_type="TimeSeries", quantity="?",
+                name="source_sound",
+                target_type="TimeSeries",
+                quantity="?",
                 doc="The sound waveform this spectrogram was computed from.",
             )
         ],
@@ -118,8 +160,12 @@ def model_weight_spec() -> NWBDatasetSpec:
         dims=dims,
         shape=[[None] * len(d) for d in dims],
         attributes=[
-            _attr("dimension_names", "Meaning of each axis, e.g. ['out_channels', "
-                  "'in_channels', 'kernel'].", dims=["rank"], shape=[None]),
+            _attr(
+                "dimension_names",
+                "Meaning of each axis, e.g. ['out_channels', 'in_channels', 'kernel'].",
+                dims=["rank"],
+                shape=[None],
+            ),
         ],
     )
 
@@ -130,16 +176,27 @@ def layer_table_spec() -> NWBGroupSpec:
         neurodata_type_inc="DynamicTable",
         doc="The layers of a fitted model in order from input to output, one row per layer.",
         datasets=[
-            _column("layer_name", "Name of the layer (prefix of its weight tensors).",
-                    "text", []),
-            _column("layer_type", "Kind of layer: 'dense', 'temporal_conv', "
-                    "'double_exponential', 'projection', ...", "text", []),
+            _column("layer_name", "Name of the layer (prefix of its weight tensors).", "text", []),
+            _column(
+                "layer_type",
+                "Kind of layer: 'dense', 'temporal_conv', 'double_exponential', 'projection', ...",
+                "text",
+                [],
+            ),
             _column("in_size", "Number of input channels or features.", "int", []),
             _column("out_size", "Number of output channels or features.", "int", []),
-            _column("kernel_size", "Temporal filter length in time bins (1 for dense "
-                    "layers).", "int", []),
-            _column("activation", "Nonlinearity applied after the layer ('relu', "
-                    "'none', ...).", "text", []),
+            _column(
+                "kernel_size",
+                "Temporal filter length in time bins (1 for dense layers).",
+                "int",
+                [],
+            ),
+            _column(
+                "activation",
+                "Nonlinearity applied after the layer ('relu', 'none', ...).",
+                "text",
+                [],
+            ),
         ],
     )
 
@@ -151,16 +208,34 @@ def unit_scores_spec() -> NWBGroupSpec:
         doc="Per-unit prediction scores of a fitted model on the validation data.",
         datasets=[
             _units_region("The unit each row scores."),
-            _column("correlation", "Pearson correlation of the prediction with the "
-                    "repeat-averaged validation PSTH (dimensionless).", "float64", []),
-            _column("noise_floor", "95th percentile of the correlation after shuffling "
-                    "the prediction in time (dimensionless).", "float64", []),
-            _column("noise_corrected_correlation", "Correlation divided by the ceiling "
-                    "estimated from the repeats (dimensionless; NaN where undefined).",
-                    "float64", []),
-            _column("explained_variance", "Fraction of the variance of the "
-                    "repeat-averaged validation PSTH explained by the prediction.",
-                    "float64", []),
+            _column(
+                "correlation",
+                "Pearson correlation of the prediction with the "
+                "repeat-averaged validation PSTH (dimensionless).",
+                "float64",
+                [],
+            ),
+            _column(
+                "noise_floor",
+                "95th percentile of the correlation after shuffling "
+                "the prediction in time (dimensionless).",
+                "float64",
+                [],
+            ),
+            _column(
+                "noise_corrected_correlation",
+                "Correlation divided by the ceiling "
+                "estimated from the repeats (dimensionless; NaN where undefined).",
+                "float64",
+                [],
+            ),
+            _column(
+                "explained_variance",
+                "Fraction of the variance of the "
+                "repeat-averaged validation PSTH explained by the prediction.",
+                "float64",
+                [],
+            ),
         ],
     )
 
@@ -175,65 +250,109 @@ def encoding_model_spec() -> NWBGroupSpec:
             "predicts. The architecture fields plus the weights rebuild the model exactly."
         ),
         attributes=[
-            _attr("model_kind", "Kind of model: 'ln' (linear-nonlinear), 'cnn' "
-                  "(population convolutional network) or 'subspace' (per-unit projection "
-                  "onto a tuning subspace followed by a small network)."),
+            _attr(
+                "model_kind",
+                "Kind of model: 'ln' (linear-nonlinear), 'cnn' "
+                "(population convolutional network) or 'subspace' (per-unit projection "
+                "onto a tuning subspace followed by a small network).",
+            ),
             _attr("architecture", "Name of the architecture, e.g. '1D-CNN x2'."),
-            _attr("config_json", "Constructor arguments of the architecture as a JSON "
-                  "object; with the weights this rebuilds the model."),
-            _attr("bin_size_s", "Width of one time bin of the input and output, in "
-                  "seconds.", "float64"),
-            _attr("n_lags", "Memory of the model: number of past input bins (including "
-                  "the current one) each output depends on.", "int"),
+            _attr(
+                "config_json",
+                "Constructor arguments of the architecture as a JSON "
+                "object; with the weights this rebuilds the model.",
+            ),
+            _attr(
+                "bin_size_s",
+                "Width of one time bin of the input and output, in seconds.",
+                "float64",
+            ),
+            _attr(
+                "n_lags",
+                "Memory of the model: number of past input bins (including "
+                "the current one) each output depends on.",
+                "int",
+            ),
             _attr("n_frequencies", "Number of spectrogram channels the model takes.", "int"),
             _attr("n_units", "Number of units the model predicts.", "int"),
             _attr("loss", "Training loss, e.g. 'poisson' or 'mse'."),
             _attr("epochs", "Number of training epochs run (all stages).", "int"),
-            _attr("best_epoch", "Epoch whose weights were kept (early stopping).", "int",
-                  required=False),
+            _attr(
+                "best_epoch",
+                "Epoch whose weights were kept (early stopping).",
+                "int",
+                required=False,
+            ),
             _attr("seed", "Random seed of the fit.", "int"),
-            _attr("learning_rates", "Learning rate of each training stage.", "float64",
-                  dims=["num_stages"], shape=[None]),
+            _attr(
+                "learning_rates",
+                "Learning rate of each training stage.",
+                "float64",
+                dims=["num_stages"],
+                shape=[None],
+            ),
             _attr("l2", "L2 penalty weight.", "float64", required=False),
-            _attr("n_initializations", "Number of random initialisations tried (the best "
-                  "was kept).", "int", required=False),
-            _attr("software_versions", "Versions of the software used, as a JSON object "
-                  "(python, torch, numpy, nwb-subspace, ...)."),
-            _attr("device", "Device the model was trained on ('cpu', 'cuda').",
-                  required=False),
+            _attr(
+                "n_initializations",
+                "Number of random initialisations tried (the best was kept).",
+                "int",
+                required=False,
+            ),
+            _attr(
+                "software_versions",
+                "Versions of the software used, as a JSON object "
+                "(python, torch, numpy, nwb-subspace, ...).",
+            ),
+            _attr("device", "Device the model was trained on ('cpu', 'cuda').", required=False),
         ],
         datasets=[
             NWBDatasetSpec(
-                neurodata_type_inc="ModelWeight", quantity="*",
+                neurodata_type_inc="ModelWeight",
+                quantity="*",
                 doc="The model's weight tensors, one dataset per state_dict entry.",
             ),
             NWBDatasetSpec(
-                name="training_loss", doc="Training loss after each epoch.",
-                dtype="float64", dims=["num_epochs"], shape=[None], quantity="?",
+                name="training_loss",
+                doc="Training loss after each epoch.",
+                dtype="float64",
+                dims=["num_epochs"],
+                shape=[None],
+                quantity="?",
             ),
             NWBDatasetSpec(
-                name="validation_loss", doc="Early-stopping (held-out estimation data) loss "
-                "after each epoch.", dtype="float64", dims=["num_epochs"], shape=[None],
+                name="validation_loss",
+                doc="Early-stopping (held-out estimation data) loss after each epoch.",
+                dtype="float64",
+                dims=["num_epochs"],
+                shape=[None],
                 quantity="?",
             ),
         ],
         groups=[
             NWBGroupSpec(
-                name="layers", neurodata_type_inc="ModelLayerTable", quantity="?",
+                name="layers",
+                neurodata_type_inc="ModelLayerTable",
+                quantity="?",
                 doc="The model's layers in order.",
             ),
             NWBGroupSpec(
-                name="scores", neurodata_type_inc="UnitScoresTable", quantity="?",
+                name="scores",
+                neurodata_type_inc="UnitScoresTable",
+                quantity="?",
                 doc="Per-unit validation scores.",
             ),
         ],
         links=[
             NWBLinkSpec(
-                name="spectrogram", target_type="Spectrogram", quantity="?",
+                name="spectrogram",
+                target_type="Spectrogram",
+                quantity="?",
                 doc="The spectrogram the model was fitted on.",
             ),
             NWBLinkSpec(
-                name="units", target_type="DynamicTable", quantity="?",
+                name="units",
+                target_type="DynamicTable",
+                quantity="?",
                 doc="The units table whose rows are the model's outputs, in order "
                 "(output i predicts the unit in row unit_rows[i]).",
             ),
@@ -251,26 +370,49 @@ def tuning_subspace_spec() -> NWBGroupSpec:
         ),
         datasets=[
             _units_region("The unit each row describes."),
-            _column("components", "Principal components of the unit's dSTRFs, as "
-                    "spectro-temporal filters (unit-norm, dimensionless), strongest first; "
-                    "each component's sign makes its sum positive.", "float32",
-                    ["num_components", "num_frequencies", "num_lags"]),
-            _column("explained_variance_ratio", "Fraction of the dSTRF variance along "
-                    "each component (dimensionless).", "float64", ["num_components"]),
-            _column("dimensionality", "Number of components reaching the cumulative "
-                    "variance threshold and above the noise floor.", "int", []),
-            _column("mean_dstrf", "Mean dSTRF of the unit, in (spikes/s) per spectrogram "
-                    "unit.", "float32", ["num_frequencies", "num_lags"]),
-            _column("n_frames", "Number of time bins whose dSTRFs entered the PCA.",
-                    "int", []),
-            _column("noise_floor", "Explained variance ratio of each component after "
-                    "shuffling every dSTRF pixel independently over time.", "float64",
-                    ["num_components"]),
+            _column(
+                "components",
+                "Principal components of the unit's dSTRFs, as "
+                "spectro-temporal filters (unit-norm, dimensionless), strongest first; "
+                "each component's sign makes its sum positive.",
+                "float32",
+                ["num_components", "num_frequencies", "num_lags"],
+            ),
+            _column(
+                "explained_variance_ratio",
+                "Fraction of the dSTRF variance along each component (dimensionless).",
+                "float64",
+                ["num_components"],
+            ),
+            _column(
+                "dimensionality",
+                "Number of components reaching the cumulative "
+                "variance threshold and above the noise floor.",
+                "int",
+                [],
+            ),
+            _column(
+                "mean_dstrf",
+                "Mean dSTRF of the unit, in (spikes/s) per spectrogram unit.",
+                "float32",
+                ["num_frequencies", "num_lags"],
+            ),
+            _column("n_frames", "Number of time bins whose dSTRFs entered the PCA.", "int", []),
+            _column(
+                "noise_floor",
+                "Explained variance ratio of each component after "
+                "shuffling every dSTRF pixel independently over time.",
+                "float64",
+                ["num_components"],
+            ),
             *_axes(),
         ],
         attributes=[
-            _attr("variance_threshold", "Cumulative explained variance used to choose "
-                  "the dimensionality (e.g. 0.95).", "float64"),
+            _attr(
+                "variance_threshold",
+                "Cumulative explained variance used to choose the dimensionality (e.g. 0.95).",
+                "float64",
+            ),
         ],
     )
 
@@ -278,10 +420,15 @@ def tuning_subspace_spec() -> NWBGroupSpec:
 def _axes() -> list[NWBDatasetSpec]:
     """The frequency and lag axes shared by every spectro-temporal array of a type."""
     return [
-        _axis("frequencies", "Centre frequency of each spectrogram channel.", "Hz",
-              "num_frequencies"),
-        _axis("lags", "Time lag of each filter column before the predicted bin "
-              "(0 = the current bin).", "seconds", "num_lags"),
+        _axis(
+            "frequencies", "Centre frequency of each spectrogram channel.", "Hz", "num_frequencies"
+        ),
+        _axis(
+            "lags",
+            "Time lag of each filter column before the predicted bin (0 = the current bin).",
+            "seconds",
+            "num_lags",
+        ),
     ]
 
 
@@ -296,28 +443,64 @@ def subspace_rf_spec() -> NWBGroupSpec:
         ),
         datasets=[
             _units_region("The unit each row describes."),
-            _column("dimensions", "The two subspace dimensions (0-based component "
-                    "indices) spanning the map: (x, y).", "int", ["xy"]),
-            _column("response_source", "Which response is mapped: 'model' (the CNN "
-                    "prediction) or 'measured' (binned spikes).", "text", []),
-            _column("response_map", "Mean response minus the spontaneous rate in each "
-                    "bin, in spikes/s; NaN where too few samples fell in the bin.",
-                    "float64", ["num_bins_x", "num_bins_y"]),
-            _column("occupancy", "Number of time bins of stimulus falling in each map "
-                    "bin.", "int", ["num_bins_x", "num_bins_y"]),
-            _column("edges_x", "Bin edges along dimension x, in projection units.",
-                    "float64", ["num_edges_x"]),
-            _column("edges_y", "Bin edges along dimension y, in projection units.",
-                    "float64", ["num_edges_y"]),
-            _column("breadth", "Number of high-activity bins (normalised map >= the "
-                    "threshold).", "int", []),
-            _column("shape_asymmetry", "Shape index (asymmetry) of each axis' marginal: > 0 bowl "
-                    "(U-shaped), < 0 hill (inverted U), near 0 monotonic; in [-1, 1].",
-                    "float64", ["xy"]),
+            _column(
+                "dimensions",
+                "The two subspace dimensions (0-based component indices) spanning the map: (x, y).",
+                "int",
+                ["xy"],
+            ),
+            _column(
+                "response_source",
+                "Which response is mapped: 'model' (the CNN "
+                "prediction) or 'measured' (binned spikes).",
+                "text",
+                [],
+            ),
+            _column(
+                "response_map",
+                "Mean response minus the spontaneous rate in each "
+                "bin, in spikes/s; NaN where too few samples fell in the bin.",
+                "float64",
+                ["num_bins_x", "num_bins_y"],
+            ),
+            _column(
+                "occupancy",
+                "Number of time bins of stimulus falling in each map bin.",
+                "int",
+                ["num_bins_x", "num_bins_y"],
+            ),
+            _column(
+                "edges_x",
+                "Bin edges along dimension x, in projection units.",
+                "float64",
+                ["num_edges_x"],
+            ),
+            _column(
+                "edges_y",
+                "Bin edges along dimension y, in projection units.",
+                "float64",
+                ["num_edges_y"],
+            ),
+            _column(
+                "breadth",
+                "Number of high-activity bins (normalised map >= the threshold).",
+                "int",
+                [],
+            ),
+            _column(
+                "shape_asymmetry",
+                "Shape index (asymmetry) of each axis' marginal: > 0 bowl "
+                "(U-shaped), < 0 hill (inverted U), near 0 monotonic; in [-1, 1].",
+                "float64",
+                ["xy"],
+            ),
         ],
         attributes=[
-            _attr("high_activity_threshold", "Threshold on the normalised map defining "
-                  "high-activity bins (e.g. 0.5).", "float64"),
+            _attr(
+                "high_activity_threshold",
+                "Threshold on the normalised map defining high-activity bins (e.g. 0.5).",
+                "float64",
+            ),
         ],
     )
 
@@ -337,21 +520,26 @@ def site_subspace_spec() -> NWBGroupSpec:
         ],
         datasets=[
             NWBDatasetSpec(
-                name="components", doc="Site principal components as spectro-temporal "
-                "filters (unit-norm, dimensionless), strongest first.", dtype="float32",
+                name="components",
+                doc="Site principal components as spectro-temporal "
+                "filters (unit-norm, dimensionless), strongest first.",
+                dtype="float32",
                 dims=["num_components", "num_frequencies", "num_lags"],
                 shape=[None, None, None],
             ),
             NWBDatasetSpec(
-                name="explained_variance_ratio", doc="Fraction of the pooled dSTRF "
-                "variance along each site component.", dtype="float64",
-                dims=["num_components"], shape=[None],
+                name="explained_variance_ratio",
+                doc="Fraction of the pooled dSTRF variance along each site component.",
+                dtype="float64",
+                dims=["num_components"],
+                shape=[None],
             ),
             *_axes(),
         ],
         groups=[
             NWBGroupSpec(
-                name="unit_fractions", neurodata_type_inc="SiteUnitTable",
+                name="unit_fractions",
+                neurodata_type_inc="SiteUnitTable",
                 doc="Per-unit fraction of dSTRF variance captured by the site subspace.",
             ),
         ],
@@ -365,12 +553,24 @@ def site_unit_spec() -> NWBGroupSpec:
         doc="Per-unit fraction of dSTRF variance captured by a site subspace, with nulls.",
         datasets=[
             _units_region("The unit each row describes."),
-            _column("variance_fraction", "Fraction of the unit's dSTRF variance in the "
-                    "site subspace (dimensionless).", "float64", []),
-            _column("null_mean", "Mean fraction captured by random subspaces of the same "
-                    "dimension.", "float64", []),
-            _column("p_value", "Fraction of random subspaces capturing at least as much "
-                    "(one-sided).", "float64", []),
+            _column(
+                "variance_fraction",
+                "Fraction of the unit's dSTRF variance in the site subspace (dimensionless).",
+                "float64",
+                [],
+            ),
+            _column(
+                "null_mean",
+                "Mean fraction captured by random subspaces of the same dimension.",
+                "float64",
+                [],
+            ),
+            _column(
+                "p_value",
+                "Fraction of random subspaces capturing at least as much (one-sided).",
+                "float64",
+                [],
+            ),
         ],
     )
 
@@ -386,18 +586,36 @@ def site_statistics_spec() -> NWBGroupSpec:
         ),
         datasets=[
             _column("site", "Recording site the row is about.", "text", []),
-            _column("statistic", "What is measured, e.g. 'shared_subspace_fraction', "
-                    "'tiling_overlap', 'breadth_narrow_vs_broad'.", "text", []),
+            _column(
+                "statistic",
+                "What is measured, e.g. 'shared_subspace_fraction', "
+                "'tiling_overlap', 'breadth_narrow_vs_broad'.",
+                "text",
+                [],
+            ),
             _column("value", "Observed value of the statistic.", "float64", []),
-            _column("null_mean", "Mean of the statistic under the null (NaN if the test "
-                    "has no resampled null).", "float64", []),
-            _column("p_value", "p-value of the test (two-sided unless the test column "
-                    "says otherwise).", "float64", []),
-            _column("effect_size", "Effect size (e.g. rank-biserial correlation); NaN "
-                    "where not applicable.", "float64", []),
+            _column(
+                "null_mean",
+                "Mean of the statistic under the null (NaN if the test has no resampled null).",
+                "float64",
+                [],
+            ),
+            _column(
+                "p_value",
+                "p-value of the test (two-sided unless the test column says otherwise).",
+                "float64",
+                [],
+            ),
+            _column(
+                "effect_size",
+                "Effect size (e.g. rank-biserial correlation); NaN where not applicable.",
+                "float64",
+                [],
+            ),
             _column("n", "Number of units (or pairs) behind the statistic.", "int", []),
-            _column("test", "The test used and its null, e.g. 'Mann-Whitney U, "
-                    "two-sided'.", "text", []),
+            _column(
+                "test", "The test used and its null, e.g. 'Mann-Whitney U, two-sided'.", "text", []
+            ),
             _column("verdict", "The result in words.", "text", []),
         ],
     )
@@ -415,22 +633,39 @@ def analysis_spec() -> NWBGroupSpec:
         attributes=[
             _attr("config_json", "The effective configuration of the run as a JSON object."),
             _attr("software_version", "Version of nwb-subspace that wrote the results."),
-            _attr("created", "When the run was written (ISO 8601 with time zone).",
-                  "isodatetime"),
+            _attr("created", "When the run was written (ISO 8601 with time zone).", "isodatetime"),
         ],
         groups=[
-            NWBGroupSpec(neurodata_type_inc="Spectrogram", quantity="*",
-                         doc="Spectrograms computed in this run."),
-            NWBGroupSpec(neurodata_type_inc="EncodingModel", quantity="*",
-                         doc="Encoding models fitted in this run."),
-            NWBGroupSpec(neurodata_type_inc="TuningSubspaceTable", quantity="*",
-                         doc="Tuning subspaces computed in this run."),
-            NWBGroupSpec(neurodata_type_inc="SubspaceRFTable", quantity="*",
-                         doc="Subspace receptive fields computed in this run."),
-            NWBGroupSpec(neurodata_type_inc="SiteSubspace", quantity="*",
-                         doc="Site subspaces computed in this run."),
-            NWBGroupSpec(neurodata_type_inc="SiteStatisticsTable", quantity="*",
-                         doc="Site statistics computed in this run."),
+            NWBGroupSpec(
+                neurodata_type_inc="Spectrogram",
+                quantity="*",
+                doc="Spectrograms computed in this run.",
+            ),
+            NWBGroupSpec(
+                neurodata_type_inc="EncodingModel",
+                quantity="*",
+                doc="Encoding models fitted in this run.",
+            ),
+            NWBGroupSpec(
+                neurodata_type_inc="TuningSubspaceTable",
+                quantity="*",
+                doc="Tuning subspaces computed in this run.",
+            ),
+            NWBGroupSpec(
+                neurodata_type_inc="SubspaceRFTable",
+                quantity="*",
+                doc="Subspace receptive fields computed in this run.",
+            ),
+            NWBGroupSpec(
+                neurodata_type_inc="SiteSubspace",
+                quantity="*",
+                doc="Site subspaces computed in this run.",
+            ),
+            NWBGroupSpec(
+                neurodata_type_inc="SiteStatisticsTable",
+                quantity="*",
+                doc="Site statistics computed in this run.",
+            ),
         ],
     )
 

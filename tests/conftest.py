@@ -26,7 +26,12 @@ def results():
 
 
 def dataset_checksums(path: Path) -> dict[str, str]:
-    """SHA-256 of every dataset's bytes and attributes, keyed by HDF5 path."""
+    """SHA-256 of every dataset's values and attributes, and of every group's attributes.
+
+    Keys are HDF5 paths (groups get a trailing ``/``). The ``colnames`` attribute of a
+    table is left out of its group's hash: adding a column must extend it (checked by
+    :func:`colnames`), which is the one sanctioned change to existing objects.
+    """
     sums: dict[str, str] = {}
 
     def visit(name, obj):
@@ -39,13 +44,21 @@ def dataset_checksums(path: Path) -> dict[str, str]:
                 h.update(data.tobytes())
             else:
                 h.update(repr(data).encode())
+        else:
+            name = f"{name}/"
         for key in sorted(obj.attrs):
-            h.update(key.encode() + repr(obj.attrs[key]).encode())
+            if key != "colnames":
+                h.update(key.encode() + repr(obj.attrs[key]).encode())
         sums[name] = h.hexdigest()
 
     with h5py.File(path, "r") as f:
         f.visititems(visit)
     return sums
+
+
+def colnames(path: Path, table: str = "units") -> list[str]:
+    with h5py.File(path, "r") as f:
+        return [c.decode() if isinstance(c, bytes) else c for c in f[table].attrs["colnames"]]
 
 
 def file_sha256(path: Path) -> str:

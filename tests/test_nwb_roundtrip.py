@@ -34,15 +34,22 @@ EXPECTED_TYPES = {
 
 def _add_all_model_kinds(results, n_units=5, n_freq=6):
     torch.manual_seed(1)
-    ln = build_model("ln", {"n_frequencies": n_freq, "n_units": n_units, "n_channels": 3,
-                            "n_taps": 7})
+    ln = build_model(
+        "ln", {"n_frequencies": n_freq, "n_units": n_units, "n_channels": 3, "n_taps": 7}
+    )
     rng = np.random.default_rng(2)
     bases = [rng.standard_normal((k, n_freq, 8)) for k in (1, 3, 2, 4, 1)]
     sub = SubspaceModel.from_bases(bases)
     for name, module in (("ln", ln), ("subspace", sub)):
-        results.models.append(FittedModel(
-            name=name, module=module, unit_rows=np.arange(n_units), bin_size_s=0.01,
-            spectrogram="spectrogram"))
+        results.models.append(
+            FittedModel(
+                name=name,
+                module=module,
+                unit_rows=np.arange(n_units),
+                bin_size_s=0.01,
+                spectrogram="spectrogram",
+            )
+        )
     return results
 
 
@@ -61,14 +68,33 @@ def test_round_trip_with_package(written):
     np.testing.assert_array_equal(a.frequencies, b.frequencies)
     assert (b.rate, b.starting_time, b.source_sound) == (a.rate, a.starting_time, "sound")
     assert b.settings == a.settings
-    for field in ("components", "explained_variance_ratio", "dimensionality", "mean_dstrf",
-                  "n_frames", "noise_floor", "unit_rows", "frequencies", "lags_s"):
-        np.testing.assert_allclose(getattr(back.subspaces[0], field),
-                                   getattr(original.subspaces[0], field), rtol=1e-6)
-    for field in ("unit_rows", "dimensions", "response_map", "occupancy", "edges_x",
-                  "edges_y", "breadth", "shape_asymmetry"):
-        np.testing.assert_array_equal(getattr(back.srfs[0], field),
-                                      getattr(original.srfs[0], field))
+    for field in (
+        "components",
+        "explained_variance_ratio",
+        "dimensionality",
+        "mean_dstrf",
+        "n_frames",
+        "noise_floor",
+        "unit_rows",
+        "frequencies",
+        "lags_s",
+    ):
+        np.testing.assert_allclose(
+            getattr(back.subspaces[0], field), getattr(original.subspaces[0], field), rtol=1e-6
+        )
+    for field in (
+        "unit_rows",
+        "dimensions",
+        "response_map",
+        "occupancy",
+        "edges_x",
+        "edges_y",
+        "breadth",
+        "shape_asymmetry",
+    ):
+        np.testing.assert_array_equal(
+            getattr(back.srfs[0], field), getattr(original.srfs[0], field)
+        )
     assert list(back.srfs[0].response_source) == list(original.srfs[0].response_source)
     s0, s1 = original.site_subspaces[0], back.site_subspaces[0]
     np.testing.assert_allclose(s1.components, s0.components, rtol=1e-6)
@@ -76,12 +102,12 @@ def test_round_trip_with_package(written):
     assert (s1.site, s1.dimensionality) == (s0.site, s0.dimensionality)
     r0, r1 = original.site_statistics[0].rows[0], back.site_statistics[0].rows[0]
     assert {k: v for k, v in r1.items() if k != "effect_size"} == {
-        k: v for k, v in r0.items() if k != "effect_size"}
+        k: v for k, v in r0.items() if k != "effect_size"
+    }
     assert np.isnan(r1["effect_size"])
     assert back.config == original.config
     cols = {c.name: c for c in back.unit_columns}
-    np.testing.assert_array_equal(cols["trough_to_peak_ms"].values,
-                                  original.unit_columns[0].values)
+    np.testing.assert_array_equal(cols["trough_to_peak_ms"].values, original.unit_columns[0].values)
     assert [str(v) for v in cols["cell_type"].values] == list(original.unit_columns[1].values)
 
 
@@ -97,12 +123,18 @@ def test_models_rebuilt_predict_identically(written):
         assert m1.kind == m0.kind and m1.spectrogram == "spectrogram"
     t0, t1 = original.models[0].training, back.models[0].training
     assert (t1.loss, t1.epochs, t1.seed, t1.best_epoch, t1.l2) == (
-        t0.loss, t0.epochs, t0.seed, t0.best_epoch, t0.l2)
+        t0.loss,
+        t0.epochs,
+        t0.seed,
+        t0.best_epoch,
+        t0.l2,
+    )
     assert t1.learning_rates == t0.learning_rates
     np.testing.assert_array_equal(t1.training_loss, t0.training_loss)
     assert "torch" in t1.software_versions
-    np.testing.assert_array_equal(back.models[0].scores.correlation,
-                                  original.models[0].scores.correlation)
+    np.testing.assert_array_equal(
+        back.models[0].scores.correlation, original.models[0].scores.correlation
+    )
 
 
 def test_on_disk_types_and_cached_spec(written):
@@ -115,7 +147,9 @@ def test_on_disk_types_and_cached_spec(written):
         assert "core" in f["specifications"]
         dims = f["processing/misc/run1/cnn/core.spectral"].attrs["dimension_names"]
         assert [d.decode() if isinstance(d, bytes) else d for d in dims] == [
-            "channel1", "frequency"]
+            "channel1",
+            "frequency",
+        ]
         ref = f["processing/misc/run1/tuning_subspaces/units"].attrs["table"]
         assert f[ref].name == "/units"
 
@@ -138,8 +172,9 @@ def test_read_without_package_in_fresh_process(written):
         out["imported"] = "nwb_subspace" in sys.modules
         print(json.dumps(out))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          check=True, cwd=path.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=path.parent
+    )
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["imported"] is False
     assert out["run"] == ["SubspaceAnalysis", "ndx-subspace"]
@@ -163,6 +198,9 @@ def test_pynwb_validate_cli_reports_no_errors(written):
 
 def test_nwbinspector_finds_nothing_serious(written):
     path, _ = written
-    serious = [m for m in inspect_nwbfile(nwbfile_path=str(path))
-               if m.importance in (Importance.CRITICAL, Importance.BEST_PRACTICE_VIOLATION)]
+    serious = [
+        m
+        for m in inspect_nwbfile(nwbfile_path=str(path))
+        if m.importance in (Importance.CRITICAL, Importance.BEST_PRACTICE_VIOLATION)
+    ]
     assert serious == [], [(m.check_function_name, m.object_name, m.message) for m in serious]

@@ -12,9 +12,17 @@ from nwb_subspace import ndx
 
 SPEC_DIR = Path(__file__).resolve().parent.parent / "spec"
 TYPES = [
-    "Spectrogram", "ModelWeight", "ModelLayerTable", "UnitScoresTable", "EncodingModel",
-    "TuningSubspaceTable", "SubspaceRFTable", "SiteUnitTable", "SiteSubspace",
-    "SiteStatisticsTable", "SubspaceAnalysis",
+    "Spectrogram",
+    "ModelWeight",
+    "ModelLayerTable",
+    "UnitScoresTable",
+    "EncodingModel",
+    "TuningSubspaceTable",
+    "SubspaceRFTable",
+    "SiteUnitTable",
+    "SiteSubspace",
+    "SiteStatisticsTable",
+    "SubspaceAnalysis",
 ]
 
 
@@ -43,8 +51,12 @@ def _walk(spec, where):
     yield where, spec
     for kind in ("datasets", "groups", "attributes", "links"):
         for child in spec.get(kind, []) or []:
-            label = child.get("name") or child.get("neurodata_type_def") or child.get(
-                "neurodata_type_inc") or child.get("target_type")
+            label = (
+                child.get("name")
+                or child.get("neurodata_type_def")
+                or child.get("neurodata_type_inc")
+                or child.get("target_type")
+            )
             yield from _walk(child, f"{where}/{label}")
 
 

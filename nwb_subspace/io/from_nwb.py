@@ -98,11 +98,17 @@ def model_from_nwb(obj: EncodingModel, device: str = "cpu") -> FittedModel:
     rows = np.arange(int(obj.n_units), dtype=np.int64)
     if obj.scores is not None:
         rows = _rows(obj.scores)
-        scores = UnitScores(**{
-            k: _col(obj.scores, k).astype(float)
-            for k in ("correlation", "noise_floor", "noise_corrected_correlation",
-                      "explained_variance")
-        })
+        scores = UnitScores(
+            **{
+                k: _col(obj.scores, k).astype(float)
+                for k in (
+                    "correlation",
+                    "noise_floor",
+                    "noise_corrected_correlation",
+                    "explained_variance",
+                )
+            }
+        )
     training = TrainingInfo(
         loss=obj.loss,
         epochs=int(obj.epochs),
@@ -110,17 +116,20 @@ def model_from_nwb(obj: EncodingModel, device: str = "cpu") -> FittedModel:
         learning_rates=tuple(float(x) for x in np.atleast_1d(obj.learning_rates)),
         best_epoch=None if obj.best_epoch is None else int(obj.best_epoch),
         l2=None if obj.l2 is None else float(obj.l2),
-        n_initializations=None if obj.n_initializations is None
-        else int(obj.n_initializations),
+        n_initializations=None if obj.n_initializations is None else int(obj.n_initializations),
         device=obj.device,
         training_loss=None if obj.training_loss is None else np.asarray(obj.training_loss[:]),
-        validation_loss=None if obj.validation_loss is None
-        else np.asarray(obj.validation_loss[:]),
+        validation_loss=None if obj.validation_loss is None else np.asarray(obj.validation_loss[:]),
         software_versions=json.loads(obj.software_versions),
     )
     return FittedModel(
-        name=obj.name, module=module, unit_rows=rows, bin_size_s=float(obj.bin_size_s),
-        training=training, scores=scores, architecture=obj.architecture,
+        name=obj.name,
+        module=module,
+        unit_rows=rows,
+        bin_size_s=float(obj.bin_size_s),
+        training=training,
+        scores=scores,
+        architecture=obj.architecture,
         spectrogram=obj.spectrogram.name if obj.spectrogram is not None else None,
     )
 
@@ -191,7 +200,6 @@ def analysis_from_nwb(obj: SubspaceAnalysis, device: str = "cpu") -> ResultSet:
         subspaces=[subspaces_from_nwb(t) for t in obj.tuning_subspace_tables.values()],
         srfs=[srfs_from_nwb(t) for t in obj.subspace_rf_tables.values()],
         site_subspaces=[site_subspace_from_nwb(s) for s in obj.site_subspaces.values()],
-        site_statistics=[site_statistics_from_nwb(t)
-                         for t in obj.site_statistics_tables.values()],
+        site_statistics=[site_statistics_from_nwb(t) for t in obj.site_statistics_tables.values()],
         config=json.loads(obj.config_json),
     )

@@ -60,7 +60,9 @@ def software_versions() -> dict[str, str]:
 
 def _units_region(nwbfile: NWBFile, rows: np.ndarray, doc: str) -> DynamicTableRegion:
     return DynamicTableRegion(
-        name="units", data=np.asarray(rows, dtype=np.int64), table=nwbfile.units,
+        name="units",
+        data=np.asarray(rows, dtype=np.int64),
+        table=nwbfile.units,
         description=doc,
     )
 
@@ -177,11 +179,15 @@ def model_to_nwb(
 def _scores_table(model: FittedModel, nwbfile: NWBFile) -> UnitScoresTable:
     s = model.scores
     columns = {"units": _units_region(nwbfile, model.unit_rows, "Scored unit.")}
-    for name in ("correlation", "noise_floor", "noise_corrected_correlation",
-                 "explained_variance"):
+    for name in ("correlation", "noise_floor", "noise_corrected_correlation", "explained_variance"):
         columns[name] = np.asarray(getattr(s, name), dtype=float)
-    return _table(UnitScoresTable, "scores", "Validation scores, one row per unit "
-                  "predicted by the model.", model.unit_rows.size, columns)
+    return _table(
+        UnitScoresTable,
+        "scores",
+        "Validation scores, one row per unit predicted by the model.",
+        model.unit_rows.size,
+        columns,
+    )
 
 
 def _col_doc(cls, name: str) -> str:
@@ -201,15 +207,17 @@ def _table(cls, name: str, description: str, n: int, columns: dict, **fields):
             cols.append(value)
         else:
             cols.append(VectorData(name=key, description=_col_doc(cls, key), data=value))
-    table = cls(name=name, description=description, columns=cols,
-                id=list(range(n)), **fields)
+    table = cls(name=name, description=description, columns=cols, id=list(range(n)), **fields)
     return table
 
 
 def subspaces_to_nwb(sub: TuningSubspaces, nwbfile: NWBFile) -> TuningSubspaceTable:
     n = sub.unit_rows.size
     return _table(
-        TuningSubspaceTable, sub.name, "Tuning subspace (dSTRF PCA) of each unit.", n,
+        TuningSubspaceTable,
+        sub.name,
+        "Tuning subspace (dSTRF PCA) of each unit.",
+        n,
         {
             "units": _units_region(nwbfile, sub.unit_rows, "Unit of each row."),
             "components": np.asarray(sub.components, dtype=np.float32),
@@ -228,7 +236,10 @@ def subspaces_to_nwb(sub: TuningSubspaces, nwbfile: NWBFile) -> TuningSubspaceTa
 def srfs_to_nwb(srf: SubspaceRFs, nwbfile: NWBFile) -> SubspaceRFTable:
     n = srf.unit_rows.size
     return _table(
-        SubspaceRFTable, srf.name, "Subspace receptive fields.", n,
+        SubspaceRFTable,
+        srf.name,
+        "Subspace receptive fields.",
+        n,
         {
             "units": _units_region(nwbfile, srf.unit_rows, "Unit of each row."),
             "dimensions": np.asarray(srf.dimensions, dtype=np.int64),
@@ -247,7 +258,10 @@ def srfs_to_nwb(srf: SubspaceRFs, nwbfile: NWBFile) -> SubspaceRFTable:
 def site_subspace_to_nwb(site: SiteSubspaceResult, nwbfile: NWBFile) -> SiteSubspace:
     n = site.unit_rows.size
     fractions = _table(
-        SiteUnitTable, "unit_fractions", f"Unit variance fractions in site {site.site}.", n,
+        SiteUnitTable,
+        "unit_fractions",
+        f"Unit variance fractions in site {site.site}.",
+        n,
         {
             "units": _units_region(nwbfile, site.unit_rows, "Unit of each row."),
             "variance_fraction": np.asarray(site.variance_fraction, dtype=float),
@@ -268,13 +282,21 @@ def site_subspace_to_nwb(site: SiteSubspaceResult, nwbfile: NWBFile) -> SiteSubs
 
 
 def site_statistics_to_nwb(stats: SiteStatistics) -> SiteStatisticsTable:
-    kinds = {"site": str, "statistic": str, "value": float, "null_mean": float,
-             "p_value": float, "effect_size": float, "n": int, "test": str, "verdict": str}
-    columns = {
-        key: [kinds[key](row[key]) for row in stats.rows] for key in STATISTIC_FIELDS
+    kinds = {
+        "site": str,
+        "statistic": str,
+        "value": float,
+        "null_mean": float,
+        "p_value": float,
+        "effect_size": float,
+        "n": int,
+        "test": str,
+        "verdict": str,
     }
-    return _table(SiteStatisticsTable, stats.name, "Site statistics with nulls.",
-                  len(stats.rows), columns)
+    columns = {key: [kinds[key](row[key]) for row in stats.rows] for key in STATISTIC_FIELDS}
+    return _table(
+        SiteStatisticsTable, stats.name, "Site statistics with nulls.", len(stats.rows), columns
+    )
 
 
 def analysis_to_nwb(results: ResultSet, nwbfile: NWBFile, run_name: str) -> SubspaceAnalysis:

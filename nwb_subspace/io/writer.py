@@ -38,6 +38,10 @@ class ResultsExistError(ValueError):
     """A run of that name is already stored and ``overwrite`` was not requested."""
 
 
+class ResultsWriteError(RuntimeError):
+    """Writing failed part-way; the target file was left as it was."""
+
+
 def _check_run_name(run_name: str) -> None:
     if not isinstance(run_name, str) or not _RUN_NAME.match(run_name):
         raise ValueError(
@@ -51,7 +55,10 @@ def _is_remote(source: str | os.PathLike) -> bool:
 
 
 def _writable(path: Path) -> bool:
-    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    """Whether we may replace ``path``: its mode allows writing (respected even for root,
+    who passes ``os.access``) and its folder takes the temporary copy."""
+    mode_allows = bool(path.stat().st_mode & 0o222)
+    return mode_allows and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
 def default_output_path(source: Path) -> Path:
@@ -59,8 +66,9 @@ def default_output_path(source: Path) -> Path:
     return source.with_name(f"{source.stem}_subspace{source.suffix or '.nwb'}")
 
 
-def _preflight(path: Path, results: ResultSet, run_name: str, module: str,
-               overwrite: bool) -> list[str]:
+def _preflight(
+    path: Path, results: ResultSet, run_name: str, module: str, overwrite: bool
+) -> list[str]:
     """Check the file can take the results; return units columns to drop first."""
     try:
         f = h5py.File(path, "r")
@@ -82,8 +90,7 @@ def _preflight(path: Path, results: ResultSet, run_name: str, module: str,
             raise ValueError(f"{path} has no units table; these results refer to units")
         if results.max_unit_row() >= n_units:
             raise ValueError(
-                f"results refer to unit row {results.max_unit_row()} but {path} has "
-                f"{n_units} units"
+                f"results refer to unit row {results.max_unit_row()} but {path} has {n_units} units"
             )
         drop = []
         for col in results.unit_columns:
@@ -132,8 +139,7 @@ def _drop_in_copy(path: Path, module: str, run_name: str, columns: list[str]) ->
             for key in (name, f"{name}_index"):
                 if key in units:
                     del units[key]
-            colnames = [c.decode() if isinstance(c, bytes) else c
-                        for c in units.attrs["colnames"]]
+            colnames = [c.decode() if isinstance(c, bytes) else c for c in units.attrs["colnames"]]
             units.attrs["colnames"] = np.array(
                 [c for c in colnames if c != name], dtype=h5py.string_dtype()
             )
@@ -146,8 +152,11 @@ def _append(path: Path, results: ResultSet, run_name: str, module: str) -> None:
             if col.name in (nwbfile.units.colnames if nwbfile.units is not None else ()):
                 continue  # identical values already stored
             nwbfile.units.add_column(
-                name=col.name, description=col.description, data=list(col.values)
-                if np.asarray(col.values).dtype.kind in "OSU" else np.asarray(col.values),
+                name=col.name,
+                description=col.description,
+                data=list(col.values)
+                if np.asarray(col.values).dtype.kind in "OSU"
+                else np.asarray(col.values),
             )
         container = analysis_to_nwb(results, nwbfile, run_name)
         if module in nwbfile.processing:
@@ -250,11 +259,19 @@ def write_results(
         os.chmod(tmp, source.stat().st_mode & 0o7777 if in_place else 0o644)
         if drop is None:
             drop = _preflight(tmp, results, run_name, module, overwrite)
-        if overwrite:
-            _drop_in_copy(tmp, module, run_name, drop)
-        _append(tmp, results, run_name, module)
-        _verify(tmp, run_name, module)
-        _fsync(tmp)
+        try:
+            if overwrite:
+                _drop_in_copy(tmp, module, run_name, drop)
+            _append(tmp, results, run_name, module)
+            _verify(tmp, run_name, module)
+            _fsync(tmp)
+        except (ValueError, TypeError):
+            raise  # bad results: the message says what to fix
+        except Exception as err:
+            what = f"{target} was not changed" if in_place else f"nothing was written to {target}"
+            raise ResultsWriteError(
+                f"writing results {run_name!r} failed and {what} (source not changed): {err}"
+            ) from err
         os.replace(tmp, target)
     _fsync_dir(target.parent)
     return target
@@ -284,8 +301,11 @@ def list_runs(path: str | os.PathLike, module: str = DEFAULT_MODULE) -> list[str
         nwbfile = io.read()
         if module not in nwbfile.processing:
             return []
-        return [name for name, obj in nwbfile.processing[module].data_interfaces.items()
-                if isinstance(obj, ndx.SubspaceAnalysis)]
+        return [
+            name
+            for name, obj in nwbfile.processing[module].data_interfaces.items()
+            if isinstance(obj, ndx.SubspaceAnalysis)
+        ]
 
 
 def read_results(
@@ -303,9 +323,7 @@ def read_results(
     runs = list_runs(path, module)
     if run_name is None:
         if len(runs) != 1:
-            raise ValueError(
-                f"{path} holds {len(runs)} runs {runs}; name the one to read"
-            )
+            raise ValueError(f"{path} holds {len(runs)} runs {runs}; name the one to read")
         run_name = runs[0]
     if run_name not in runs:
         raise KeyError(f"{path} holds no run named {run_name!r}; runs: {runs}")
@@ -315,8 +333,11 @@ def read_results(
         if nwbfile.units is not None:
             for name in UNIT_COLUMNS:
                 if name in nwbfile.units.colnames:
-                    results.unit_columns.append(UnitColumn(
-                        name=name, values=np.asarray(nwbfile.units[name].data[:]),
-                        description=nwbfile.units[name].description,
-                    ))
+                    results.unit_columns.append(
+                        UnitColumn(
+                            name=name,
+                            values=np.asarray(nwbfile.units[name].data[:]),
+                            description=nwbfile.units[name].description,
+                        )
+                    )
     return results
