@@ -69,7 +69,7 @@ def mock_nwbfile(
     )
     n_samples = 40
     t = np.arange(n_samples) / 30000.0
-    for u in range(n_units):
+    for _ in range(n_units):
         times = np.sort(rng.uniform(0, duration_s, size=int(rng.integers(20, 60))))
         ch = int(rng.integers(n_channels))
         wf = np.zeros((n_samples, n_channels))
