@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import h5py
@@ -11,6 +12,12 @@ import pytest
 
 import nwb_subspace  # noqa: F401  (registers the extension before any file is opened)
 from nwb_subspace.testing import mock_result_set, write_mock_nwbfile
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One worker per core: keep each worker's torch and BLAS to one thread.
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture

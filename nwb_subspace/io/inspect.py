@@ -1,0 +1,110 @@
+"""Say, in plain words, what an NWB file holds that the analysis can use."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from pynwb import NWBHDF5IO, TimeSeries
+
+from .. import ndx
+
+SOUND_COLUMNS = ("sound_id", "stim_name", "sound", "stimulus", "stim", "sound_name", "stim_id")
+
+
+@dataclass
+class FileSummary:
+    """What :func:`summarize_file` found, and what is missing."""
+
+    n_units: int = 0
+    has_spike_times: bool = False
+    has_waveforms: bool = False
+    electrode_positions: bool = False
+    unit_columns: list[str] = field(default_factory=list)
+    sounds: list[str] = field(default_factory=list)
+    raw_series: list[str] = field(default_factory=list)
+    trials: int = 0
+    sound_column: str | None = None
+    runs: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+
+
+def _sound_candidates(nwbfile) -> list[str]:
+    out = []
+    for where, pool in (("stimulus", nwbfile.stimulus), ("acquisition", nwbfile.acquisition)):
+        for name, obj in pool.items():
+            if not isinstance(obj, TimeSeries) or isinstance(obj, ndx.Spectrogram):
+                continue
+            if obj.neurodata_type == "ElectricalSeries":
+                continue
+            shape = obj.data.shape
+            if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+                rate = obj.rate if obj.rate is not None else float("nan")
+                out.append(f"{where}/{name} ({rate:g} Hz, {shape[0]} samples)")
+    return out
+
+
+def summarize_file(path: str | os.PathLike) -> FileSummary:
+    """Read the parts of ``path`` the analysis needs and list what is missing."""
+    s = FileSummary()
+    with NWBHDF5IO(str(path), "r") as io:
+        nwbfile = io.read()
+        units = nwbfile.units
+        if units is not None:
+            s.n_units = len(units)
+            s.unit_columns = list(units.colnames)
+            s.has_spike_times = "spike_times" in units.colnames
+            s.has_waveforms = "waveform_mean" in units.colnames
+        elec = nwbfile.electrodes
+        s.electrode_positions = elec is not None and {"rel_x", "rel_y"} <= set(elec.colnames)
+        s.sounds = _sound_candidates(nwbfile)
+        s.raw_series = [
+            n for n, o in nwbfile.acquisition.items() if o.neurodata_type == "ElectricalSeries"
+        ]
+        table = nwbfile.trials if nwbfile.trials is not None else nwbfile.epochs
+        if table is not None:
+            s.trials = len(table)
+            found = [c for c in SOUND_COLUMNS if c in table.colnames]
+            s.sound_column = found[0] if found else None
+        for module in nwbfile.processing.values():
+            for name, obj in module.data_interfaces.items():
+                if isinstance(obj, ndx.SubspaceAnalysis):
+                    s.runs.append(f"{module.name}/{name}")
+    if not s.n_units or not s.has_spike_times:
+        s.missing.append("a units table with spike_times (needed for everything)")
+    if not s.sounds:
+        s.missing.append("a sound waveform TimeSeries in stimulus or acquisition")
+    if not s.trials:
+        s.missing.append("a trials (or epochs) table naming each sound")
+    elif s.sound_column is None:
+        s.missing.append(f"a trials column naming the sound (one of {', '.join(SOUND_COLUMNS)})")
+    if not s.has_waveforms and not s.raw_series:
+        s.missing.append("waveform_mean or a raw ElectricalSeries (cell types will be 'unknown')")
+    if not s.electrode_positions:
+        s.missing.append("electrodes rel_x/rel_y (depths and layers will be 'unknown')")
+    return s
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """A short human-readable report of :func:`summarize_file`."""
+    s = summarize_file(path)
+    yes = {True: "yes", False: "no"}
+    lines = [
+        f"{path}",
+        f"  units: {s.n_units} (spike_times: {yes[s.has_spike_times]}, "
+        f"waveform_mean: {yes[s.has_waveforms]})",
+        f"  electrode positions (rel_x/rel_y): {yes[s.electrode_positions]}",
+        f"  raw voltage: {', '.join(s.raw_series) or 'none'}",
+        f"  sound: {'; '.join(s.sounds) or 'none found'}",
+        f"  trials: {s.trials} (sound column: {s.sound_column or 'none'})",
+        f"  earlier nwb-subspace runs: {', '.join(s.runs) or 'none'}",
+    ]
+    extra = [c for c in s.unit_columns if c not in ("spike_times", "waveform_mean")]
+    if extra:
+        lines.append(f"  other units columns: {', '.join(extra)}")
+    if s.missing:
+        lines.append("  missing:")
+        lines += [f"    - {m}" for m in s.missing]
+    else:
+        lines.append("  everything the analysis needs is present")
+    return "\n".join(lines)
