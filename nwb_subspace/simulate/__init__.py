@@ -1,0 +1,16 @@
+"""Simulated auditory-cortex recording sessions with known ground truth (the demo dataset).
+
+>>> from nwb_subspace.simulate import simulate_session, load_truth
+>>> nwb_path, truth_path = simulate_session("site.nwb", preset="tiny", seed=1)  # doctest: +SKIP
+>>> truth = load_truth(truth_path)  # doctest: +SKIP
+
+Modules: :mod:`.sounds` (synthesis), :mod:`.neurons` (filters, nonlinearities, spikes),
+:mod:`.population` (a site's units), :mod:`.waveforms` (probe, templates, layers),
+:mod:`.truth` (the sidecar), :mod:`.session` (NWB writing), :mod:`.presets` (settings).
+"""
+
+from .presets import PRESETS, SimulationConfig
+from .session import simulate_session
+from .truth import GroundTruth, load_truth
+
+__all__ = ["PRESETS", "GroundTruth", "SimulationConfig", "load_truth", "simulate_session"]

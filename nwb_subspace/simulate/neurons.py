@@ -1,0 +1,249 @@
+"""Simulated neurons: STRF-like filters, a k-dimensional projection, a nonlinearity, spikes.
+
+Conventions
+-----------
+A filter ``W`` has shape ``(n_channels, n_lags)`` over the spectrogram of
+:func:`nwb_subspace.stimulus.compute_spectrogram` (10 ms bins). The projection of a
+spectrogram ``X`` (n_bins, n_channels) on it is causal and includes lag 0::
+
+    z[t] = sum_{c, l} W[c, l] * X[t - l, c] - offset      (X[t < 0] = 0, i.e. silence)
+
+A unit with k filters gets a k-vector ``z[t]``; the filters are scaled so that ``z`` has zero
+mean and identity covariance over the simulated session. Its rate (spikes/s) in bin ``t`` is
+``base + amplitude * g(z[t]) ** power`` with ``g`` one of:
+
+- ``"hill"`` (peaked):       ``exp(-0.5 * |z - c|^2 / w^2)``;
+- ``"bowl"`` (energy-like):  ``1 - exp(-0.5 * |z - c|^2 / w^2)``;
+- ``"monotonic"`` (rectified): ``mean_j w * softplus((s_j * z_j - c_j) / w)``.
+
+The power (>= 1) makes responses sparse (it keeps a peak a peak, a bowl a bowl and a
+monotonic function monotonic); it is set per unit to reach a drawn coefficient of variation.
+
+Spikes come from an inhomogeneous Poisson process with the rate held constant over each
+bin, then an absolute refractory period (dead time) is imposed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "K_MAX",
+    "draw_strf",
+    "nonlinearity",
+    "orthonormal_basis",
+    "poisson_spikes",
+    "project",
+    "whiten_filters",
+]
+
+#: Largest tuning dimensionality; per-unit arrays are padded to this size.
+K_MAX = 6
+
+
+def draw_strf(
+    rng: np.random.Generator,
+    n_channels: int,
+    n_lags: int,
+    bf_channel: float,
+    bandwidth: float,
+) -> np.ndarray:
+    """One smooth STRF-like filter: a Gabor over log frequency times onset dynamics.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    n_channels, n_lags : int
+        Filter shape.
+    bf_channel : float
+        Best frequency as a (fractional) channel index.
+    bandwidth : float
+        Spectral Gaussian width in channels.
+
+    Returns
+    -------
+    ndarray, shape (n_channels, n_lags)
+        Unit-norm filter. Temporal kernel: a delayed excitatory gamma bump minus a slower,
+        weaker one (latency 5-25 ms); spectral profile: Gaussian x cosine (side bands) whose
+        centre may drift with lag (frequency-sweep selectivity).
+    """
+    lags = np.arange(n_lags, dtype=float)
+    latency = rng.uniform(0.5, 2.5)
+    tau1 = rng.uniform(0.8, 2.0)
+    tau2 = tau1 * rng.uniform(1.5, 3.0)
+    x = np.maximum(lags - latency, 0.0)
+    h = (x / tau1) ** 2 * np.exp(-x / tau1) - rng.uniform(0.0, 0.6) * (x / tau2) ** 2 * np.exp(
+        -x / tau2
+    )
+    tilt = rng.uniform(-0.4, 0.4) if rng.random() < 0.5 else 0.0
+    centre = bf_channel + tilt * (lags - latency)  # (n_lags,)
+    chans = np.arange(n_channels, dtype=float)[:, None]
+    d = chans - centre[None, :]
+    omega = rng.uniform(0.0, 0.12)
+    spectral = np.exp(-0.5 * (d / bandwidth) ** 2) * np.cos(2 * np.pi * omega * d)
+    w = spectral * h[None, :]
+    return w / np.linalg.norm(w)
+
+
+def orthonormal_basis(filters: np.ndarray) -> np.ndarray:
+    """Orthonormalise filters (m, F, D) as flattened vectors (QR), keeping their signs."""
+    m = filters.shape[0]
+    flat = filters.reshape(m, -1).T
+    q, r = np.linalg.qr(flat)
+    q = q * np.sign(np.diag(r))[None, :]
+    return q.T.reshape(filters.shape)
+
+
+def project(spec: np.ndarray, filters: np.ndarray) -> np.ndarray:
+    """Causal projection of a spectrogram on filters (see the module conventions).
+
+    Parameters
+    ----------
+    spec : ndarray, shape (n_bins, n_channels)
+    filters : ndarray, shape (n_filters, n_channels, n_lags)
+
+    Returns
+    -------
+    ndarray of float64, shape (n_bins, n_filters)
+        ``out[t, j] = sum_{c, l} filters[j, c, l] * spec[t - l, c]`` (zero before the start).
+    """
+    spec = np.asarray(spec, dtype=np.float64)
+    filters = np.asarray(filters, dtype=np.float64)
+    if spec.ndim != 2 or filters.ndim != 3 or filters.shape[1] != spec.shape[1]:
+        raise ValueError(
+            f"need spec (n_bins, n_channels) and filters (n, n_channels, n_lags) with matching "
+            f"n_channels, got {spec.shape} and {filters.shape}"
+        )
+    n = spec.shape[0]
+    out = np.zeros((n, filters.shape[0]))
+    for lag in range(min(filters.shape[2], n)):
+        out[lag:] += spec[: n - lag] @ filters[:, :, lag].T
+    return out
+
+
+def whiten_filters(
+    spec: np.ndarray, filters: np.ndarray, floor: float = 1e-8
+) -> tuple[np.ndarray, np.ndarray]:
+    """Recombine filters so their projections on ``spec`` are white.
+
+    Returns
+    -------
+    filters_white : ndarray, shape like ``filters``
+        ``M @ filters`` with ``M = C^(-1/2)`` (symmetric), ``C`` the covariance of the raw
+        projections; a combination of the inputs, so it spans the same subspace.
+    offset : ndarray, shape (n_filters,)
+        Mean of the whitened projections (subtracted to give zero mean).
+    """
+    p = project(spec, filters)
+    mu = p.mean(axis=0)
+    cov = np.atleast_2d(np.cov(p, rowvar=False))
+    evals, evecs = np.linalg.eigh(cov)
+    evals = np.maximum(evals, floor * max(evals.max(), floor))
+    m = (evecs / np.sqrt(evals)) @ evecs.T
+    white = np.tensordot(m, filters, axes=(1, 0))
+    return white, m @ mu
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+def nonlinearity(
+    kind: str,
+    z: np.ndarray,
+    centre: np.ndarray,
+    width: float,
+    sign: np.ndarray | None = None,
+    power: float = 1.0,
+) -> np.ndarray:
+    """Evaluate a unit's nonlinearity ``g`` on its projections.
+
+    Parameters
+    ----------
+    kind : {"hill", "bowl", "monotonic"}
+    z : ndarray, shape (n_bins, k)
+    centre : ndarray, shape (k,)
+        Peak (hill), trough (bowl) or per-dimension thresholds (monotonic).
+    width : float
+        Gaussian width (hill, bowl) or softplus smoothness (monotonic).
+    sign : ndarray, shape (k,), optional
+        Direction (+1/-1) of each monotonic dimension; ignored otherwise.
+    power : float, default 1.0
+        The result is ``g ** power``.
+
+    Returns
+    -------
+    ndarray, shape (n_bins,)
+    """
+    z = np.asarray(z, dtype=np.float64)
+    centre = np.asarray(centre, dtype=np.float64)[: z.shape[1]]
+    if kind in ("hill", "bowl"):
+        bump = np.exp(-0.5 * np.sum((z - centre) ** 2, axis=1) / width**2)
+        g = bump if kind == "hill" else 1.0 - bump
+    elif kind == "monotonic":
+        s = np.ones(z.shape[1]) if sign is None else np.asarray(sign, dtype=float)[: z.shape[1]]
+        g = np.mean(width * _softplus((s * z - centre) / width), axis=1)
+    else:
+        raise ValueError(f"unknown nonlinearity kind {kind!r}; use 'hill', 'bowl' or 'monotonic'")
+    return g if power == 1.0 else g**power
+
+
+def poisson_spikes(
+    rng: np.random.Generator,
+    rate: np.ndarray,
+    bin_s: float,
+    refractory_s: float,
+    starting_time: float = 0.0,
+    resolution_s: float | None = None,
+) -> np.ndarray:
+    """Spike times of an inhomogeneous Poisson process with dead time.
+
+    The rate is held constant within each bin; spike times are drawn exactly in
+    continuous time (time rescaling), optionally rounded to ``resolution_s``, then any spike
+    closer than ``refractory_s`` to the previous kept spike is removed.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+    rate : ndarray, shape (n_bins,)
+        Spikes/s in each bin (>= 0).
+    bin_s : float
+        Bin width in seconds.
+    refractory_s : float
+        Absolute refractory period in seconds.
+    starting_time : float
+        Time of the start of bin 0.
+    resolution_s : float, optional
+        Round spike times to multiples of this (e.g. one sample at 30 kHz).
+
+    Returns
+    -------
+    ndarray of float64
+        Sorted spike times in seconds.
+    """
+    rate = np.clip(np.asarray(rate, dtype=np.float64), 0.0, None)
+    cum = np.concatenate([[0.0], np.cumsum(rate * bin_s)])
+    n = rng.poisson(cum[-1])
+    u = np.sort(rng.uniform(0.0, cum[-1], n))
+    edges = np.arange(rate.size + 1) * bin_s
+    # invert the cumulative intensity; bins with zero rate are never hit
+    idx = np.clip(np.searchsorted(cum, u, side="right") - 1, 0, rate.size - 1)
+    frac = (u - cum[idx]) / np.maximum(rate[idx] * bin_s, 1e-300)
+    t = starting_time + edges[idx] + np.clip(frac, 0.0, 1.0) * bin_s
+    if resolution_s:
+        t = np.round(t / resolution_s) * resolution_s
+    return _dead_time(t, refractory_s)
+
+
+def _dead_time(t: np.ndarray, refractory_s: float) -> np.ndarray:
+    """Drop spikes within ``refractory_s`` of the previous kept spike (exact, iterative)."""
+    eps = 1e-9
+    while t.size > 1:
+        close = np.diff(t) < refractory_s - eps
+        if not close.any():
+            break
+        # spike i+1 is dropped where it violates and spike i is surely kept
+        prev_ok = np.concatenate([[True], ~close[:-1]])
+        drop = np.concatenate([[False], close & prev_ok])
+        t = t[~drop]
+    return t

@@ -1,0 +1,198 @@
+"""Ground truth of a simulated session, saved beside the NWB file as ``<stem>.truth.npz``.
+
+The sidecar is a plain ``.npz`` (no pickle): numeric and string arrays, plus ``meta``, a
+JSON string with the scalars, the configuration and the layer boundaries.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .neurons import nonlinearity, project
+
+__all__ = ["GroundTruth", "load_truth", "truth_path_for"]
+
+_FORMAT = "nwb-subspace-truth/1"
+
+
+def truth_path_for(nwb_path: str | Path) -> Path:
+    """Sidecar path of an NWB file: ``dir/<stem>.truth.npz``."""
+    p = Path(nwb_path)
+    return p.with_name(p.stem + ".truth.npz")
+
+
+@dataclass
+class GroundTruth:
+    """What the simulation knows (see the field notes; U units, F channels, D lags).
+
+    Per unit
+    --------
+    unit_names : (U,) str
+        Same order and names as ``units.unit_name`` in the NWB file.
+    k : (U,) int
+        Tuning dimensionality (1-6).
+    filters : (U, 6, F, D) float64
+        Filters in the simulation's spectrogram space; rows ``>= k`` are zero. Lag ``l``
+        multiplies the spectrogram ``l`` bins back (lag 0 = the current bin). Scaled so the
+        projections are white (zero mean after ``offsets``, identity covariance) over the
+        session.
+    offsets : (U, 6) float64
+        Subtracted from the projections.
+    nl_kind : (U,) str
+        ``"hill"``, ``"bowl"`` or ``"monotonic"``.
+    nl_centre : (U, 6), nl_width : (U,), nl_sign : (U, 6), nl_power : (U,)
+        Nonlinearity parameters (see :mod:`nwb_subspace.simulate.neurons`).
+    base_rate, amplitude : (U,)
+        ``rate = base_rate + amplitude * g(z) ** nl_power`` in spikes/s (before the
+        refractory period).
+    mean_rate : (U,)
+        Mean of that rate over the session.
+    cell_type : (U,) str
+        ``"narrow"`` or ``"broad"``.
+    trough_to_peak_s : (U,)
+        Of the template's main channel, in seconds.
+    position_um : (U, 3)
+        (x, rel_y, z) of the unit in µm; ``rel_y`` is the NWB electrodes frame (tip = 0,
+        larger = closer to the surface).
+    depth_um : (U,)
+        Depth below the L3/4 boundary in µm (positive = deeper) = ``l34_rel_y - rel_y``.
+    layer : (U,) str
+        ``"13"``, ``"44"`` or ``"56"``.
+    main_electrode : (U,) int
+        Row of the electrodes table with the largest template.
+    site_coords : (U, 6, m)
+        Shared mode: ``filters[u] = site_coords[u] @ site_basis`` (flattened); NaN otherwise.
+    site_centre : (U, m)
+        Hill/bowl centre in the whitened site coordinates (shared mode); NaN otherwise.
+
+    Per site
+    --------
+    site_basis : (m, F, D)
+        Orthonormal (flattened) site basis. In ``"independent"`` mode it is drawn the same way
+        but unused by the units.
+    frequencies : (F,)
+        Spectrogram centre frequencies in Hz.
+    meta : dict
+        ``seed``, ``preset``, ``config`` (every setting), ``spectrogram`` settings,
+        ``audio_fs``, ``bin_s``, ``n_lags``, ``subspace``, ``tiling``, ``refractory_s``,
+        ``layer_boundaries`` (name -> rel_y µm), ``l34_rel_y``, ``nwb_file``.
+    """
+
+    unit_names: np.ndarray
+    k: np.ndarray
+    filters: np.ndarray
+    offsets: np.ndarray
+    nl_kind: np.ndarray
+    nl_centre: np.ndarray
+    nl_width: np.ndarray
+    nl_sign: np.ndarray
+    nl_power: np.ndarray
+    base_rate: np.ndarray
+    amplitude: np.ndarray
+    mean_rate: np.ndarray
+    cell_type: np.ndarray
+    trough_to_peak_s: np.ndarray
+    position_um: np.ndarray
+    depth_um: np.ndarray
+    layer: np.ndarray
+    main_electrode: np.ndarray
+    site_coords: np.ndarray
+    site_centre: np.ndarray
+    site_basis: np.ndarray
+    frequencies: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_units(self) -> int:
+        """Number of units."""
+        return int(self.k.size)
+
+    @property
+    def layer_boundaries(self) -> dict[str, float]:
+        """Boundary name -> ``rel_y`` (µm) of the site."""
+        return dict(self.meta["layer_boundaries"])
+
+    def unit_filters(self, unit: int) -> np.ndarray:
+        """The ``k`` true filters of one unit, shape (k, F, D)."""
+        return self.filters[unit, : int(self.k[unit])]
+
+    def projections(self, spectrogram: np.ndarray, unit: int) -> np.ndarray:
+        """Whitened projections ``z`` of one unit, shape (n_bins, k)."""
+        kk = int(self.k[unit])
+        return project(spectrogram, self.unit_filters(unit)) - self.offsets[unit, :kk]
+
+    def rate(self, spectrogram: np.ndarray) -> np.ndarray:
+        """True rate (spikes/s) of every unit, exactly as the simulation computed it.
+
+        Parameters
+        ----------
+        spectrogram : ndarray, shape (n_bins, F)
+            ``compute_spectrogram(...).data`` with ``meta["spectrogram"]`` settings.
+
+        Returns
+        -------
+        ndarray of float64, shape (n_bins, U)
+        """
+        spectrogram = np.asarray(spectrogram)
+        if spectrogram.ndim != 2 or spectrogram.shape[1] != self.filters.shape[2]:
+            raise ValueError(
+                f"spectrogram must have shape (n_bins, {self.filters.shape[2]}), got "
+                f"{spectrogram.shape}; compute it with the settings in meta['spectrogram']"
+            )
+        out = np.empty((spectrogram.shape[0], self.n_units))
+        for u in range(self.n_units):
+            kk = int(self.k[u])
+            g = nonlinearity(
+                str(self.nl_kind[u]),
+                self.projections(spectrogram, u),
+                self.nl_centre[u, :kk],
+                float(self.nl_width[u]),
+                self.nl_sign[u, :kk],
+                float(self.nl_power[u]),
+            )
+            out[:, u] = self.base_rate[u] + self.amplitude[u] * g
+        return out
+
+    def save(self, path: str | Path) -> Path:
+        """Write the sidecar (atomically: temp file, then rename). Returns the path."""
+        path = Path(path)
+        arrays = {
+            f.name: np.asarray(getattr(self, f.name)) for f in fields(self) if f.name != "meta"
+        }
+        meta = dict(self.meta, format=_FORMAT)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        try:
+            np.savez_compressed(tmp, meta=np.array(json.dumps(meta)), **arrays)
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> GroundTruth:
+        """Read a sidecar written by :meth:`save`."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"no ground-truth file {path}; simulate_session writes one")
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"{path} is not a {_FORMAT} file (format={meta.get('format')!r})")
+            values = {f.name: npz[f.name] for f in fields(cls) if f.name != "meta"}
+        return cls(meta=meta, **values)
+
+
+def load_truth(path: str | Path) -> GroundTruth:
+    """Load the ground truth of a simulated session.
+
+    ``path`` may be the sidecar itself or the NWB file (its ``<stem>.truth.npz`` is used).
+    """
+    path = Path(path)
+    if path.suffix == ".nwb":
+        path = truth_path_for(path)
+    return GroundTruth.load(path)
