@@ -182,5 +182,5 @@ def test_rejects_multichannel_and_bad_settings():
 def test_silence_is_zero_and_short_input_empty():
     spec = compute_spectrogram(np.zeros(2000), FS)
     assert spec.data.shape == (4, 32)
-    assert np.all(spec.data == 0)
+    assert np.all(np.abs(spec.data) < 1e-10)  # only the denormal guard remains
     assert compute_spectrogram(np.zeros(100), FS).data.shape == (0, 32)
