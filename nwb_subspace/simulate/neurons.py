@@ -33,12 +33,14 @@ __all__ = [
     "nonlinearity",
     "orthonormal_basis",
     "poisson_spikes",
+    "population_drive",
     "project",
     "whiten_filters",
 ]
 
 #: Largest tuning dimensionality; per-unit arrays are padded to this size.
 K_MAX = 6
+_BLOCK_ELEMENTS = 2e7  # float64 elements of a projection work buffer (160 MB)
 
 
 def draw_strf(
@@ -114,17 +116,38 @@ def project(spec: np.ndarray, filters: np.ndarray) -> np.ndarray:
             f"need spec (n_bins, n_channels) and filters (n, n_channels, n_lags) with matching "
             f"n_channels, got {spec.shape} and {filters.shape}"
         )
-    n = spec.shape[0]
-    out = np.zeros((n, filters.shape[0]))
-    for lag in range(min(filters.shape[2], n)):
-        out[lag:] += spec[: n - lag] @ filters[:, :, lag].T
+    n, (n_filt, n_ch, n_lags) = spec.shape[0], filters.shape
+    weights = np.ascontiguousarray(filters.transpose(1, 2, 0).reshape(n_ch, n_lags * n_filt))
+    out = np.zeros((n, n_filt))
+    block = max(1024, int(_BLOCK_ELEMENTS // (n_lags * n_filt)))  # bounded memory
+    for start in range(0, n, block):
+        stop = min(start + block, n)
+        lo = max(start - n_lags + 1, 0)
+        per_lag = (spec[lo:stop] @ weights).reshape(stop - lo, n_lags, n_filt)
+        for lag in range(n_lags):
+            first = max(start, lo + lag)  # out[t] += per_lag[t - lag - lo, lag]
+            if first < stop:
+                out[first:stop] += per_lag[first - lag - lo : stop - lag - lo, lag]
     return out
 
 
 def whiten_filters(
-    spec: np.ndarray, filters: np.ndarray, floor: float = 1e-8
+    spec: np.ndarray | None,
+    filters: np.ndarray,
+    floor: float = 1e-8,
+    projections: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Recombine filters so their projections on ``spec`` are white.
+
+    Parameters
+    ----------
+    spec : ndarray, shape (n_bins, n_channels), or None
+        Spectrogram; may be None when ``projections`` is given.
+    filters : ndarray, shape (n_filters, n_channels, n_lags)
+    floor : float
+        Relative floor on the eigenvalues of the projection covariance.
+    projections : ndarray, shape (n_bins, n_filters), optional
+        ``project(spec, filters)`` if already computed.
 
     Returns
     -------
@@ -134,7 +157,7 @@ def whiten_filters(
     offset : ndarray, shape (n_filters,)
         Mean of the whitened projections (subtracted to give zero mean).
     """
-    p = project(spec, filters)
+    p = project(spec, filters) if projections is None else projections
     mu = p.mean(axis=0)
     cov = np.atleast_2d(np.cov(p, rowvar=False))
     evals, evecs = np.linalg.eigh(cov)
@@ -142,6 +165,50 @@ def whiten_filters(
     m = (evecs / np.sqrt(evals)) @ evecs.T
     white = np.tensordot(m, filters, axes=(1, 0))
     return white, m @ mu
+
+
+def population_drive(
+    spec: np.ndarray,
+    filters: np.ndarray,
+    k: np.ndarray,
+    offsets: np.ndarray,
+    kinds: np.ndarray,
+    centre: np.ndarray,
+    width: np.ndarray,
+    sign: np.ndarray,
+    power: np.ndarray | None = None,
+) -> np.ndarray:
+    """``g(z) ** power`` of every unit, projecting all units' filters at once.
+
+    Parameters
+    ----------
+    spec : ndarray, shape (n_bins, F)
+    filters : ndarray, shape (U, K_MAX, F, D)
+        Rows ``>= k[u]`` are ignored.
+    k : ndarray of int, shape (U,)
+    offsets, centre, sign : ndarray, shape (U, K_MAX)
+    kinds : ndarray of str, shape (U,)
+    width : ndarray, shape (U,)
+    power : ndarray, shape (U,), optional
+        Defaults to 1.
+
+    Returns
+    -------
+    ndarray of float64, shape (n_bins, U)
+    """
+    n_units = k.size
+    power = np.ones(n_units) if power is None else power
+    stacked = np.concatenate([filters[u, : int(k[u])] for u in range(n_units)])
+    ends = np.cumsum(k.astype(int))
+    z_all = project(spec, stacked)
+    out = np.empty((z_all.shape[0], n_units))
+    for u in range(n_units):
+        kk = int(k[u])
+        z = z_all[:, ends[u] - kk : ends[u]] - offsets[u, :kk]
+        out[:, u] = nonlinearity(
+            str(kinds[u]), z, centre[u, :kk], float(width[u]), sign[u, :kk], float(power[u])
+        )
+    return out
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .neurons import K_MAX, draw_strf, nonlinearity, orthonormal_basis, project, whiten_filters
+from .neurons import (
+    K_MAX,
+    draw_strf,
+    orthonormal_basis,
+    population_drive,
+    whiten_filters,
+)
 from .presets import NONLINEARITIES, SimulationConfig
 
 __all__ = ["draw_population"]
@@ -153,10 +159,9 @@ def _calibrate_gains(
     """Power, base rate and gain per unit: sparse responses with a drawn mean rate."""
     n_units = k.size
     base, amp, mean, power = (np.zeros(n_units) for _ in range(4))
+    drive = population_drive(spec, filters, k, offsets, kinds, centre, width, sign)
     for u in range(n_units):
-        kk = int(k[u])
-        z = project(spec, filters[u, :kk]) - offsets[u, :kk]
-        g = nonlinearity(str(kinds[u]), z, centre[u, :kk], float(width[u]), sign[u, :kk])
+        g = drive[:, u]
         power[u] = _power_for_cv(g, rng.uniform(*cfg.response_cv))
         gp = g ** power[u]
         lo, hi = cfg.mean_rate_narrow if narrow[u] else cfg.mean_rate_broad

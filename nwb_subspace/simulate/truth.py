@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .neurons import nonlinearity, project
+from .neurons import population_drive, project
 
 __all__ = ["GroundTruth", "load_truth", "truth_path_for"]
 
@@ -144,19 +144,18 @@ class GroundTruth:
                 f"spectrogram must have shape (n_bins, {self.filters.shape[2]}), got "
                 f"{spectrogram.shape}; compute it with the settings in meta['spectrogram']"
             )
-        out = np.empty((spectrogram.shape[0], self.n_units))
-        for u in range(self.n_units):
-            kk = int(self.k[u])
-            g = nonlinearity(
-                str(self.nl_kind[u]),
-                self.projections(spectrogram, u),
-                self.nl_centre[u, :kk],
-                float(self.nl_width[u]),
-                self.nl_sign[u, :kk],
-                float(self.nl_power[u]),
-            )
-            out[:, u] = self.base_rate[u] + self.amplitude[u] * g
-        return out
+        drive = population_drive(
+            spectrogram,
+            self.filters,
+            self.k,
+            self.offsets,
+            self.nl_kind,
+            self.nl_centre,
+            self.nl_width,
+            self.nl_sign,
+            self.nl_power,
+        )
+        return self.base_rate + self.amplitude * drive
 
     def save(self, path: str | Path) -> Path:
         """Write the sidecar (atomically: temp file, then rename). Returns the path."""
