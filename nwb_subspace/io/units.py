@@ -518,11 +518,8 @@ def _templates_path(
         return _Measured(units, wf, fs, ttp, main, loc)
 
     k = wf_mean.shape[2]
-    if unit_channels is None:
-        if channel_xy is None or channel_xy.shape[0] != k:
-            unit_channels = [np.arange(k)] * n
-        else:
-            unit_channels = [np.arange(k)] * n
+    if unit_channels is None:  # waveform channels = channels 0..k-1
+        unit_channels = [np.arange(k)] * n
     local_main = _main_channels(wf_mean)
     wf = wf_mean[np.arange(n), :, np.maximum(local_main, 0)]
     main = np.array(
