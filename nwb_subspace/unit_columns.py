@@ -19,9 +19,14 @@ UNIT_COLUMNS: dict[str, str] = {
         "Unit position along the probe in micrometres, in the electrodes' rel_y frame "
         "(distance from the probe tip; larger = closer to the cortical surface)."
     ),
+    "cell_type_margin_ms": (
+        "trough_to_peak_ms minus the narrow/broad threshold used, in milliseconds (negative "
+        "= narrow; the threshold is stored in the analysis config). NaN where no waveform."
+    ),
     "layer": (
-        "Cortical layer of the unit from the layer boundaries in the analysis config or "
-        "the electrodes' location strings, or 'unknown'."
+        "Cortical layer group of the unit ('13', '44', '56') from the layer boundaries in "
+        "the analysis config or the electrodes' location strings; 'outside' when its depth "
+        "lies in no configured layer; 'unknown' when depth or layer information is missing."
     ),
 }
 
