@@ -164,6 +164,14 @@ def test_conversion_offset_and_starting_time_are_respected(tmp_path):
     assert spec.starting_time == 2.5 and source.name == "sound"
 
 
+def test_chunked_read_from_the_file_equals_one_shot(foreign):
+    with NWBHDF5IO(str(foreign), "r") as io:
+        nwb = io.read()
+        small, _ = load_spectrogram(nwb, SMALL, chunk_s=0.3737)  # boundaries mid-bin
+        whole, _ = load_spectrogram(nwb, SMALL, chunk_s=1000.0)
+    np.testing.assert_allclose(small.data, whole.data, rtol=1e-5, atol=1e-6)
+
+
 def test_regular_timestamps_give_the_time_base(tmp_path):
     n = int(FS / 2)
     stamps = 1.0 + np.arange(n) / FS
@@ -370,3 +378,24 @@ def test_simulated_tiny_session(tmp_path):
     assert data.counts.shape[1] == n_units
     assert data.spectrogram.data.shape[1] == 32 and data.rate == 100.0
     assert np.nanmin(data.noise_ceiling) > 0.2
+
+
+def test_stored_spectrogram_stands_in_for_a_missing_sound(tmp_path):
+    from nwb_subspace.io.writer import write_results
+
+    path = write_foreign(tmp_path / "f.nwb", sound=False)
+    rng = np.random.default_rng(0)
+    stored = SpectrogramResult(
+        data=rng.random((900, 8)).astype(np.float32),
+        frequencies=np.geomspace(300.0, 12000.0, 8),
+        rate=100.0,
+        settings={**SMALL.to_dict(), "fs": FS},
+    )
+    write_results(path, ResultSet(spectrograms=[stored]), "run1")
+    data = load_session_data(path, spectrogram_settings=SMALL)
+    assert data.spectrogram_source.kind == "stored"
+    np.testing.assert_allclose(data.spectrogram.data, stored.data)
+    before = _sha(path)
+    with pytest.raises(ValueError, match="none has the requested settings"):
+        load_session_data(path)  # default settings: 32 channels, not stored
+    assert _sha(path) == before

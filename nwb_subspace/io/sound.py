@@ -416,7 +416,9 @@ def plan_spectrogram(
     try:
         sound = find_sound(nwbfile, sound_name)
     except ValueError as err:
-        sound_error = err
+        if sound_name is not None or sound_candidates(nwbfile)[0]:
+            raise  # a wrong name or several candidates: never fall back silently
+        sound_error = err  # no sound at all: a stored spectrogram may still do
     if reuse:
         stored = find_stored_spectrogram(nwbfile, settings, sound if sound else sound_name)
         if stored is not None:
