@@ -23,6 +23,7 @@ import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -206,7 +207,18 @@ def simulate_session(
     return path, truth_path
 
 
-def _build_nwbfile(cfg, seed, wave, plan, probe, names, spikes, templates_uv, raw_data):
+def _build_nwbfile(
+    cfg: SimulationConfig,
+    seed: int,
+    wave: np.ndarray,
+    plan: list[dict],
+    probe: Any,
+    names: np.ndarray,
+    spikes: list[np.ndarray],
+    templates_uv: np.ndarray,
+    raw_data: np.ndarray | None,
+) -> Any:
+    """Assemble the in-memory ``pynwb.NWBFile`` (layout in the module docstring)."""
     from hdmf.backends.hdf5 import H5DataIO
     from pynwb import NWBFile, TimeSeries
     from pynwb.ecephys import ElectricalSeries
@@ -318,7 +330,8 @@ def _build_nwbfile(cfg, seed, wave, plan, probe, names, spikes, templates_uv, ra
     return nwbfile
 
 
-def _write_atomic(nwbfile, path: Path) -> None:
+def _write_atomic(nwbfile: Any, path: Path) -> None:
+    """Write to a temp file beside ``path``, then rename, so a crash leaves no half file."""
     from pynwb import NWBHDF5IO
 
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.nwb")
