@@ -275,10 +275,23 @@ def _read(source: Any, start: int, stop: int) -> np.ndarray:
     if bad.any():
         idx = start + int(np.argmax(bad))
         raise ValueError(
-            f"wave has a non-finite value ({block[idx - start]!r}) at sample index {idx}; "
+            f"wave has a non-finite value ({float(block[idx - start])}) at sample index {idx}; "
             "replace NaN/inf samples (e.g. with 0) before computing the spectrogram"
         )
     return block
+
+
+def _compress(power: np.ndarray, settings: SpectrogramSettings) -> np.ndarray:
+    """RMS amplitude of mean power, log-compressed when ``settings.compression == "log"``.
+
+    Works in place on ``power`` (float64, any shape) and returns it.
+    """
+    amp = np.sqrt(power, out=power)
+    if settings.compression == "log":
+        amp += settings.log_offset
+        amp /= settings.log_offset
+        np.log(amp, out=amp)
+    return amp
 
 
 def compute_spectrogram(
@@ -332,28 +345,27 @@ def compute_spectrogram(
     n_ch = settings.n_channels
     zi = np.zeros((n_ch, sos.shape[1], 2))
     carry = np.zeros((n_ch, 0))  # squared filter output of an unfinished bin
-    blocks: list[np.ndarray] = []
+    # The output is known up front: fill it chunk by chunk (float64 only per chunk).
+    data = np.empty((n_samples // hop, n_ch), dtype=np.float32)
+    row = 0
     for start in range(0, n_samples, chunk):
         x = _read(source, start, min(start + chunk, n_samples)) + DENORMAL_GUARD
         n_total = carry.shape[1] + x.size
         n_bins = n_total // hop
-        out = np.empty((n_bins, n_ch))
+        power = np.empty((n_bins, n_ch))
         new_carry = np.empty((n_ch, n_total - n_bins * hop))
         for c in range(n_ch):
             y, zi[c] = scipy.signal.sosfilt(sos[c], x, zi=zi[c])
             sq = np.concatenate([carry[c], y * y])
-            out[:, c] = sq[: n_bins * hop].reshape(n_bins, hop).mean(axis=1)
+            power[:, c] = sq[: n_bins * hop].reshape(n_bins, hop).mean(axis=1)
             new_carry[c] = sq[n_bins * hop :]
         carry = new_carry
-        blocks.append(out)
-    power = np.concatenate(blocks) if blocks else np.zeros((0, n_ch))
-    amp = np.sqrt(power)
-    if settings.compression == "log":
-        amp = np.log((amp + settings.log_offset) / settings.log_offset)
+        data[row : row + n_bins] = _compress(power, settings)
+        row += n_bins
     info = settings.to_dict()
     info.update(fs=float(fs), hop=hop, f_max_effective=float(freqs[-1]))
     return Spectrogram(
-        data=amp.astype(np.float32),
+        data=data,
         frequencies=freqs,
         rate=float(fs) / hop,
         starting_time=float(starting_time),
