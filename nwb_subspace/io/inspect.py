@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from pynwb import NWBHDF5IO, TimeSeries
+from pynwb import NWBHDF5IO, NWBFile
 
 from .. import ndx
-
-SOUND_COLUMNS = ("sound_id", "stim_name", "sound", "stimulus", "stim", "sound_name", "stim_id")
+from .sound import sound_candidates
+from .trials import SOUND_COLUMNS, find_sound_column
 
 
 @dataclass
@@ -25,22 +25,18 @@ class FileSummary:
     raw_series: list[str] = field(default_factory=list)
     trials: int = 0
     sound_column: str | None = None
+    sound_column_problem: str | None = None  # why no column was chosen among several
     runs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
 
-def _sound_candidates(nwbfile) -> list[str]:
+def _sound_lines(nwbfile: NWBFile) -> list[str]:
+    """One line per series :func:`~nwb_subspace.io.sound.sound_candidates` accepts."""
     out = []
-    for where, pool in (("stimulus", nwbfile.stimulus), ("acquisition", nwbfile.acquisition)):
-        for name, obj in pool.items():
-            if not isinstance(obj, TimeSeries) or isinstance(obj, ndx.Spectrogram):
-                continue
-            if obj.neurodata_type == "ElectricalSeries":
-                continue
-            shape = obj.data.shape
-            if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
-                rate = obj.rate if obj.rate is not None else float("nan")
-                out.append(f"{where}/{name} ({rate:g} Hz, {shape[0]} samples)")
+    for ts in sound_candidates(nwbfile)[0]:
+        where = "stimulus" if nwbfile.stimulus.get(ts.name) is ts else "acquisition"
+        rate = ts.rate if ts.rate is not None else float("nan")
+        out.append(f"{where}/{ts.name} ({rate:g} Hz, {ts.data.shape[0]} samples)")
     return out
 
 
@@ -57,15 +53,18 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
             s.has_waveforms = "waveform_mean" in units.colnames
         elec = nwbfile.electrodes
         s.electrode_positions = elec is not None and {"rel_x", "rel_y"} <= set(elec.colnames)
-        s.sounds = _sound_candidates(nwbfile)
+        s.sounds = _sound_lines(nwbfile)
         s.raw_series = [
             n for n, o in nwbfile.acquisition.items() if o.neurodata_type == "ElectricalSeries"
         ]
         table = nwbfile.trials if nwbfile.trials is not None else nwbfile.epochs
         if table is not None:
             s.trials = len(table)
-            found = [c for c in SOUND_COLUMNS if c in table.colnames]
-            s.sound_column = found[0] if found else None
+            try:
+                s.sound_column = find_sound_column(table.colnames, table=table.name)
+            except ValueError as err:
+                if any(c in SOUND_COLUMNS for c in table.colnames):  # several candidates
+                    s.sound_column_problem = str(err)
         for module in nwbfile.processing.values():
             for name, obj in module.data_interfaces.items():
                 if isinstance(obj, ndx.SubspaceAnalysis):
@@ -76,6 +75,8 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
         s.missing.append("a sound waveform TimeSeries in stimulus or acquisition")
     if not s.trials:
         s.missing.append("a trials (or epochs) table naming each sound")
+    elif s.sound_column_problem is not None:
+        s.missing.append(f"a single trials column naming the sound: {s.sound_column_problem}")
     elif s.sound_column is None:
         s.missing.append(f"a trials column naming the sound (one of {', '.join(SOUND_COLUMNS)})")
     if not s.has_waveforms and not s.raw_series:
