@@ -16,7 +16,13 @@ from nwb_subspace.simulate import (
 )
 from nwb_subspace.simulate.neurons import nonlinearity, poisson_spikes, project
 from nwb_subspace.simulate.population import draw_population
-from nwb_subspace.simulate.waveforms import assign_layers
+from nwb_subspace.simulate.waveforms import (
+    PTP_RANGE_UV,
+    assign_layers,
+    make_probe,
+    make_templates,
+    trough_to_peak,
+)
 from nwb_subspace.stimulus import SpectrogramSettings, compute_spectrogram
 
 # A small, fast session for determinism and mode checks.
@@ -109,6 +115,32 @@ def test_raw_series_holds_the_spikes(tiny, tiny_data):
     trough_uv = tiny_data["waveforms"][u, :, ch].min() * 1e6
     assert s.size > 0
     assert np.median(traces[s, ch]) < 0.5 * trough_uv  # spikes injected, in volts x 1e6
+
+
+def test_templates_are_visible_above_the_noise(tiny_data):
+    """Every unit's main-channel peak-to-peak lies in PTP_RANGE_UV (40-200 µV; noise ~8 µV)."""
+    ptp_uv = np.ptp(tiny_data["waveforms"], axis=1).max(axis=1) * 1e6
+    low, high = PTP_RANGE_UV
+    assert np.all(ptp_uv >= low * 0.999) and np.all(ptp_uv <= high * 1.001), ptp_uv
+
+
+def test_make_templates_bounds_amplitude_without_changing_shape():
+    rng_a, rng_b = np.random.default_rng(0), np.random.default_rng(0)
+    probe = make_probe(16, 20.0)
+    positions = np.column_stack([np.zeros(6), np.linspace(20, 280, 6), np.full(6, 150.0)])
+    narrow = np.arange(6) % 2 == 0
+    loud, _ = make_templates(rng_a, probe, positions, narrow, 30000.0)
+    quiet, _ = make_templates(rng_b, probe, positions, narrow, 30000.0, ptp_range_uv=(1.0, 1.0))
+    ptp = np.ptp(loud, axis=1).max(axis=1)
+    assert np.all((ptp >= 40.0 * 0.999) & (ptp <= 200.0 * 1.001)), ptp
+    np.testing.assert_allclose(np.ptp(quiet, axis=1).max(axis=1), 1.0, rtol=1e-5)
+    # Scaling only: same durations and main channels.
+    np.testing.assert_array_equal(
+        trough_to_peak(loud, 30000.0)[1], trough_to_peak(quiet, 30000.0)[1]
+    )
+    np.testing.assert_allclose(trough_to_peak(loud, 30000.0)[0], trough_to_peak(quiet, 30000.0)[0])
+    with pytest.raises(ValueError, match="ptp_range_uv"):
+        make_templates(rng_a, probe, positions, narrow, 30000.0, ptp_range_uv=(0.0, 10.0))
 
 
 def test_file_layout(tiny, tiny_data):

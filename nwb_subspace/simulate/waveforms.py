@@ -16,6 +16,7 @@ import numpy as np
 
 __all__ = [
     "LAYER_DEPTHS_UM",
+    "PTP_RANGE_UV",
     "assign_layers",
     "layer_boundaries",
     "make_probe",
@@ -27,6 +28,9 @@ __all__ = [
 #: Nominal boundary depths below the L3/4 boundary (µm, positive = deeper).
 LAYER_DEPTHS_UM = {"BS/1": -800.0, "L3/4": 0.0, "L4/5": 200.0, "L6/WM": 800.0}
 _GROUPS = (("13", "BS/1", "L3/4"), ("44", "L3/4", "L4/5"), ("56", "L4/5", "L6/WM"))
+
+#: Main-channel peak-to-peak amplitudes of simulated templates (µV), drawn uniformly.
+PTP_RANGE_UV = (40.0, 200.0)
 
 
 def make_probe(n_electrodes: int, pitch_um: float):
@@ -73,11 +77,21 @@ def make_templates(
     fs: float,
     ms_before: float = 1.0,
     ms_after: float = 3.0,
+    ptp_range_uv: tuple[float, float] = PTP_RANGE_UV,
 ) -> tuple[np.ndarray, int]:
     """Spike templates from SpikeInterface ``generate_templates``, in µV.
 
     Narrow units get a fast repolarisation (0.135-0.20 ms; trough-to-peak about 0.15-0.3 ms),
-    broad units a slow one (0.55-0.78 ms; about 0.5-0.8 ms).
+    broad units a slow one (0.55-0.78 ms; about 0.5-0.8 ms). Each template is then scaled
+    so that its main channel (largest peak-to-peak) spans a peak-to-peak amplitude drawn
+    uniformly in ``ptp_range_uv``: scaling changes neither the shape (trough-to-peak
+    duration) nor the spread over channels (unit location), but keeps every unit visible
+    above the noise (``generate_templates`` alone gives some units ~1 µV).
+
+    Parameters
+    ----------
+    ptp_range_uv : (float, float), default :data:`PTP_RANGE_UV`
+        Range of main-channel peak-to-peak amplitudes, in µV (``0 < low <= high``).
 
     Returns
     -------
@@ -88,6 +102,12 @@ def make_templates(
     """
     from spikeinterface.generation import generate_templates
 
+    low, high = (float(v) for v in ptp_range_uv)
+    if not 0 < low <= high:
+        raise ValueError(
+            f"ptp_range_uv must be (low, high) with 0 < low <= high µV; got {ptp_range_uv!r}, "
+            f"e.g. {PTP_RANGE_UV}"
+        )
     n = positions.shape[0]
     repol = np.where(narrow, rng.uniform(0.135, 0.20, n), rng.uniform(0.55, 0.78, n))
     params = {
@@ -104,6 +124,9 @@ def make_templates(
         seed=int(rng.integers(2**31)),
         unit_params=params,
     )
+    ptp = np.ptp(templates, axis=1).max(axis=1)
+    target = rng.uniform(low, high, n)
+    templates = templates * (target / np.where(ptp > 0, ptp, 1.0))[:, None, None]
     return templates.astype(np.float32), int(round(ms_before * fs / 1000.0))
 
 
