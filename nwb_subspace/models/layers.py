@@ -331,6 +331,10 @@ class Readout(nn.Module):
         """Sum of squared weights (biases excluded); scale it by the L2 strength."""
         return _sum_of_squares(self.weight)
 
+    def offset(self) -> Tensor | None:
+        """The per-unit offset of the drive (the bias), or None."""
+        return self.bias
+
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
         """Dimension names of each ``state_dict`` entry."""
         dims = {"weight": ("unit", self.input_dim)}
@@ -502,6 +506,19 @@ class EncodingModel(nn.Module):
     def regularizer(self) -> Tensor:
         """Sum of squared weights of core and readout (scale by the L2 strength to train)."""
         return self.core.regularizer() + self.readout.regularizer()
+
+    def set_drive_offset(self, values: Tensor) -> EncodingModel:
+        """Set the per-unit offset of the linear drive (the readout's last bias).
+
+        Training starts it at each unit's mean response: Adam moves a parameter by about the
+        learning rate per step, so an offset started at 0 would need hundreds of steps just
+        to reach the mean rate. No-op for a readout without an offset; returns ``self``.
+        """
+        bias = self.readout.offset()
+        if bias is not None:
+            with torch.no_grad():
+                bias.copy_(torch.as_tensor(values, dtype=bias.dtype, device=bias.device))
+        return self
 
     def freeze_output(self) -> EncodingModel:
         """Hold the output nonlinearity fixed (no-op without one); returns ``self``."""

@@ -200,6 +200,10 @@ class UnitMLP(nn.Module):
         h = torch.relu(torch.einsum("btuh,uhg->btug", h, self.weight2) + self.bias2)
         return torch.einsum("btug,ug->btu", h, self.weight3) + self.bias3
 
+    def offset(self) -> Tensor:
+        """The per-unit offset of the output (``bias3``)."""
+        return self.bias3
+
     def regularizer(self) -> Tensor:
         """Sum of squared weights (biases excluded)."""
         return _sum_of_squares(self.weight1, self.weight2, self.weight3)

@@ -280,6 +280,18 @@ def _init_output(model: EncodingModel, train: _Batches) -> None:
         )
 
 
+def _fresh_like(model: EncodingModel) -> EncodingModel:
+    """A newly initialised model of the same architecture, keeping its fixed buffers
+    (e.g. the subspace model's bases), built under the current torch seed."""
+    fresh = type(model).from_config(model.config)
+    buffers = dict(model.named_buffers())
+    if buffers:
+        fresh.load_state_dict(
+            {k: v for k, v in model.state_dict().items() if k in buffers}, strict=False
+        )
+    return fresh
+
+
 def fit_model(
     model: EncodingModel,
     X: np.ndarray,
@@ -297,8 +309,10 @@ def fit_model(
     Parameters
     ----------
     model : EncodingModel
-        A freshly built model; each further initialisation is built with ``build`` (default:
-        ``type(model).from_config(model.config)`` under the next seed).
+        A freshly built model: the first initialisation. Build it under
+        ``torch.manual_seed(config.seed * 1000)`` for fits that repeat bit for bit (the
+        estimator does). Initialisation ``i > 0`` is built by ``build`` (default: the same
+        architecture with the same buffers) under seed ``config.seed * 1000 + i``.
     X : ndarray, shape (n_bins, F)
         Spectrogram.
     Y : ndarray, shape (n_bins, N)
@@ -326,15 +340,18 @@ def fit_model(
     Xt, Yt = torch.from_numpy(X).to(dev), torch.from_numpy(Y).to(dev)
     train = _Batches(Xt, Yt, train_mask, cfg.window, model.memory)
     hold = _Batches(Xt, Yt, holdout_mask, cfg.window, model.memory)
-    build = build or (lambda: type(model).from_config(model.config))
+    build = build or (lambda: _fresh_like(model))
+    train_mean = Yt[torch.from_numpy(train_mask).to(dev)].mean(0)
     best_model, best_hist = None, None
     start = time.perf_counter()
     for init in range(cfg.n_initializations):
         torch.manual_seed(cfg.seed * 1000 + init)
         gen = torch.Generator().manual_seed(cfg.seed * 1000 + init)
         candidate = model if init == 0 else build()
+        torch.manual_seed(cfg.seed * 1000 + init)
         candidate = candidate.to(dev).train()
         hist = FitHistory(initialization=init)
+        candidate.set_drive_offset(train_mean)
         _run_stage(
             candidate,
             candidate.drive,

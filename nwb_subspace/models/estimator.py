@@ -1,0 +1,225 @@
+"""A scikit-learn-style estimator around the encoding models: ``fit``, ``predict``, ``score``."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from .. import scoring
+from ..results import FittedModel, TrainingInfo, UnitScores
+from .layers import EncodingModel
+from .registry import MODEL_KINDS, build_model
+from .training import FitHistory, TrainingConfig, fit_model, predict
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def resolve_device(device: str) -> str:
+    """Turn ``"cpu"``, ``"cuda"`` or ``"auto"`` into a torch device name, or say why not."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}; got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            "device 'cuda' was asked for but torch sees no CUDA GPU; use 'cpu' or 'auto'"
+        )
+    return device
+
+
+def validation_predictions(pred: np.ndarray, validation: Mapping) -> np.ndarray:
+    """Concatenate, over validation sounds, the prediction averaged over each sound's repeats.
+
+    ``validation`` maps sound ids to objects with ``start_bins`` and ``n_bins`` (see
+    ``nwb_subspace.responses.ValidationPSTH``); sounds are taken in sorted order.
+    """
+    out = []
+    for key in sorted(validation):
+        v = validation[key]
+        out.append(np.mean([pred[s : s + v.n_bins] for s in v.start_bins], axis=0))
+    return np.concatenate(out)
+
+
+def validation_psths(validation: Mapping, units: np.ndarray | None = None) -> np.ndarray:
+    """Concatenated repeat-averaged PSTHs of the validation sounds (sorted by sound id)."""
+    out = np.concatenate([validation[k].mean for k in sorted(validation)])
+    return out if units is None else out[:, units]
+
+
+class EncodingEstimator:
+    """Fit a population encoding model of one kind to one session.
+
+    Parameters
+    ----------
+    kind : {"cnn", "ln"}
+        Model architecture (``"subspace"`` models are fitted by ``nwb_subspace.subspace_fit``).
+    architecture : dict, optional
+        Settings of the architecture other than ``n_frequencies`` and ``n_units`` (e.g.
+        ``{"n_channels1": 70}``); defaults are the reference sizes.
+    training : TrainingConfig, optional
+        The training recipe.
+    device : {"cpu", "cuda", "auto"}
+        Where to train.
+    progress : callable, optional
+        ``progress(stage, epoch, holdout_loss)`` after each epoch.
+
+    Attributes
+    ----------
+    model_ : EncodingModel
+        The fitted model (best initialisation).
+    history_ : FitHistory
+    units_ : ndarray of int
+        Columns of ``Y`` that were fitted (units with spikes in the training bins).
+    excluded_units_ : ndarray of int
+        Columns left out because they had no spikes in the training bins.
+    """
+
+    def __init__(
+        self,
+        kind: str = "cnn",
+        *,
+        architecture: Mapping | None = None,
+        training: TrainingConfig | None = None,
+        device: str = "cpu",
+        progress=None,
+    ) -> None:
+        self.kind = kind
+        self.architecture = dict(architecture or {})
+        self.training = training or TrainingConfig()
+        self.device = device
+        self.progress = progress
+
+    def _check_params(self) -> None:
+        if self.kind not in MODEL_KINDS or self.kind == "subspace":
+            raise ValueError(f"kind must be 'cnn' or 'ln'; got {self.kind!r}")
+        for key in ("n_frequencies", "n_units"):
+            if key in self.architecture:
+                raise ValueError(f"architecture must not set {key!r}; it comes from the data")
+        if not isinstance(self.training, TrainingConfig):
+            raise TypeError("training must be a TrainingConfig")
+
+    def fit(
+        self, X: np.ndarray, Y: np.ndarray, train_mask: np.ndarray, holdout_mask: np.ndarray
+    ) -> EncodingEstimator:
+        """Fit the model on the training bins, stopping early on the holdout bins.
+
+        Units without a single spike in the training bins cannot be fitted; they are left
+        out with a warning and listed in ``excluded_units_``.
+        """
+        self._check_params()
+        X = np.asarray(X, dtype=np.float32)
+        Y = np.asarray(Y, dtype=np.float32)
+        if Y.ndim != 2:
+            raise ValueError(f"Y must be (n_bins, n_units); got shape {Y.shape}")
+        train_mask = np.asarray(train_mask, dtype=bool)
+        spikes = Y[train_mask].sum(axis=0)
+        self.units_ = np.flatnonzero(spikes > 0)
+        self.excluded_units_ = np.flatnonzero(spikes == 0)
+        if self.excluded_units_.size:
+            warnings.warn(
+                f"units {self.excluded_units_.tolist()} have no spikes in the training data "
+                "and are left out of the model",
+                UserWarning,
+                stacklevel=2,
+            )
+        if self.units_.size == 0:
+            raise ValueError("no unit has spikes in the training data; nothing to fit")
+        device = resolve_device(self.device)
+        config = {
+            "n_frequencies": int(X.shape[1]),
+            "n_units": int(self.units_.size),
+            **self.architecture,
+        }
+        torch.manual_seed(self.training.seed * 1000)  # the first initialisation
+        model = build_model(self.kind, config)
+        self.device_ = device
+        self.model_, self.history_ = fit_model(
+            model,
+            X,
+            Y[:, self.units_],
+            train_mask,
+            np.asarray(holdout_mask, dtype=bool),
+            self.training,
+            device=device,
+            progress=self.progress,
+        )
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted spike counts per bin, ``(n_bins, len(units_))``."""
+        if not hasattr(self, "model_"):
+            raise RuntimeError("call fit() before predict()")
+        return predict(self.model_, X, device=self.device_)
+
+    def score(
+        self, X: np.ndarray, validation: Mapping, noise_ceiling: np.ndarray, *, seed: int = 0
+    ) -> UnitScores:
+        """Validation scores of the fitted units against repeat-averaged PSTHs."""
+        pred = validation_predictions(self.predict(X), validation)
+        psth = validation_psths(validation, self.units_)
+        return score_predictions(pred, psth, np.asarray(noise_ceiling)[self.units_], seed=seed)
+
+    def to_result(
+        self,
+        name: str,
+        unit_rows: np.ndarray,
+        bin_size_s: float,
+        scores: UnitScores | None = None,
+        spectrogram: str | None = None,
+        architecture: str = "",
+    ) -> FittedModel:
+        """The fitted model as a ``FittedModel`` ready for ``write_results``.
+
+        ``unit_rows`` are the units-table rows of all columns of ``Y``; only the fitted ones
+        (``units_``) are kept.
+        """
+        hist: FitHistory = self.history_
+        cfg = self.training
+        info = TrainingInfo(
+            loss=cfg.loss,
+            epochs=len(hist.train_loss),
+            seed=cfg.seed,
+            learning_rates=(cfg.lr_stage1, cfg.lr_stage2),
+            best_epoch=hist.best_epoch,
+            l2=cfg.l2,
+            n_initializations=cfg.n_initializations,
+            device=self.device_,
+            training_loss=np.asarray(hist.train_loss),
+            validation_loss=np.asarray(hist.holdout_loss),
+        )
+        return FittedModel(
+            name=name,
+            module=self.model_.cpu(),
+            unit_rows=np.asarray(unit_rows)[self.units_],
+            bin_size_s=bin_size_s,
+            training=info,
+            scores=scores,
+            spectrogram=spectrogram,
+            architecture=architecture or {"cnn": "1D-CNN x2", "ln": "population LN"}[self.kind],
+        )
+
+
+def score_predictions(
+    pred: np.ndarray, psth: np.ndarray, ceiling: np.ndarray, *, seed: int = 0
+) -> UnitScores:
+    """Correlation, shuffle noise floor, noise-corrected correlation and explained variance."""
+    r = scoring.correlation(pred, psth)
+    return UnitScores(
+        correlation=r,
+        noise_floor=scoring.shuffle_noise_floor(pred, psth, seed=seed),
+        noise_corrected_correlation=scoring.noise_corrected(r, ceiling),
+        explained_variance=scoring.explained_variance(pred, psth),
+    )
+
+
+__all__ = [
+    "EncodingEstimator",
+    "EncodingModel",
+    "resolve_device",
+    "score_predictions",
+    "validation_predictions",
+    "validation_psths",
+]

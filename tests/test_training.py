@@ -1,0 +1,157 @@
+"""Training recipe and estimator: determinism, early stopping, bad input (fast, synthetic)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nwb_subspace.models import build_model
+from nwb_subspace.models.estimator import EncodingEstimator, resolve_device
+from nwb_subspace.models.training import TrainingConfig, fit_model, predict
+
+FAST = TrainingConfig(
+    max_epochs_stage1=4,
+    max_epochs_stage2=3,
+    patience=2,
+    n_initializations=2,
+    window=64,
+    batch_windows=4,
+    seed=3,
+)
+SMALL_CNN = {"n_channels1": 6, "n_channels2": 5, "n_hidden": 8, "n_taps1": 4, "n_taps2": 3}
+
+
+def _data(n_bins=1500, n_freq=6, n_units=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n_bins, n_freq)).astype(np.float32)
+    w = rng.standard_normal((n_freq, n_units))
+    Y = rng.poisson(_rate(X, w)).astype(np.float32)
+    train = np.zeros(n_bins, bool)
+    train[: int(0.7 * n_bins)] = True
+    hold = np.zeros(n_bins, bool)
+    hold[int(0.7 * n_bins) :] = True
+    return X, Y, train, hold
+
+
+def _rate(X, w):
+    """Log-linear rates, spikes per bin, strongly modulated (drive standardised per unit)."""
+    z = X @ w
+    return np.exp((z - z.mean(0)) / z.std(0) - 0.5)
+
+
+def _true_rate(n_bins=1500, n_freq=6, n_units=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n_bins, n_freq)).astype(np.float32)
+    return _rate(X, rng.standard_normal((n_freq, n_units)))
+
+
+def test_fit_is_bitwise_deterministic_for_a_seed():
+    X, Y, train, hold = _data()
+    preds = []
+    for _ in range(2):
+        est = EncodingEstimator("cnn", architecture=SMALL_CNN, training=FAST).fit(X, Y, train, hold)
+        preds.append(est.predict(X))
+    np.testing.assert_array_equal(preds[0], preds[1])
+    other = EncodingEstimator(
+        "cnn", architecture=SMALL_CNN, training=TrainingConfig(**{**FAST.to_dict(), "seed": 4})
+    )
+    assert not np.array_equal(other.fit(X, Y, train, hold).predict(X), preds[0])
+
+
+def test_best_weights_are_restored():
+    X, Y, train, hold = _data()
+    torch.manual_seed(0)
+    model = build_model("ln", {"n_frequencies": 6, "n_units": 4, "n_channels": 3, "n_taps": 5})
+    cfg = TrainingConfig(**{**FAST.to_dict(), "n_initializations": 1, "max_epochs_stage2": 6})
+    model, hist = fit_model(model, X, Y, train, hold, cfg)
+    assert len(hist.train_loss) == len(hist.holdout_loss) == len(hist.stage)
+    assert set(hist.stage) == {1, 2}
+    stage2 = [h for h, s in zip(hist.holdout_loss, hist.stage, strict=True) if s == 2]
+    assert hist.best_holdout_loss <= min(stage2) + 1e-9
+    # The restored model's holdout Poisson loss equals the best one recorded.
+    pred = predict(model, X)[hold]
+    y = Y[hold]
+    loss = float(np.sum(pred - y * np.log(np.maximum(pred, 1e-8))) / hold.sum())
+    assert loss == pytest.approx(hist.best_holdout_loss, rel=1e-4)
+
+
+def test_training_recovers_the_true_rate():
+    X, Y, train, hold = _data(n_bins=4000)
+    rate = _true_rate(n_bins=4000)
+    cfg = TrainingConfig(
+        max_epochs_stage1=60,
+        max_epochs_stage2=20,
+        patience=10,
+        n_initializations=1,
+        window=32,
+        batch_windows=4,
+        lr_stage1=1e-2,
+        lr_stage2=3e-3,
+    )
+    est = EncodingEstimator("ln", architecture={"n_channels": 4, "n_taps": 2}, training=cfg)
+    pred = est.fit(X, Y, train, hold).predict(X)
+    r = [np.corrcoef(pred[hold, u], rate[hold, u])[0, 1] for u in range(4)]
+    assert min(r) > 0.9, r
+    stage1 = [
+        h for h, s in zip(est.history_.holdout_loss, est.history_.stage, strict=True) if s == 1
+    ]
+    assert min(stage1) < stage1[0]
+
+
+def test_predict_in_chunks_equals_one_pass():
+    X, _, _, _ = _data()
+    torch.manual_seed(0)
+    model = build_model("cnn", {"n_frequencies": 6, "n_units": 4, **SMALL_CNN}).eval()
+    one = model(torch.from_numpy(X)[None])[0].detach().numpy()
+    np.testing.assert_allclose(predict(model, X, chunk=97), one, rtol=1e-5, atol=1e-6)
+
+
+def test_silent_unit_is_excluded_with_a_warning():
+    X, Y, train, hold = _data()
+    Y[:, 2] = 0
+    Y[hold, 2] = 1  # spikes only outside the training bins
+    with pytest.warns(UserWarning, match=r"units \[2\] have no spikes"):
+        est = EncodingEstimator(
+            "ln", architecture={"n_channels": 2, "n_taps": 3}, training=FAST
+        ).fit(X, Y, train, hold)
+    assert est.units_.tolist() == [0, 1, 3] and est.excluded_units_.tolist() == [2]
+    pred = est.predict(X)
+    assert pred.shape == (X.shape[0], 3) and np.isfinite(pred).all()
+    result = est.to_result("ln", unit_rows=np.arange(4), bin_size_s=0.01)
+    assert result.unit_rows.tolist() == [0, 1, 3]
+
+
+def test_bad_input_is_refused():
+    X, Y, train, hold = _data()
+    model = build_model("cnn", {"n_frequencies": 6, "n_units": 4, **SMALL_CNN})
+    bad = X.copy()
+    bad[10, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN/inf .*bin 10"):
+        fit_model(model, bad, Y, train, hold, FAST)
+    with pytest.raises(ValueError, match="fewer than the model's memory"):
+        fit_model(model, X[:4], Y[:4], train[:4], hold[:4], FAST)
+    with pytest.raises(ValueError, match="overlap"):
+        fit_model(model, X, Y, train, train.copy(), FAST)
+    with pytest.raises(ValueError, match="no spikes in the training data"):
+        fit_model(model, X, np.zeros_like(Y), train, hold, FAST)
+    with pytest.raises(ValueError, match="NaN/inf"):
+        predict(model, bad)
+    with pytest.raises(ValueError, match="no unit has spikes"):
+        EncodingEstimator("ln", training=FAST).fit(X, np.zeros_like(Y), train, hold)
+    with pytest.raises(ValueError, match="kind must be"):
+        EncodingEstimator("subspace").fit(X, Y, train, hold)
+    with pytest.raises(ValueError, match="loss must be"):
+        TrainingConfig(loss="l1")
+    with pytest.raises(ValueError, match="patience"):
+        TrainingConfig(patience=0)
+
+
+def test_device_choice():
+    assert resolve_device("cpu") == "cpu"
+    assert resolve_device("auto") in ("cpu", "cuda")
+    with pytest.raises(ValueError, match="device must be"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            resolve_device("cuda")
