@@ -54,7 +54,7 @@ def noise_floor(
         Frames that entered the covariance.
     n_components : int
         Ratios returned (largest first).
-    n_shuffles : int, default 5
+    n_shuffles : int, default 1
         Independent shuffles averaged.
     seed : int, default 0
 
@@ -133,7 +133,7 @@ class TuningSubspaceEstimator:
         Components kept per unit (15-25 in the reference); capped by the frames.
     variance_threshold : float, default 0.95
         Cumulative explained-variance ratio that sets the dimensionality.
-    n_shuffles : int, default 5
+    n_shuffles : int, default 1
         Shuffles averaged in the noise floor.
     seed : int, default 0
 
@@ -148,7 +148,7 @@ class TuningSubspaceEstimator:
 
     n_components: int = 20
     variance_threshold: float = 0.95
-    n_shuffles: int = 5
+    n_shuffles: int = 1
     seed: int = 0
     result_: TuningSubspaces | None = field(default=None, init=False, repr=False)
     status_: list[str] = field(default_factory=list, init=False, repr=False)

@@ -1,0 +1,131 @@
+"""dSTRFs: exactness against autograd, streaming moments, memory, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from nwb_subspace.dstrf import DSTRFMoments, compute_dstrf, dstrf_moments
+from nwb_subspace.models import PopulationCNN, PopulationLN
+
+
+def _small_cnn(n_units: int = 5, seed: int = 0) -> PopulationCNN:
+    torch.manual_seed(seed)
+    return PopulationCNN(8, n_units, n_channels1=6, n_taps1=4, n_channels2=5, n_taps2=3, n_hidden=7)
+
+
+def _reference(model, X, t, D):
+    """d rate(t) / d window by torch.autograd.functional.jacobian, (N, F, D) model lag order."""
+    L = max(D, model.memory)
+    w = torch.zeros(L, X.shape[1])
+    src = torch.from_numpy(X[max(t - L + 1, 0) : t + 1])
+    w[L - src.shape[0] :] = src
+    jac = torch.autograd.functional.jacobian(lambda w: model(w[None])[0, -1], w)
+    return jac.permute(0, 2, 1)[:, :, L - D :].numpy()
+
+
+@pytest.mark.parametrize("mode", ["reverse", "forward", "auto"])
+@pytest.mark.parametrize("n_lags", [3, 6, 9])
+def test_exact_against_autograd_jacobian(mode, n_lags):
+    model = _small_cnn().eval()
+    X = np.random.default_rng(1).random((80, 8)).astype(np.float32)
+    bins = np.array([0, 2, 5, 17, 40, 79])
+    J = compute_dstrf(model, X, bins, n_lags=n_lags, mode=mode, chunk_size=4)
+    assert J.shape == (bins.size, 5, 8, n_lags)
+    for i, t in enumerate(bins):
+        np.testing.assert_allclose(J[i], _reference(model, X, int(t), n_lags), atol=1e-5)
+
+
+def test_exact_for_ln_model_and_unit_subset():
+    torch.manual_seed(3)
+    model = PopulationLN(8, 4, n_channels=5, n_taps=7).eval()
+    X = np.random.default_rng(2).random((50, 8)).astype(np.float32)
+    J = compute_dstrf(model, X, [10, 49], units=[1, 3])
+    for i, t in enumerate([10, 49]):
+        np.testing.assert_allclose(J[i], _reference(model, X, t, 7)[[1, 3]], atol=1e-5)
+
+
+def test_streaming_moments_equal_batch_moments():
+    model = _small_cnn().eval()
+    X = np.random.default_rng(0).random((70, 8)).astype(np.float32)
+    mom = dstrf_moments(model, X, n_lags=6, outlier_threshold=None, chunk_size=9)
+    J = compute_dstrf(model, X, np.arange(70), n_lags=6).reshape(70, 5, -1).astype(np.float64)
+    assert isinstance(mom, DSTRFMoments)
+    assert mom.count.tolist() == [70] * 5
+    for u in range(5):
+        np.testing.assert_allclose(mom.mean[u].ravel(), J[:, u].mean(0), atol=1e-9)
+        np.testing.assert_allclose(mom.covariance[u], np.cov(J[:, u], rowvar=False), atol=1e-9)
+    # a bins mask and keep_frames
+    mask = np.zeros(70, bool)
+    mask[10:40] = True
+    mom2 = dstrf_moments(model, X, n_lags=6, bins=mask, keep_frames=[12, 30])
+    np.testing.assert_allclose(mom2.frames[:, 0].reshape(2, -1), J[[12, 30], 0], atol=1e-6)
+    assert mom2.n_total.tolist() == [30] * 5
+
+
+def test_outliers_left_out_exactly():
+    model = _small_cnn().eval()
+    X = np.random.default_rng(0).random((60, 8)).astype(np.float32)
+    mom = dstrf_moments(model, X, n_lags=6, outlier_threshold=2.0, chunk_size=7)
+    J = compute_dstrf(model, X, np.arange(60), n_lags=6).reshape(60, 5, -1).astype(np.float64)
+    for u in range(5):
+        mu = J[:, u].mean(0)
+        dev = np.linalg.norm(J[:, u] - mu, axis=1)
+        keep = dev <= 2.0 * np.sqrt(np.mean(dev**2))
+        assert mom.n_outliers[u] == (~keep).sum()
+        np.testing.assert_allclose(mom.mean[u].ravel(), J[keep, u].mean(0), atol=1e-8)
+        np.testing.assert_allclose(mom.covariance[u], np.cov(J[keep, u], rowvar=False), atol=1e-8)
+    assert mom.notes
+
+
+def test_memory_constant_in_recording_length():
+    """No buffer of the result or the accumulators scales with the number of bins."""
+    model = _small_cnn().eval()
+    sizes = []
+    for n in (50, 200):
+        X = np.random.default_rng(n).random((n, 8)).astype(np.float32)
+        mom = dstrf_moments(model, X, n_lags=6, chunk_size=16)
+        sizes.append(sum(np.asarray(v).nbytes for v in vars(mom).values() if hasattr(v, "nbytes")))
+    assert sizes[0] == sizes[1]
+
+
+def test_non_finite_jacobian_frames_are_dropped_and_recorded():
+    class Bad(torch.nn.Module):
+        memory, n_frequencies, n_units = 3, 4, 2
+
+        def forward(self, x):
+            pad = torch.nn.functional.pad(x, (0, 0, 2, 0))
+            s = pad.unfold(1, 3, 1).sum((-1, -2))  # (b, t)
+            return torch.stack([s, torch.sqrt(s)], -1)  # sqrt'(0) = inf at silent windows
+
+    X = np.random.default_rng(0).random((30, 4)).astype(np.float32)
+    X[10:15] = 0.0
+    mom = dstrf_moments(Bad(), X, outlier_threshold=None)
+    # reverse mode shares the graph: 0 * inf from unit 1 can reach unit 0's frames too
+    assert mom.n_nonfinite[1] >= 3
+    assert (mom.count == mom.n_total - mom.n_nonfinite).all()
+    fwd = dstrf_moments(Bad(), X, outlier_threshold=None, mode="forward")
+    assert fwd.n_nonfinite.tolist() == [0, 3]
+    assert fwd.count.tolist() == [30, 27]
+    assert np.isfinite(mom.covariance).all()
+    assert any("non-finite" in n for n in mom.notes)
+
+
+def test_bad_input_messages():
+    model = _small_cnn()
+    X = np.zeros((20, 8), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        dstrf_moments(model, np.zeros((20, 7)))
+    with pytest.raises(ValueError, match="NaN"):
+        dstrf_moments(model, np.full((20, 8), np.nan))
+    with pytest.raises(ValueError, match="mode"):
+        dstrf_moments(model, X, mode="sideways")
+    with pytest.raises(ValueError, match="units"):
+        dstrf_moments(model, X, units=[7])
+    with pytest.raises(ValueError, match="no bins"):
+        dstrf_moments(model, X, bins=np.zeros(20, bool))
+    with pytest.raises(ValueError, match="n_lags"):
+        dstrf_moments(model, X, n_lags=0)
+    with pytest.raises(TypeError, match="EncodingModel"):
+        dstrf_moments(torch.nn.Linear(3, 3), X)

@@ -1,0 +1,169 @@
+"""Tuning subspaces: ground-truth recovery (a model reproducing the simulator), bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nwb_subspace.dstrf import dstrf_moments
+from nwb_subspace.io.session import load_session_data
+from nwb_subspace.simulate import PRESETS, load_truth, simulate_session
+from nwb_subspace.tuning import (
+    TuningSubspaceEstimator,
+    jackknife_subspaces,
+    noise_floor,
+    subspace_similarity,
+)
+
+
+class TruthRateModel(nn.Module):
+    """The simulator's true rate as a causal torch model (model lag convention), counts/bin."""
+
+    kind = "truth"
+
+    def __init__(self, truth, rate_hz: float = 100.0) -> None:
+        super().__init__()
+        self.truth = truth
+        u, kmax, f, d = truth.filters.shape
+        self.n_units, self.n_frequencies, self.memory = u, f, d
+        # truth lag l = l bins back; model index j multiplies bin t-D+1+j, so j = D-1-l
+        w = torch.as_tensor(truth.filters[..., ::-1].copy(), dtype=torch.float32)
+        self.register_buffer("weight", w.reshape(u * kmax, f, d))
+        self.kmax = kmax
+        self.scale = 1.0 / rate_hz
+
+    def forward(self, x):
+        t = self.truth
+        b, n = x.shape[0], x.shape[1]
+        xp = F.pad(x.transpose(1, 2), (self.memory - 1, 0))
+        z = F.conv1d(xp, self.weight).transpose(1, 2).reshape(b, n, self.n_units, self.kmax)
+        z = z - torch.as_tensor(t.offsets, dtype=x.dtype)
+        outs = []
+        for u in range(self.n_units):
+            k = int(t.k[u])
+            zu = z[..., u, :k]
+            c = torch.as_tensor(t.nl_centre[u, :k], dtype=x.dtype)
+            w = float(t.nl_width[u])
+            if str(t.nl_kind[u]) in ("hill", "bowl"):
+                bump = torch.exp(-0.5 * ((zu - c) ** 2).sum(-1) / w**2)
+                g = bump if str(t.nl_kind[u]) == "hill" else 1.0 - bump
+            else:
+                s = torch.as_tensor(t.nl_sign[u, :k], dtype=x.dtype)
+                g = (w * F.softplus((s * zu - c) / w)).mean(-1)
+            g = g.clamp_min(0) ** float(t.nl_power[u])
+            outs.append(float(t.base_rate[u]) + float(t.amplitude[u]) * g)
+        return torch.stack(outs, -1) * self.scale
+
+
+def truth_filters_model_order(truth, u: int, n_lags: int) -> np.ndarray:
+    """The unit's true filters (k, F, n_lags) in model lag order, zero beyond their lags."""
+    f = truth.unit_filters(u)[..., ::-1]
+    out = np.zeros((f.shape[0], f.shape[1], n_lags))
+    d = min(n_lags, f.shape[2])
+    out[..., n_lags - d :] = f[..., f.shape[2] - d :]
+    return out
+
+
+@pytest.fixture(scope="session")
+def truth_session(tmp_path_factory):
+    """A small simulated session, its truth, the truth model and its tuning subspaces."""
+    cfg = PRESETS["tiny"].replace(n_units=6, estimation_s=40.0, sequence_s=5.0)
+    path = tmp_path_factory.mktemp("truth") / "site.nwb"
+    simulate_session(path, cfg, seed=3)
+    data = load_session_data(path)
+    truth = load_truth(path)
+    X = data.spectrogram.data.astype(np.float32)
+    model = TruthRateModel(truth, data.rate).eval()
+    mask = np.zeros(X.shape[0], bool)
+    mask[::4] = True
+    mom = dstrf_moments(model, X, bins=mask)
+    est = TuningSubspaceEstimator().fit(mom, frequencies=data.frequencies, bin_s=1 / data.rate)
+    return {"data": data, "truth": truth, "model": model, "X": X, "moments": mom, "est": est}
+
+
+def test_truth_model_reproduces_simulator(truth_session):
+    s = truth_session
+    pred = s["model"](torch.from_numpy(s["X"][:3000])[None])[0].double().numpy()
+    true = s["truth"].rate(s["X"][:3000]) / s["data"].rate
+    np.testing.assert_allclose(pred, true, rtol=1e-4, atol=1e-5)
+
+
+def test_ground_truth_subspace_and_dimensionality_recovered(truth_session):
+    s = truth_session
+    truth, tu = s["truth"], s["est"].result_
+    assert tu.components.shape[1:] == (20, 32, truth.filters.shape[3])
+    for u in range(truth.n_units):
+        k = int(truth.k[u])
+        true = truth_filters_model_order(truth, u, tu.components.shape[3])
+        assert subspace_similarity(true, tu.components[u, :k]) > 0.999
+        # PCs are orthonormal and sum positive; ratios sorted
+        flat = tu.components[u].reshape(20, -1)
+        np.testing.assert_allclose(flat @ flat.T, np.eye(20), atol=1e-8)
+        assert (flat.sum(1) >= 0).all()
+        assert np.all(np.diff(tu.explained_variance_ratio[u]) <= 1e-12)
+        # exact model: the dSTRFs span exactly k dimensions; the 95% rule never exceeds it
+        assert int((tu.explained_variance_ratio[u] > 1e-6).sum()) == k
+        assert 1 <= tu.dimensionality[u] <= k
+    np.testing.assert_allclose(tu.lags_s[-1], 0.0)
+    assert tu.lags_s[0] == pytest.approx((tu.components.shape[3] - 1) * 0.01)
+
+
+def test_noise_floor_matches_explicit_pixel_shuffle():
+    rng = np.random.default_rng(0)
+    n, p = 4000, 30
+    frames = rng.standard_normal((n, 3)) @ rng.standard_normal((3, p)) + rng.standard_normal((n, p))
+    shuffled = np.stack([rng.permutation(frames[:, i]) for i in range(p)], 1)
+    ev = np.linalg.eigvalsh(np.cov(shuffled, rowvar=False))[::-1]
+    ref = ev / ev.sum()
+    ours = noise_floor(np.var(frames, 0, ddof=1), n, 5, n_shuffles=20)
+    np.testing.assert_allclose(ours, ref[:5], rtol=0.1)
+
+
+def test_flat_unit_and_too_few_frames_recorded():
+    from nwb_subspace.dstrf import DSTRFMoments
+
+    p = 4 * 3
+    cov = np.zeros((3, p, p))
+    v = np.random.default_rng(0).standard_normal((2, p))
+    cov[1] = v.T @ np.diag([4.0, 1.0]) @ v + 1e-3 * np.eye(p)  # two strong dimensions
+    mom = DSTRFMoments(
+        units=np.arange(3),
+        n_frequencies=4,
+        n_lags=3,
+        count=np.array([100, 100, 1]),
+        n_total=np.array([100, 100, 1]),
+        n_outliers=np.zeros(3, int),
+        n_nonfinite=np.zeros(3, int),
+        mean=np.zeros((3, 4, 3)),
+        covariance=cov,
+        spread=np.zeros(3),
+        outlier_threshold=5.0,
+        mode="reverse",
+    )
+    est = TuningSubspaceEstimator(n_components=20).fit(
+        mom, frequencies=np.arange(1.0, 5.0), bin_s=0.01
+    )
+    r = est.result_
+    assert r.components.shape == (3, 12, 4, 3)  # capped by F*D
+    assert "flat" in est.status_[0] and r.dimensionality[0] == 0
+    assert np.isnan(r.explained_variance_ratio[0]).all()
+    assert est.status_[1] == "ok" and r.dimensionality[1] == 2
+    assert "too few frames" in est.status_[2] and r.dimensionality[2] == 0
+
+
+def test_jackknife_and_bad_settings(truth_session):
+    tu = truth_session["est"].result_
+    assert np.allclose(jackknife_subspaces([tu, tu]), 1.0)
+    with pytest.raises(ValueError, match="n_components"):
+        TuningSubspaceEstimator(n_components=0).fit(
+            truth_session["moments"], frequencies=tu.frequencies, bin_s=0.01
+        )
+    with pytest.raises(ValueError, match="variance_threshold"):
+        TuningSubspaceEstimator(variance_threshold=95).fit(
+            truth_session["moments"], frequencies=tu.frequencies, bin_s=0.01
+        )
+    with pytest.raises(ValueError, match="frequencies"):
+        TuningSubspaceEstimator().fit(truth_session["moments"], frequencies=[1.0], bin_s=0.01)
