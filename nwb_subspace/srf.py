@@ -22,6 +22,7 @@ axis the 1-D marginal (mean of the normalised map over the other axis) gives
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 
@@ -114,8 +115,8 @@ def shape_asymmetry(norm_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     asym = np.full(2, np.nan)
     depth = np.full(2, np.nan)
     for axis in (0, 1):  # map[ix, iy]: marginal over x averages over y (axis 1)
-        with np.errstate(invalid="ignore"), np.testing.suppress_warnings() as sup:
-            sup.filter(RuntimeWarning)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             y = np.nanmean(norm_map, axis=1 - axis)
         y = y[np.isfinite(y)]
         if y.size < 3:
