@@ -7,8 +7,11 @@ reason on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+
+import numpy as np
 
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
@@ -17,6 +20,15 @@ EXIT_FAILED = 1
 
 class CLIError(Exception):
     """An error whose message is shown to the user as is (one line)."""
+
+
+def _check_nwb(path: Path) -> None:
+    import h5py
+
+    if not path.exists():
+        raise CLIError(f"no such file: {path}")
+    if not h5py.is_hdf5(path):
+        raise CLIError(f"{path} is not an HDF5/NWB file")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -39,9 +51,30 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     from .io.inspect import describe_file
 
     path = Path(args.file)
-    if not path.exists():
-        raise CLIError(f"no such file: {path}")
+    _check_nwb(path)
     print(describe_file(path))
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .config import AnalysisConfig
+    from .pipeline import run_session
+
+    path = Path(args.file)
+    config_file = AnalysisConfig.from_toml(args.config) if args.config else None
+    _check_nwb(path)
+    config = (config_file or AnalysisConfig()).with_overrides(
+        seed=args.seed, device=args.device, run_name=args.run_name
+    )
+    result = run_session(path, config, output=args.output, overwrite=args.overwrite)
+    cnn = result.scores["cnn"]
+    print(f"results written to {result.output} (processing/misc/{config.run_name})")
+    print(
+        f"CNN median noise-corrected correlation: "
+        f"{float(np.nanmedian(cnn.noise_corrected_correlation)):.2f}"
+    )
+    for note in result.notes:
+        print(f"note: {note}")
     return EXIT_OK
 
 
@@ -80,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=_cmd_simulate)
 
+    p = sub.add_parser("run", help="run the whole analysis on an NWB file")
+    p.add_argument("file", help="NWB file (results are appended safely)")
+    p.add_argument("--config", help="TOML file with analysis settings")
+    p.add_argument("--output", help="write a new file (source data + results) here")
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
+    p.add_argument("--run-name", default=None, help="name of the results container")
+    p.add_argument("--overwrite", action="store_true", help="replace a run of the same name")
+    p.set_defaults(func=_cmd_run)
+
     p = sub.add_parser("inspect", help="say what a file holds that the analysis can use")
     p.add_argument("file", help="NWB file")
     p.set_defaults(func=_cmd_inspect)
@@ -90,12 +133,13 @@ def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         return args.func(args)
     except CLIError as err:
         print(f"nwb-subspace: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except (ValueError, TypeError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, TypeError, OSError) as err:
         print(f"nwb-subspace: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

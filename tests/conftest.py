@@ -70,3 +70,41 @@ def colnames(path: Path, table: str = "units") -> list[str]:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="session")
+def small_session(tmp_path_factory):
+    """The ``small`` simulated session (seed 0), loaded: (SessionData, GroundTruth)."""
+    from nwb_subspace.io.session import load_session_data
+    from nwb_subspace.simulate import load_truth, simulate_session
+
+    folder = tmp_path_factory.mktemp("small")
+    nwb_path, truth_path = simulate_session(folder / "small.nwb", preset="small", seed=0)
+    return load_session_data(nwb_path), load_truth(truth_path)
+
+
+def session_masks(session) -> tuple[np.ndarray, np.ndarray]:
+    """Boolean (fit, holdout) bin masks of a SessionData."""
+    masks = []
+    for part in ("fit", "holdout"):
+        mask = np.zeros(session.n_bins, bool)
+        for a, b in session.segments(part):
+            mask[a:b] = True
+        masks.append(mask)
+    return masks[0], masks[1]
+
+
+@pytest.fixture(scope="session")
+def small_fits(small_session):
+    """CNN and LN fitted on the small session with the default recipe but one initialisation."""
+    from nwb_subspace.models.estimator import EncodingEstimator
+    from nwb_subspace.models.training import TrainingConfig
+
+    session, _ = small_session
+    fit, hold = session_masks(session)
+    cfg = TrainingConfig(n_initializations=1)
+    X, Y = session.spectrogram.data, session.counts
+    fits = {}
+    for kind in ("cnn", "ln"):
+        fits[kind] = EncodingEstimator(kind, training=cfg).fit(X, Y, fit, hold)
+    return fits

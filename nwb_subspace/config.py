@@ -1,0 +1,155 @@
+"""Every setting of an analysis run, as one dataclass and one TOML file.
+
+``AnalysisConfig.from_toml(path)`` reads a file whose tables mirror the sections below;
+unknown keys are errors (a typo must not silently fall back to a default). The effective
+configuration is stored with the results (``SubspaceAnalysis.config_json``).
+
+Example::
+
+    seed = 1
+    device = "cpu"
+
+    [spectrogram]
+    n_channels = 32
+    f_min = 200.0
+
+    [training]
+    n_initializations = 3
+
+    [cell_types]
+    threshold_ms = 0.35
+
+    [layers]
+    l34_rel_y = 800.0
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .models.training import TrainingConfig
+from .stimulus import SpectrogramSettings
+
+MODEL_KINDS = ("ln", "cnn")
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """How the session is read: which sound, which trials column, how trials are split."""
+
+    sound_name: str | None = None
+    sound_column: str | None = None
+    min_repeats: int | None = None
+    holdout_fraction: float = 0.2
+    chunk_s: float = 60.0
+
+
+@dataclass(frozen=True)
+class SubspaceSettings:
+    """dSTRF PCA and SRF settings (DESIGN.md section 3 defaults)."""
+
+    n_components: int = 20
+    variance_threshold: float = 0.95
+    outlier_threshold: float = 5.0
+    srf_bins: int = 20
+    min_occupancy: int = 10
+    high_activity_threshold: float = 0.5
+    min_noise_corrected_r: float = 0.5
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """All settings of ``nwb-subspace run``.
+
+    Attributes
+    ----------
+    seed : int
+        Seed of every random step (splits, initialisations, nulls).
+    device : {"cpu", "cuda", "auto"}
+    models : tuple of str
+        Encoding models to fit (``"ln"``, ``"cnn"``).
+    run_name : str
+        Name of the results container in the NWB file.
+    session, spectrogram, training, subspace : section dataclasses
+    cell_types : dict
+        ``threshold_ms`` for narrow/broad (default: probe-dependent, see celltypes).
+    layers : dict or None
+        Layer boundaries: ``{"l34_rel_y": ...}`` or ``{"layers": {name: [top, bottom]}}``.
+    """
+
+    seed: int = 0
+    device: str = "cpu"
+    models: tuple[str, ...] = MODEL_KINDS
+    run_name: str = "subspace_analysis"
+    session: SessionSettings = field(default_factory=SessionSettings)
+    spectrogram: SpectrogramSettings = field(default_factory=SpectrogramSettings)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    subspace: SubspaceSettings = field(default_factory=SubspaceSettings)
+    cell_types: dict = field(default_factory=dict)
+    layers: dict | None = None
+
+    def __post_init__(self) -> None:
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {self.device!r}")
+        bad = [m for m in self.models if m not in MODEL_KINDS]
+        if bad or "cnn" not in self.models:
+            raise ValueError(
+                f"models must include 'cnn' and be drawn from {MODEL_KINDS}; got "
+                f"{list(self.models)}"
+            )
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of every setting."""
+        out = asdict(self)
+        out["models"] = list(self.models)
+        return out
+
+    def with_overrides(self, **kwargs: Any) -> AnalysisConfig:
+        """A copy with top-level fields replaced (``None`` values are ignored)."""
+        return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AnalysisConfig:
+        """Build from a dict shaped like the TOML file; unknown keys raise ``ValueError``."""
+        sections = {
+            "session": SessionSettings,
+            "spectrogram": SpectrogramSettings,
+            "training": TrainingConfig,
+            "subspace": SubspaceSettings,
+        }
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    raise ValueError(f"[{key}] must be a table of settings; got {value!r}")
+                allowed = {f.name for f in fields(sections[key])}
+                extra = sorted(set(value) - allowed)
+                if extra:
+                    raise ValueError(f"unknown keys {extra} in [{key}]; allowed: {sorted(allowed)}")
+                kwargs[key] = sections[key](**value)
+            elif key == "models":
+                kwargs[key] = tuple(value)
+            else:
+                kwargs[key] = value
+        return cls(**kwargs)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> AnalysisConfig:
+        """Read a TOML config file (see the module docstring for its layout)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such config file: {path}")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            raise ValueError(f"{path} is not valid TOML: {err}") from None
+        return cls.from_dict(values)
