@@ -1,0 +1,59 @@
+"""The analysis config: defaults from DESIGN.md, TOML round trip, unknown keys refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from nwb_subspace.config import AnalysisConfig
+
+
+def test_defaults_follow_the_reference():
+    cfg = AnalysisConfig()
+    assert cfg.spectrogram.n_channels == 32
+    assert (cfg.spectrogram.f_min, cfg.spectrogram.f_max) == (200.0, 20000.0)
+    assert cfg.spectrogram.bin_s == 0.01
+    assert cfg.training.l2 == 1e-4 and cfg.training.loss == "poisson"
+    assert cfg.subspace.variance_threshold == 0.95 and cfg.subspace.srf_bins == 20
+    assert cfg.subspace.high_activity_threshold == 0.5
+    assert cfg.session.holdout_fraction == 0.2
+    json.dumps(cfg.to_dict())  # storable with the results
+
+
+def test_toml_file(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text(
+        'seed = 3\nmodels = ["cnn"]\n[spectrogram]\nn_channels = 16\n'
+        "[training]\nn_initializations = 1\n[layers]\nl34_rel_y = 700.0\n"
+        '[cell_types]\nthreshold_ms = 0.4\n[session]\nsound_column = "stim_name"\n'
+    )
+    cfg = AnalysisConfig.from_toml(path)
+    assert cfg.seed == 3 and cfg.models == ("cnn",)
+    assert cfg.spectrogram.n_channels == 16 and cfg.training.n_initializations == 1
+    assert cfg.layers == {"l34_rel_y": 700.0} and cfg.cell_types == {"threshold_ms": 0.4}
+    assert cfg.session.sound_column == "stim_name"
+    assert cfg.with_overrides(seed=None, device="auto").device == "auto"
+    assert cfg.with_overrides(seed=None).seed == 3
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("colour = 1\n", r"unknown config keys \['colour'\]"),
+    ("[training]\nlr = 1\n", r"unknown keys \['lr'\] in \[training\]"),
+    ("training = 3\n", r"\[training\] must be a table"),
+    ('models = ["ln"]\n', "must include 'cnn'"),
+    ('device = "tpu"\n', "device must be"),
+    ("seed = -1\n", "seed must be"),
+    ("[spectrogram]\nf_min = 0\n", "f_min"),
+    ("seed = \n", "not valid TOML"),
+])
+def test_bad_config(tmp_path, text, match):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        AnalysisConfig.from_toml(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such config file"):
+        AnalysisConfig.from_toml(tmp_path / "none.toml")
