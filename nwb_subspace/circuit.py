@@ -217,7 +217,7 @@ class SiteSubspaceAnalysis:
         k = min(k, k_max)
         self.components_ = comps[:k]
         # cumulative capture of each unit by the top j site PCs (j = 1..k_max)
-        per_pc = np.einsum("ki,uij,kj->uk", comps, covs, comps, optimize=True)
+        per_pc = np.einsum("uik,ik->uk", covs @ comps.T, comps.T)
         self.unit_capture_ = np.cumsum(per_pc, axis=1) / self._tr[:, None]
         frac = self.unit_capture_[:, k - 1]
         rng = np.random.default_rng(self.seed)
@@ -253,7 +253,7 @@ class SiteSubspaceAnalysis:
         out = np.empty((self.n_null, flat.shape[0]))
         for start in range(0, self.n_null, _NULL_CHUNK):
             q = haar_subspaces(rng, p, k, min(_NULL_CHUNK, self.n_null - start))
-            proj = np.einsum("npk,nqk->npq", q, q).reshape(q.shape[0], -1)
+            proj = (q @ q.transpose(0, 2, 1)).reshape(q.shape[0], -1)
             out[start : start + q.shape[0]] = (flat @ proj.T).T / self._tr
         return out
 
@@ -307,7 +307,7 @@ class SiteSubspaceAnalysis:
             self.notes_.append("no other site with the same pixel grid; other-site null skipped")
             return None
         other = np.mean(
-            [np.einsum("ki,uij,kj->u", v, self._covs, v, optimize=True) / self._tr for v in others],
+            [np.einsum("uik,ik->u", self._covs @ v.T, v.T) / self._tr for v in others],
             axis=0,
         )
         own = self.result_.variance_fraction

@@ -29,12 +29,16 @@ from scipy import stats
 
 __all__ = [
     "UNKNOWN",
+    "compare_cell_types_and_layers",
     "compare_groups",
+    "compare_site_subspaces",
+    "compare_site_tiling",
     "compare_sites",
     "mann_whitney",
     "null_row",
     "p_greater",
     "stat_row",
+    "to_site_statistics",
     "verdict_text",
     "wilcoxon_greater",
     "z_score",
@@ -222,3 +226,100 @@ def compare_sites(
         groups=[site_a, site_b],
         min_per_group=min_per_group,
     )
+
+
+def compare_cell_types_and_layers(
+    measures: dict[str, np.ndarray],
+    cell_type: Sequence,
+    layer: Sequence,
+    *,
+    site: str,
+    min_per_group: int = 2,
+) -> tuple[list[dict] | None, list[str]]:
+    """Narrow vs broad (Mann-Whitney) and across layers (Kruskal-Wallis) for each measure.
+
+    Parameters
+    ----------
+    measures : dict of str -> ndarray, shape (n,)
+        E.g. ``{"breadth": ..., "shape_index": ...}``, one value per unit.
+    cell_type, layer : sequence, shape (n,)
+        ``"narrow"``/``"broad"`` and layer names; unknown ones are reported, not tested.
+    site : str
+    min_per_group : int, default 2
+
+    Returns
+    -------
+    rows : list of dict or None
+        None when no comparison could be tested (the notes say why).
+    notes : list of str
+    """
+    rows: list[dict] = []
+    notes: list[str] = []
+    for name, values in measures.items():
+        for labels, groups in ((cell_type, ["narrow", "broad"]), (layer, None)):
+            r, n = compare_groups(
+                values, labels, site=site, statistic=name, groups=groups,
+                min_per_group=min_per_group,
+            )  # fmt: skip
+            rows.extend(r or [])
+            notes.extend(n)
+    return (rows or None), notes
+
+
+def compare_site_subspaces(a, b, n_components: int | None = None):
+    """Shared-subspace strength of two fitted ``SiteSubspaceAnalysis`` objects.
+
+    Per unit: the fraction of its dSTRF variance in the top ``K`` PCs of its own site (``K``
+    = ``n_components`` or the smaller of the two site dimensionalities, so the sites are
+    compared at equal dimension), and its mean similarity to the other units of its site.
+    Mann-Whitney U between sites (``site_a`` = ``a``); positive effects mean ``a`` higher.
+
+    Returns
+    -------
+    rows : list of dict or None
+    notes : list of str
+    """
+    if a.result_ is None or b.result_ is None:
+        missing = [x for x in (a, b) if x.result_ is None]
+        return None, [f"not compared: {len(missing)} site(s) without a fitted subspace"]
+    k = n_components or min(a.result_.dimensionality, b.result_.dimensionality)
+    k = min(k, a.unit_capture_.shape[1], b.unit_capture_.shape[1])
+    sa, sb = a.result_.site, b.result_.site
+    rows, notes = [], []
+    for stat, va, vb in (
+        (f"variance_fraction_at_{k}_dims", a.unit_capture_[:, k - 1], b.unit_capture_[:, k - 1]),
+        ("unit_mean_similarity", np.nanmean(a.similarity_, 1), np.nanmean(b.similarity_, 1)),
+    ):
+        r, n = compare_sites(va, vb, site_a=sa, site_b=sb, statistic=stat)
+        rows.extend(r or [])
+        notes.extend(n)
+    return (rows or None), notes
+
+
+def compare_site_tiling(a, b):
+    """Overlap of high-activity regions of two sites' ``TilingResult`` (Mann-Whitney U).
+
+    Per unit: its mean Jaccard overlap with the other units of its site minus the shift-null
+    mean of those pairs (excess overlap; pairs share units, so p-values are approximate).
+
+    Returns
+    -------
+    rows : list of dict or None
+    notes : list of str
+    """
+    if not (a.tested and b.tested):
+        return None, ["not compared: a site's tiling was not tested"]
+
+    def excess(t) -> np.ndarray:
+        return np.nanmean(t.overlap - t.overlap_null_mean, axis=1)
+
+    return compare_sites(
+        excess(a), excess(b), site_a=a.site, site_b=b.site, statistic="unit_excess_overlap"
+    )
+
+
+def to_site_statistics(rows: Sequence[dict] | None, name: str = "site_statistics"):
+    """``SiteStatistics`` from rows, or None when there are none (nothing is written)."""
+    from .results import SiteStatistics
+
+    return SiteStatistics(rows=list(rows), name=name) if rows else None

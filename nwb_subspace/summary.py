@@ -1,0 +1,184 @@
+"""Tidy summary tables of the site analyses, written as CSV.
+
+Two tables (pandas DataFrames), one CSV each:
+
+* **units**: one row per unit of a site, analysed or not: ``site, unit_row, unit_id,
+  cell_type, layer, depth_um, status`` (``"analysed"`` or ``"left out: <reason>"``), then the
+  measures: ``dimensionality`` (own subspace at the similarity threshold),
+  ``variance_fraction``, ``variance_fraction_null``, ``variance_fraction_p``,
+  ``mean_similarity``, ``breadth`` (high-activity bins of its own SRF), ``shape_index``
+  (signed asymmetry on the most modulated axis), ``shape_class``, ``site_region_bins``
+  (region size on the site plane) and ``mean_overlap`` (mean Jaccard with the site's other
+  units). Missing measures are empty cells; unknown types/layers read ``"unknown"``.
+* **sites**: one row per site statistic (``results.STATISTIC_FIELDS``), long format.
+
+:func:`write_summary` never writes an empty table: a table without rows is skipped and the
+returned notes say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .results import STATISTIC_FIELDS, SubspaceRFs
+from .srf import normalised_map, shape_asymmetry, shape_class
+
+__all__ = ["UNIT_COLUMNS", "site_table", "srf_measures", "unit_table", "write_summary"]
+
+UNIT_COLUMNS = (
+    "site",
+    "unit_row",
+    "unit_id",
+    "cell_type",
+    "layer",
+    "depth_um",
+    "status",
+    "dimensionality",
+    "variance_fraction",
+    "variance_fraction_null",
+    "variance_fraction_p",
+    "mean_similarity",
+    "breadth",
+    "shape_index",
+    "shape_class",
+    "site_region_bins",
+    "mean_overlap",
+)
+
+
+def srf_measures(srfs: SubspaceRFs, source: str = "model") -> dict[int, dict]:
+    """Breadth, signed shape index and shape class per unit row (first ``source`` map)."""
+    out: dict[int, dict] = {}
+    for i, row in enumerate(srfs.unit_rows.tolist()):
+        if srfs.response_source[i] != source or row in out:
+            continue
+        asym, depth = shape_asymmetry(normalised_map(srfs.response_map[i]))
+        ok = np.isfinite(asym) & np.isfinite(depth)
+        index = float(asym[np.argmax(np.where(ok, depth, -np.inf))]) if ok.any() else np.nan
+        out[row] = {
+            "breadth": int(srfs.breadth[i]),
+            "shape_index": index,
+            "shape_class": shape_class(asym, depth),
+        }
+    return out
+
+
+def unit_table(
+    site: str,
+    unit_rows: Sequence[int],
+    *,
+    unit_ids: Sequence | None = None,
+    cell_type: Sequence | None = None,
+    layer: Sequence | None = None,
+    depth_um: Sequence | None = None,
+    analysis=None,
+    tiling=None,
+    srfs: SubspaceRFs | None = None,
+) -> pd.DataFrame:
+    """One row per unit of a site.
+
+    Parameters
+    ----------
+    site : str
+    unit_rows : sequence of int
+        Every unit of the site (units-table rows), analysed or not.
+    unit_ids, cell_type, layer, depth_um : sequence, optional
+        Aligned with ``unit_rows`` (e.g. from ``read_units``); missing -> "unknown"/NaN.
+    analysis : SiteSubspaceAnalysis, optional
+        Fitted; gives the subspace columns and the reasons units were left out.
+    tiling : TilingResult, optional
+    srfs : SubspaceRFs, optional
+        Each unit's own SRFs (breadth and shape).
+    """
+    rows = [int(r) for r in unit_rows]
+    n = len(rows)
+
+    def col(values, default) -> list:
+        if values is None:
+            return [default] * n
+        values = list(values)
+        if len(values) != n:
+            raise ValueError(f"got {len(values)} values for {n} unit rows; align them")
+        return values
+
+    table = {r: {c: np.nan for c in UNIT_COLUMNS} for r in rows}
+    for i, r in enumerate(rows):
+        table[r].update(
+            site=site,
+            unit_row=r,
+            unit_id=col(unit_ids, r)[i],
+            cell_type=str(col(cell_type, "unknown")[i] or "unknown"),
+            layer=str(col(layer, "unknown")[i] or "unknown"),
+            depth_um=float(col(depth_um, np.nan)[i]),
+            status="not analysed",
+            shape_class="",
+        )
+    if analysis is not None:
+        for r, why in getattr(analysis, "excluded_", {}).items():
+            if r in table:
+                table[r]["status"] = f"left out: {why}"
+        res = analysis.result_
+        if res is not None:
+            sim = np.nanmean(analysis.similarity_, axis=1)
+            for i, r in enumerate(res.unit_rows.tolist()):
+                table[r].update(
+                    status="analysed",
+                    dimensionality=int(analysis.unit_dimensionality_[i]),
+                    variance_fraction=float(res.variance_fraction[i]),
+                    variance_fraction_null=float(res.null_mean[i]),
+                    variance_fraction_p=float(res.p_value[i]),
+                    mean_similarity=float(sim[i]),
+                )
+    if tiling is not None and tiling.regions is not None and tiling.tested:
+        sizes = tiling.regions.reshape(len(tiling.regions), -1).sum(1)
+        overlap = np.nanmean(tiling.overlap, axis=1)
+        for i, r in enumerate(tiling.unit_rows.tolist()):
+            table[r].update(site_region_bins=int(sizes[i]), mean_overlap=float(overlap[i]))
+    if srfs is not None:
+        for r, values in srf_measures(srfs).items():
+            if r in table:
+                table[r].update(values)
+    return pd.DataFrame([table[r] for r in rows], columns=list(UNIT_COLUMNS))
+
+
+def site_table(rows: Sequence[dict] | None) -> pd.DataFrame:
+    """Site statistics rows (any number of sites) as a DataFrame with ``STATISTIC_FIELDS``."""
+    return pd.DataFrame(list(rows or []), columns=list(STATISTIC_FIELDS))
+
+
+def write_summary(
+    prefix: str | Path, units: pd.DataFrame | None, sites: pd.DataFrame | None
+) -> tuple[list[Path], list[str]]:
+    """Write ``<prefix>_units.csv`` and ``<prefix>_sites.csv``; empty tables are skipped.
+
+    Parameters
+    ----------
+    prefix : str or Path
+        Path prefix; its folder must exist.
+    units, sites : DataFrame or None
+        From :func:`unit_table` (concatenate several sites with ``pd.concat``) and
+        :func:`site_table`.
+
+    Returns
+    -------
+    paths : list of Path
+        Files written.
+    notes : list of str
+        Tables skipped because they had no rows.
+    """
+    prefix = Path(prefix)
+    if not prefix.parent.exists():
+        raise FileNotFoundError(f"folder {prefix.parent} does not exist; create it first")
+    paths, notes = [], []
+    for name, table in (("units", units), ("sites", sites)):
+        if table is None or len(table) == 0:
+            notes.append(f"no {name} rows; {name} table not written")
+            continue
+        path = prefix.with_name(f"{prefix.name}_{name}.csv")
+        table.to_csv(path, index=False)
+        paths.append(path)
+    return paths, notes
