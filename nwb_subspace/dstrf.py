@@ -2,8 +2,8 @@
 
 The dSTRF of unit ``u`` at bin ``t`` is ``d rate_u(t) / d X[t-D+1 .. t, :]``, an ``(F, D)``
 array in the **model lag order** (index ``j`` of the lag axis multiplies bin ``t-D+1+j``; the
-last index is the current bin). It is exact: computed by automatic differentiation of the
-model itself, not by finite differences or a linearised surrogate.
+last index is the current bin). It is exact: computed from the model itself, not by finite
+differences or a linearised surrogate.
 
 How it is computed
 ------------------
@@ -12,13 +12,19 @@ so each bin of a chunk becomes one window of ``L = max(M, D)`` bins (zeros befor
 recording, as the model itself pads) and the model runs once on the whole window batch,
 keeping the last output bin. Then either
 
+* **gated** (default for :class:`~nwb_subspace.models.PopulationCNN` and
+  :class:`~nwb_subspace.models.PopulationLN`): the exact gated-linear map of the ReLU
+  network, composed with a few large GEMMs over all (bin, unit) pairs from the gates of one
+  forward pass (:mod:`nwb_subspace.dstrf_gated`); or
 * **reverse mode** (``N_sel <= F*D``): one vector-Jacobian product per unit, all units at
   once through ``torch.autograd.grad(..., is_grads_batched=True)`` (a ``vmap`` over the
   cotangents), batched over the windows; or
 * **forward mode** (``N_sel > F*D``): one Jacobian-vector product per input pixel
   (``torch.func.jvp`` under ``vmap`` over a chunk of one-hot tangents).
 
-``mode="auto"`` picks the one with fewer passes, ``min(units, F*D)``.
+``mode="auto"`` picks the gated map when the model has one, else the autograd mode with
+fewer passes, ``min(units, F*D)`` (any causal module, e.g. the subspace model or a truth
+model).
 
 Streaming moments
 -----------------
@@ -37,15 +43,19 @@ contributions exactly. Non-finite Jacobian frames are dropped and counted. Memor
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .dstrf_accumulate import MomentAccumulator
+from .dstrf_gated import gated_jacobian, gated_work_per_bin, supports_gated
+
 __all__ = ["DSTRFMoments", "compute_dstrf", "dstrf_moments", "jacobian_windows"]
 
-_MODES = ("auto", "reverse", "forward")
+_MODES = ("auto", "gated", "reverse", "forward")
 _WORK_BYTES = 64 * 2**20  # float32 gradient buffer per chunk
 
 
@@ -92,10 +102,18 @@ def _check_lags(model: nn.Module, n_lags: int | None) -> int:
     return int(n_lags)
 
 
-def _choose_mode(mode: str, n_units: int, n_pixels: int) -> str:
+def _choose_mode(mode: str, n_units: int, n_pixels: int, model: nn.Module | None = None) -> str:
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
+    gated_ok = model is not None and supports_gated(model)
+    if mode == "gated" and model is not None and not gated_ok:
+        raise ValueError(
+            f"mode='gated' needs a PopulationCNN or PopulationLN; got {type(model).__name__}; "
+            "use mode='auto'"
+        )
     if mode == "auto":
+        if gated_ok:
+            return "gated"
         return "reverse" if n_units <= n_pixels else "forward"
     return mode
 
@@ -127,7 +145,9 @@ def jacobian_windows(
     units : ndarray of int, shape (N_sel,)
     n_lags : int
         D; if ``D > L`` the oldest ``D - L`` lags are zero (outside the model's memory).
-    mode : {"auto", "reverse", "forward"}
+    mode : {"auto", "gated", "reverse", "forward"}
+        ``"auto"``: the gated-linear map for a PopulationCNN / PopulationLN, else reverse
+        if ``N_sel <= F*D`` and forward otherwise.
     forward_chunk : int
         Tangent directions per ``vmap`` call in forward mode.
 
@@ -139,7 +159,9 @@ def jacobian_windows(
     use = min(n_lags, length)
     units_t = torch.as_tensor(units)
     n_sel = units_t.numel()
-    mode = _choose_mode(mode, n_sel, n_freq * use)
+    mode = _choose_mode(mode, n_sel, n_freq * use, model)
+    if mode == "gated":
+        return gated_jacobian(model, windows, units_t, n_lags)
     params = dict(model.named_parameters())
     frozen = {k: v.detach() for k, v in params.items()}
     buffers = dict(model.named_buffers())
@@ -176,12 +198,20 @@ def jacobian_windows(
     return jac
 
 
-def _chunk_size(n_sel: int, length: int, n_freq: int, requested: int | None) -> int:
+def _chunk_size(
+    model: nn.Module, mode: str, n_sel: int, length: int, d: int, requested: int | None
+) -> int:
+    """Bins per batch: ``requested``, or what keeps the largest buffers near 64 MB."""
     if requested is not None:
         if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-            raise ValueError(f"chunk_size must be a positive int; got {requested!r}")
+            raise ValueError(f"chunk_size must be a positive int; got {requested!r}, e.g. 128")
         return requested
-    per_bin = 4 * max(n_sel, 1) * length * n_freq * 3
+    n_freq = int(model.n_frequencies)
+    n_sel = max(n_sel, 1)
+    if mode == "gated":
+        per_bin = 4 * (gated_work_per_bin(model, n_sel) + 3 * n_sel * n_freq * d)
+    else:
+        per_bin = 4 * (n_sel * length * n_freq * 3 + 3 * n_sel * n_freq * d)
     return int(min(2048, max(16, _WORK_BYTES // per_bin)))
 
 
@@ -208,7 +238,8 @@ def compute_dstrf(
         Output units (default all).
     n_lags : int, optional
         D, default ``model.memory``.
-    mode : {"auto", "reverse", "forward"}
+    mode : {"auto", "gated", "reverse", "forward"}
+        See :func:`jacobian_windows`.
     chunk_size : int, optional
         Bins per batch.
 
@@ -226,14 +257,15 @@ def compute_dstrf(
     if bins.size and bins.max() >= Xt.shape[0]:
         raise ValueError(f"bins reach {bins.max()} but X has only {Xt.shape[0]} bins")
     length = max(int(model.memory), d)
-    step = _chunk_size(units.size, length, Xt.shape[1], chunk_size)
+    chosen = _choose_mode(mode, units.size, Xt.shape[1] * d, model)
+    step = _chunk_size(model, chosen, units.size, length, d, chunk_size)
     out = np.empty((bins.size, units.size, Xt.shape[1], d), np.float32)
     was_training = model.training
     model.eval()
     try:
         for s in range(0, bins.size, step):
             b = torch.as_tensor(bins[s : s + step], dtype=torch.long)
-            jac = jacobian_windows(model, _windows(Xt, b, length), units, d, mode)
+            jac = jacobian_windows(model, _windows(Xt, b, length), units, d, chosen)
             out[s : s + b.numel()] = jac.permute(1, 0, 2, 3).numpy()
     finally:
         model.train(was_training)
@@ -264,12 +296,15 @@ class DSTRFMoments:
         RMS deviation ``sqrt(mean ||J - mean||^2)`` over the finite frames (pass 1).
     outlier_threshold : float
     mode : str
-        "reverse" or "forward".
+        "gated", "reverse" or "forward".
     frames : ndarray of float32, shape (n_keep, n, F, D) or None
         Raw dSTRFs at ``frame_bins`` (``keep_frames``).
     frame_bins : ndarray of int or None
     notes : list of str
         What was handled (outliers, non-finite frames, passes).
+    timings : dict of str to float
+        Seconds spent computing Jacobians (``jacobian_s``), accumulating moments
+        (``accumulate_s``) and removing outliers (``outlier_pass_s``, Jacobians excluded).
     """
 
     units: np.ndarray
@@ -287,48 +322,7 @@ class DSTRFMoments:
     frames: np.ndarray | None = None
     frame_bins: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
-
-
-class _Accumulator:
-    """Float64 moments of a group of units, fed with float32 chunks of shape (n, B, P)."""
-
-    def __init__(self, n: int, p: int) -> None:
-        self.count = torch.zeros(n, dtype=torch.float64)
-        self.total = torch.zeros(n, dtype=torch.long)
-        self.nonfinite = torch.zeros(n, dtype=torch.long)
-        self.sum = torch.zeros(n, p, dtype=torch.float64)
-        self.sumsq = torch.zeros(n, dtype=torch.float64)
-        self.m2 = torch.zeros(n, p, p, dtype=torch.float64)
-        self.centre: Tensor | None = None
-        self.max_dev = torch.zeros(n, dtype=torch.float64)
-
-    def add(self, jac: Tensor, sign: float = 1.0, weight: Tensor | None = None) -> None:
-        """Add (sign=+1) or remove (-1) frames; ``weight`` (n, B) selects frames (0/1)."""
-        finite = torch.isfinite(jac).all(dim=-1)  # (n, B)
-        w = finite.to(jac.dtype) if weight is None else weight.to(jac.dtype) * finite
-        jac = torch.where(finite[..., None], jac, torch.zeros((), dtype=jac.dtype))
-        if self.centre is None:
-            n_f = w.sum(1).clamp_min(1.0)
-            self.centre = (jac * w[..., None]).sum(1) / n_f[:, None]
-        dev = (jac - self.centre[:, None, :]) * w[..., None]
-        if sign > 0:
-            self.total += jac.shape[1]
-            self.nonfinite += (~finite).sum(1)
-            norms = dev.double().norm(dim=-1)
-            self.max_dev = torch.maximum(self.max_dev, norms.max(1).values)
-        self.count += sign * w.sum(1).double()
-        self.sum += sign * (jac * w[..., None]).sum(1).double()
-        self.sumsq += sign * ((jac.double() ** 2).sum(-1) * w.double()).sum(1)
-        self.m2 += sign * torch.bmm(dev.transpose(1, 2), dev).double()
-
-    def mean(self) -> Tensor:
-        return self.sum / self.count.clamp_min(1.0)[:, None]
-
-    def covariance(self) -> Tensor:
-        n = self.count.clamp_min(1.0)
-        delta = self.mean() - self.centre.double()
-        cov = self.m2 / n[:, None, None] - delta[:, :, None] * delta[:, None, :]
-        return cov * (n / (n - 1).clamp_min(1.0))[:, None, None]
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 def dstrf_moments(
@@ -359,8 +353,9 @@ def dstrf_moments(
         Output units (default all).
     n_lags : int, optional
         D, default ``model.memory`` (the whole memory).
-    mode : {"auto", "reverse", "forward"}
-        ``"auto"``: reverse if ``units <= F*D`` else forward.
+    mode : {"auto", "gated", "reverse", "forward"}
+        ``"auto"``: the gated-linear map for a PopulationCNN / PopulationLN, else reverse
+        if ``units <= F*D`` and forward otherwise.
     outlier_threshold : float or None, default 5.0
         Frames whose deviation from the mean dSTRF exceeds this many times the RMS deviation
         are left out; ``None`` keeps all finite frames.
@@ -405,19 +400,21 @@ def dstrf_moments(
     elif isinstance(unit_batch, bool) or not isinstance(unit_batch, int) or unit_batch < 1:
         raise ValueError(f"unit_batch must be a positive int; got {unit_batch!r}")
     length = max(int(model.memory), d)
-    chosen = _choose_mode(mode, min(units.size, unit_batch), p)
+    chosen = _choose_mode(mode, min(units.size, unit_batch), p, model)
     notes: list[str] = []
     results = []
+    timings = {"jacobian_s": 0.0, "accumulate_s": 0.0, "outlier_pass_s": 0.0}
     was_training = model.training
     model.eval()
     try:
         for g0 in range(0, units.size, unit_batch):
             group = units[g0 : g0 + unit_batch]
-            step = _chunk_size(
-                group.size if chosen == "reverse" else 64, length, n_freq, chunk_size
-            )
+            n_work = 64 if chosen == "forward" else group.size
+            step = _chunk_size(model, chosen, n_work, length, d, chunk_size)
             results.append(
-                _group_moments(model, Xt, idx, group, d, length, chosen, step, outlier_threshold)
+                _group_moments(
+                    model, Xt, idx, group, d, length, chosen, step, outlier_threshold, timings
+                )
             )
         frames = None
         if keep_frames is not None:
@@ -452,6 +449,7 @@ def dstrf_moments(
         frames=frames,
         frame_bins=None if keep_frames is None else np.asarray(keep_frames, dtype=np.int64),
         notes=notes,
+        timings=timings,
     )
 
 
@@ -465,50 +463,59 @@ def _group_moments(
     mode: str,
     step: int,
     threshold: float | None,
+    timings: dict[str, float],
 ) -> dict[str, np.ndarray]:
     n_freq = Xt.shape[1]
     p = n_freq * d
-    acc = _Accumulator(group.size, p)
+    acc = MomentAccumulator(group.size, p)
 
-    def chunks():
-        for s in range(0, idx.size, step):
-            b = torch.as_tensor(idx[s : s + step], dtype=torch.long)
-            yield jacobian_windows(model, _windows(Xt, b, length), group, d, mode).reshape(
-                group.size, b.numel(), p
-            )
+    def jac_chunk(s: int, units: np.ndarray) -> Tensor:
+        t0 = time.perf_counter()
+        b = torch.as_tensor(idx[s : s + step], dtype=torch.long)
+        jac = jacobian_windows(model, _windows(Xt, b, length), units, d, mode)
+        timings["jacobian_s"] += time.perf_counter() - t0
+        return jac.reshape(units.size, b.numel(), p)
 
     with torch.no_grad():
-        for jac in chunks():
+        for s in range(0, idx.size, step):
+            jac = jac_chunk(s, group)
+            t0 = time.perf_counter()
             acc.add(jac)
+            timings["accumulate_s"] += time.perf_counter() - t0
     mean = acc.mean()
-    finite_n = acc.count.clamp_min(1.0)
-    spread = torch.sqrt((acc.sumsq / finite_n - (mean**2).sum(1)).clamp_min(0.0))
+    spread = acc.rms_deviation()
     n_outliers = torch.zeros(group.size, dtype=torch.long)
     if threshold is not None:
         bound = acc.max_dev + (mean - acc.centre.double()).norm(dim=1)
         limit = threshold * spread
         suspect = np.flatnonzero((bound > limit).numpy() & (spread > 0).numpy())
+        t_pass2 = time.perf_counter()
+        j_before = timings["jacobian_s"]
         if suspect.size:  # pass 2, only for units that may hold outliers
             sub = group[suspect]
             for s in range(0, idx.size, step):
-                b = torch.as_tensor(idx[s : s + step], dtype=torch.long)
-                jac = jacobian_windows(model, _windows(Xt, b, length), sub, d, mode)
-                jac = jac.reshape(sub.size, b.numel(), p)
+                jac = jac_chunk(s, sub)
                 dev = (jac.double() - mean[suspect][:, None, :]).norm(dim=-1)
                 out = (dev > limit[suspect][:, None]) & torch.isfinite(dev)
                 if out.any():
-                    full = torch.zeros(group.size, b.numel(), dtype=torch.bool)
+                    full = torch.zeros(group.size, jac.shape[1], dtype=torch.bool)
                     full[suspect] = out
-                    jfull = torch.zeros(group.size, b.numel(), p, dtype=jac.dtype)
+                    jfull = torch.zeros(group.size, jac.shape[1], p, dtype=jac.dtype)
                     jfull[suspect] = jac
                     acc.add(jfull, sign=-1.0, weight=full)
                     n_outliers[suspect] += out.sum(1)
+        timings["outlier_pass_s"] += (
+            time.perf_counter() - t_pass2 - (timings["jacobian_s"] - j_before)
+        )
+    t0 = time.perf_counter()
+    cov = acc.covariance()
+    timings["accumulate_s"] += time.perf_counter() - t0
     return {
         "count": acc.count.round().long().numpy(),
         "n_total": acc.total.numpy(),
         "n_outliers": n_outliers.numpy(),
         "n_nonfinite": acc.nonfinite.numpy(),
         "mean": acc.mean().numpy(),
-        "covariance": acc.covariance().numpy(),
+        "covariance": cov.numpy(),
         "spread": spread.numpy(),
     }

@@ -129,3 +129,37 @@ def test_bad_input_messages():
         dstrf_moments(model, X, n_lags=0)
     with pytest.raises(TypeError, match="EncodingModel"):
         dstrf_moments(torch.nn.Linear(3, 3), X)
+
+
+@pytest.mark.parametrize("n_lags", [5, 9, 12])
+def test_gated_map_matches_autograd_at_every_bin(n_lags):
+    """The gated-linear map equals torch.autograd.functional.jacobian (CNN and LN)."""
+    model = _small_cnn(n_units=4, seed=5).eval()
+    X = np.random.default_rng(7).random((40, 8)).astype(np.float32) * 3
+    J = compute_dstrf(model, X, np.arange(40), n_lags=n_lags, mode="gated", chunk_size=16)
+    for t in range(40):
+        np.testing.assert_allclose(J[t], _reference(model, X, t, n_lags), atol=1e-5)
+    torch.manual_seed(1)
+    ln = PopulationLN(8, 3, n_channels=4, n_taps=6).eval()
+    J = compute_dstrf(ln, X, np.arange(40), n_lags=n_lags, mode="gated", units=[0, 2])
+    for t in (0, 3, 39):
+        np.testing.assert_allclose(J[t], _reference(ln, X, t, n_lags)[[0, 2]], atol=1e-5)
+
+
+def test_auto_mode_picks_gated_map_and_gated_needs_a_known_model():
+    model = _small_cnn().eval()
+    X = np.random.default_rng(0).random((30, 8)).astype(np.float32)
+    assert dstrf_moments(model, X).mode == "gated"
+    mom = dstrf_moments(model, X, mode="reverse", outlier_threshold=None)
+    gated = dstrf_moments(model, X, outlier_threshold=None)
+    np.testing.assert_allclose(gated.covariance, mom.covariance, atol=1e-9)
+    assert set(gated.timings) == {"jacobian_s", "accumulate_s", "outlier_pass_s"}
+
+    class Lin(torch.nn.Module):
+        memory, n_frequencies, n_units = 2, 8, 1
+
+        def forward(self, x):
+            return x.sum(-1, keepdim=True)
+
+    with pytest.raises(ValueError, match="gated"):
+        dstrf_moments(Lin(), X, mode="gated")
