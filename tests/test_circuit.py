@@ -265,3 +265,20 @@ def test_narrow_units_have_broader_srfs(tiling_sites):
     assert row["p_value"] < 0.01 and row["effect_size"] > 0.5 and row["value"] > row["null_mean"]
     assert "narrow: 12, broad: 12" in row["test"]
     assert any("3 unit(s) of unknown group left out" in x for x in notes)
+
+
+def test_two_unit_site_tiling_runs_and_says_little_power():
+    from nwb_subspace.srf import project_stimulus
+
+    rng = np.random.default_rng(6)
+    mean, cov = _low_rank_site(rng, n_units=2, shared_dim=2)
+    site = _fit({"mean": mean, "cov": cov, "truth": type("T", (), {"frequencies": np.arange(6.0)})},
+                "pair", n_null=20).result_  # fmt: skip
+    X = rng.random((4000, 6))
+    proj = project_stimulus(X, site.components)
+    z = (proj - proj.mean(0)) / proj.std(0)
+    pred = np.stack([np.exp(-np.sum((z - c) ** 2, 1)) for c in ([1, 1], [-1, -1])], 1) * 0.1
+    til = tiling(site, X, prediction=pred, rate=100.0, n_shifts=100)
+    assert til.tested and til.unit_rows.size == 2 and len(til.rows()) == 1
+    assert "only 2 units with a region; little power" in til.notes[0]
+    assert til.overlap[0, 1] == pytest.approx(0.0)
