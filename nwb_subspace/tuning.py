@@ -25,9 +25,12 @@ floor. A unit with a flat (all-zero) dSTRF, or fewer than 2 kept frames, gets di
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .dstrf import DSTRFMoments
 from .results import TuningSubspaces
@@ -39,6 +42,29 @@ __all__ = [
     "pca_from_moments",
     "subspace_similarity",
 ]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run LAPACK on one thread: per-unit eigendecompositions of <= ~1000 x 1000 matrices
+    gain little from threads and slow down by 10-100x when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with _one_thread():
+        w, v = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)))
+    return w.numpy(), v.numpy()
+
+
+def _eigvalsh(a: np.ndarray) -> np.ndarray:
+    with _one_thread():
+        return torch.linalg.eigvalsh(torch.from_numpy(np.ascontiguousarray(a))).numpy()
 
 
 def noise_floor(
@@ -78,7 +104,7 @@ def noise_floor(
         a = np.tril(rng.standard_normal((p, p)), -1)
         a[np.diag_indices(p)] = np.sqrt(rng.chisquare(np.maximum(dof - np.arange(p), 1)))
         m = sq[:, None] * a
-        ev = np.linalg.eigvalsh(m @ m.T / dof)[::-1]
+        ev = _eigvalsh(m @ m.T / dof)[::-1]
         ratios += np.clip(ev, 0, None) / max(ev.sum(), 1e-300)
     ratios /= n_shuffles
     out = np.zeros(n_components)
@@ -97,7 +123,7 @@ def pca_from_moments(covariance: np.ndarray, n_components: int) -> tuple[np.ndar
     eigenvalues : ndarray, shape (n_components,)
         Variance along each (clipped at 0).
     """
-    evals, evecs = np.linalg.eigh(covariance)
+    evals, evecs = _eigh(covariance)
     order = np.argsort(evals)[::-1][:n_components]
     comps = evecs[:, order].T
     signs = np.where(comps.sum(1) < 0, -1.0, 1.0)

@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from nwb_subspace.dstrf import dstrf_moments
 from nwb_subspace.io.session import load_session_data
 from nwb_subspace.simulate import PRESETS, load_truth, simulate_session
+from nwb_subspace.testing.truth_model import TruthRateModel, truth_filters_model_order
 from nwb_subspace.tuning import (
     TuningSubspaceEstimator,
     jackknife_subspaces,
@@ -19,67 +18,19 @@ from nwb_subspace.tuning import (
 )
 
 
-class TruthRateModel(nn.Module):
-    """The simulator's true rate as a causal torch model (model lag convention), counts/bin."""
-
-    kind = "truth"
-
-    def __init__(self, truth, rate_hz: float = 100.0) -> None:
-        super().__init__()
-        self.truth = truth
-        u, kmax, f, d = truth.filters.shape
-        self.n_units, self.n_frequencies, self.memory = u, f, d
-        # truth lag l = l bins back; model index j multiplies bin t-D+1+j, so j = D-1-l
-        w = torch.as_tensor(truth.filters[..., ::-1].copy(), dtype=torch.float32)
-        self.register_buffer("weight", w.reshape(u * kmax, f, d))
-        self.kmax = kmax
-        self.scale = 1.0 / rate_hz
-
-    def forward(self, x):
-        t = self.truth
-        b, n = x.shape[0], x.shape[1]
-        xp = F.pad(x.transpose(1, 2), (self.memory - 1, 0))
-        z = F.conv1d(xp, self.weight).transpose(1, 2).reshape(b, n, self.n_units, self.kmax)
-        z = z - torch.as_tensor(t.offsets, dtype=x.dtype)
-        outs = []
-        for u in range(self.n_units):
-            k = int(t.k[u])
-            zu = z[..., u, :k]
-            c = torch.as_tensor(t.nl_centre[u, :k], dtype=x.dtype)
-            w = float(t.nl_width[u])
-            if str(t.nl_kind[u]) in ("hill", "bowl"):
-                bump = torch.exp(-0.5 * ((zu - c) ** 2).sum(-1) / w**2)
-                g = bump if str(t.nl_kind[u]) == "hill" else 1.0 - bump
-            else:
-                s = torch.as_tensor(t.nl_sign[u, :k], dtype=x.dtype)
-                g = (w * F.softplus((s * zu - c) / w)).mean(-1)
-            g = g.clamp_min(0) ** float(t.nl_power[u])
-            outs.append(float(t.base_rate[u]) + float(t.amplitude[u]) * g)
-        return torch.stack(outs, -1) * self.scale
-
-
-def truth_filters_model_order(truth, u: int, n_lags: int) -> np.ndarray:
-    """The unit's true filters (k, F, n_lags) in model lag order, zero beyond their lags."""
-    f = truth.unit_filters(u)[..., ::-1]
-    out = np.zeros((f.shape[0], f.shape[1], n_lags))
-    d = min(n_lags, f.shape[2])
-    out[..., n_lags - d :] = f[..., f.shape[2] - d :]
-    return out
-
-
 @pytest.fixture(scope="session")
 def truth_session(tmp_path_factory):
     """A small simulated session, its truth, the truth model and its tuning subspaces."""
-    cfg = PRESETS["tiny"].replace(n_units=6, estimation_s=40.0, sequence_s=5.0)
+    cfg = PRESETS["tiny"].replace(
+        n_units=5, estimation_s=12.0, sequence_s=4.0, n_validation=1, validation_repeats=3
+    )
     path = tmp_path_factory.mktemp("truth") / "site.nwb"
-    simulate_session(path, cfg, seed=3)
-    data = load_session_data(path)
-    truth = load_truth(path)
+    nwb_path, truth_path = simulate_session(path, cfg, seed=3)
+    data = load_session_data(nwb_path)
+    truth = load_truth(truth_path)
     X = data.spectrogram.data.astype(np.float32)
     model = TruthRateModel(truth, data.rate).eval()
-    mask = np.zeros(X.shape[0], bool)
-    mask[::4] = True
-    mom = dstrf_moments(model, X, bins=mask)
+    mom = dstrf_moments(model, X)  # every bin
     est = TuningSubspaceEstimator().fit(mom, frequencies=data.frequencies, bin_s=1 / data.rate)
     return {"data": data, "truth": truth, "model": model, "X": X, "moments": mom, "est": est}
 
