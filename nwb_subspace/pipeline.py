@@ -18,7 +18,7 @@ import numpy as np
 from .config import AnalysisConfig
 from .io.session import SessionData, load_session_data
 from .io.units import UnitInfo, read_units, unit_columns
-from .io.writer import write_results
+from .io.writer import ResultsExistError, list_runs, write_results
 from .models.estimator import EncodingEstimator, validation_predictions, validation_psths
 from .results import FittedModel, ResultSet, SpectrogramResult, SubspaceRFs, TuningSubspaces
 
@@ -191,6 +191,12 @@ def run_session(
     config = config or AnalysisConfig()
     path = Path(path)
     notes: list[str] = []
+    if write and not overwrite and output is None and config.run_name in list_runs(path):
+        # Say so before hours of fitting, not after.
+        raise ResultsExistError(
+            f"{path} already holds results named {config.run_name!r}; choose another run "
+            "name or pass overwrite=True to replace them"
+        )
     log.info("reading %s", path)
     session = load_session(path, config)
     masks = session_masks(session)

@@ -1,0 +1,109 @@
+"""Training speed of the population CNN against this machine's float32 matmul throughput.
+
+Prints, for a simulated session (default: the ``paper`` preset): seconds per epoch and the
+achieved fraction of the measured float32 matmul FLOP rate for N = 60 and N = 300 units
+(300 = the session's units tiled with independent Poisson resamples), and the total time of
+the default recipe (3 initialisations) on the ``small`` preset.
+
+Usage::
+
+    python benchmarks/training_speed.py                 # paper preset (~15 min)
+    python benchmarks/training_speed.py --preset small  # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nwb_subspace.io.session import load_session_data
+from nwb_subspace.models import build_model
+from nwb_subspace.models.estimator import EncodingEstimator
+from nwb_subspace.models.training import TrainingConfig, fit_model
+from nwb_subspace.pipeline import session_masks
+from nwb_subspace.simulate import simulate_session
+
+
+def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
+    """Measured float32 matmul throughput (FLOP/s) of this machine with torch's threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        reps += 1
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def cnn_flops_per_bin(model) -> float:
+    """Multiply-adds of one forward pass per output bin, times 2 (FLOPs), times 3 (backward)."""
+    macs = 0
+    for row in model.layer_summary():
+        if row["layer_type"] in ("dense", "unit_dense", "projection"):
+            macs += row["in_size"] * row["out_size"] * row["kernel_size"]
+        elif row["layer_type"] == "temporal_conv":
+            macs += row["in_size"] * row["kernel_size"]
+    return 2.0 * macs * 3.0
+
+
+def epoch_time(X, Y, fit, hold, n_epochs: int = 3) -> tuple[float, float]:
+    cfg = TrainingConfig(
+        n_initializations=1, max_epochs_stage1=n_epochs, max_epochs_stage2=0, patience=n_epochs + 1
+    )
+    torch.manual_seed(0)
+    model = build_model("cnn", {"n_frequencies": X.shape[1], "n_units": Y.shape[1]})
+    start = time.perf_counter()
+    _, hist = fit_model(model, X, Y, fit, hold, cfg)
+    per_epoch = (time.perf_counter() - start) / len(hist.train_loss)
+    window = cfg.window + model.memory - 1
+    n_windows = int(np.ceil(fit.sum() / cfg.window))
+    flops = cnn_flops_per_bin(model) * n_windows * window
+    return per_epoch, flops / per_epoch
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="paper")
+    parser.add_argument("--epochs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}")
+    peak = matmul_flops()
+    print(f"measured float32 matmul: {peak / 1e9:.1f} GFLOP/s")
+    with tempfile.TemporaryDirectory() as tmp:
+        path, _ = simulate_session(Path(tmp) / "s.nwb", preset=args.preset, seed=0)
+        session = load_session_data(path)
+        masks = session_masks(session)
+        X, Y = session.spectrogram.data, session.counts
+        print(
+            f"{args.preset}: {session.n_bins} bins, {int(masks['fit'].sum())} fitted, "
+            f"{session.n_units} units"
+        )
+        rng = np.random.default_rng(0)
+        for n in (60, 300):
+            reps = int(np.ceil(n / Y.shape[1]))
+            Yn = np.concatenate(
+                [Y] + [rng.poisson(Y).astype(np.float32) for _ in range(reps - 1)], axis=1
+            )[:, :n]
+            sec, rate = epoch_time(X, Yn, masks["fit"], masks["holdout"], args.epochs)
+            print(
+                f"N={n:4d}: {sec:6.2f} s/epoch, {rate / 1e9:6.2f} GFLOP/s = "
+                f"{rate / peak:.0%} of matmul peak"
+            )
+        small, _ = simulate_session(Path(tmp) / "small.nwb", preset="small", seed=0)
+        sd = load_session_data(small)
+        m = session_masks(sd)
+        start = time.perf_counter()
+        EncodingEstimator("cnn").fit(sd.spectrogram.data, sd.counts, m["fit"], m["holdout"])
+        print(
+            f"default recipe (3 initialisations) on 'small': "
+            f"{time.perf_counter() - start:.0f} s (goal < 300 s)"
+        )
+
+
+if __name__ == "__main__":
+    main()
