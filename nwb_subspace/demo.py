@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import AnalysisConfig
+from .models.training import TrainingConfig
 from .pipeline import SessionResult, run_session
 from .simulate import load_truth, simulate_session
 
@@ -90,7 +91,10 @@ def run_demo(
         stale.unlink(missing_ok=True)
     print(f"simulating the '{preset}' session (seed {seed}) ...", flush=True)
     nwb_path, truth_path = simulate_session(nwb_path, preset=preset, seed=seed)
-    config = config or AnalysisConfig()
+    if config is None:
+        # One initialisation per model keeps the demo within a few minutes on 2 cores;
+        # `nwb-subspace run` uses the full recipe (best of 3).
+        config = AnalysisConfig(training=TrainingConfig(n_initializations=1))
     config = replace(config, seed=seed, device=device, run_name="demo")
     print(
         "analysing it (spectrogram, units, LN and CNN fits, dSTRFs, subspaces, SRFs) ...",
