@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .models import SubspaceModel
-from .models.training import FitHistory, TrainingConfig, fit_model, predict
-from .results import FittedModel, TrainingInfo, TuningSubspaces
+from .models.training import FitHistory, TrainingConfig, fit_model, predict, training_info
+from .results import FittedModel, TuningSubspaces
 
 __all__ = ["SubspaceModelEstimator", "explained_variance_fraction"]
 
@@ -110,20 +110,7 @@ class SubspaceModelEstimator:
         """The fitted model as a :class:`~nwb_subspace.results.FittedModel` for the writer."""
         if self.model_ is None or self.history_ is None:
             raise RuntimeError("call fit() before to_fitted_model()")
-        cfg = self.training or TrainingConfig()
-        h = self.history_
-        info = TrainingInfo(
-            loss=cfg.loss,
-            epochs=len(h.train_loss),
-            seed=cfg.seed,
-            learning_rates=(cfg.lr_stage1, cfg.lr_stage2),
-            best_epoch=h.best_epoch,
-            l2=cfg.l2,
-            n_initializations=cfg.n_initializations,
-            device=self.device,
-            training_loss=np.asarray(h.train_loss),
-            validation_loss=np.asarray(h.holdout_loss),
-        )
+        info = training_info(self.training or TrainingConfig(), self.history_, self.device)
         return FittedModel(
             name=name,
             module=self.model_,

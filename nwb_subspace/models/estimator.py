@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from .. import scoring
-from ..results import FittedModel, TrainingInfo, UnitScores
+from ..results import FittedModel, UnitScores
 from .layers import EncodingModel
 from .registry import MODEL_KINDS, build_model
-from .training import FitHistory, TrainingConfig, fit_model, predict
+from .training import TrainingConfig, fit_model, predict, training_info
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -176,20 +176,7 @@ class EncodingEstimator:
         ``unit_rows`` are the units-table rows of all columns of ``Y``; only the fitted ones
         (``units_``) are kept.
         """
-        hist: FitHistory = self.history_
-        cfg = self.training
-        info = TrainingInfo(
-            loss=cfg.loss,
-            epochs=len(hist.train_loss),
-            seed=cfg.seed,
-            learning_rates=(cfg.lr_stage1, cfg.lr_stage2),
-            best_epoch=hist.best_epoch,
-            l2=cfg.l2,
-            n_initializations=cfg.n_initializations,
-            device=self.device_,
-            training_loss=np.asarray(hist.train_loss),
-            validation_loss=np.asarray(hist.holdout_loss),
-        )
+        info = training_info(self.training, self.history_, self.device_)
         return FittedModel(
             name=name,
             module=self.model_.cpu(),

@@ -395,6 +395,24 @@ def fit_model(
     return best_model.eval(), best_hist
 
 
+def training_info(config: TrainingConfig, history: FitHistory, device: str):
+    """The training record stored with a fitted model (``results.TrainingInfo``)."""
+    from ..results import TrainingInfo
+
+    return TrainingInfo(
+        loss=config.loss,
+        epochs=len(history.train_loss),
+        seed=config.seed,
+        learning_rates=(config.lr_stage1, config.lr_stage2),
+        best_epoch=history.best_epoch,
+        l2=config.l2,
+        n_initializations=config.n_initializations,
+        device=str(device),
+        training_loss=np.asarray(history.train_loss),
+        validation_loss=np.asarray(history.holdout_loss),
+    )
+
+
 def predict(
     model: EncodingModel, X: np.ndarray, *, device: str | torch.device = "cpu", chunk: int = 20000
 ) -> np.ndarray:
