@@ -384,19 +384,3 @@ def test_freeze_output_and_regularizer(kind):
 
 
 # ---- timing (reported, not asserted) -------------------------------------------------
-
-
-def test_cnn_forward_backward_time(record_property):
-    import time
-
-    torch.manual_seed(0)
-    model = PopulationCNN(32, 60)
-    x = torch.randn(16, 1000, 32)
-    model(x).sum().backward()  # warm-up
-    start = time.perf_counter()
-    for _ in range(3):
-        model.zero_grad()
-        model(x).sum().backward()
-    per_step = (time.perf_counter() - start) / 3
-    record_property("cnn_fwd_bwd_s", per_step)
-    print(f"\nPopulationCNN fwd+bwd (16, 1000, 32) -> 60 units: {per_step * 1e3:.0f} ms")
