@@ -381,6 +381,3 @@ def test_freeze_output_and_regularizer(kind):
     reg.backward()
     assert any(p.grad is not None for p in model.readout.parameters())
     assert model.output.amp.grad is None  # not regularised
-
-
-# ---- timing (reported, not asserted) -------------------------------------------------
