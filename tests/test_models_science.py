@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytestmark = pytest.mark.slow
+# Both files share the session-scoped small-session fits: keep them on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("small_session")]
 
 
 def _scores(est, session):

@@ -25,7 +25,8 @@ from nwb_subspace.subspace_fit import SubspaceModelEstimator, explained_variance
 from nwb_subspace.testing.truth_model import truth_filters_model_order
 from nwb_subspace.tuning import TuningSubspaceEstimator, subspace_similarity
 
-pytestmark = pytest.mark.slow
+# Both files share the session-scoped small-session fits: keep them on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("small_session")]
 
 
 @pytest.fixture(scope="module")
