@@ -15,13 +15,9 @@ from .pipeline import SessionResult, run_session
 from .simulate import load_truth, simulate_session
 
 
-def _truth_lags_to_model(filters: np.ndarray) -> np.ndarray:
-    """Truth filters use 'lag l = l bins back'; models use 'last index = current bin'."""
-    return filters[..., ::-1]
-
-
 def recovery_report(result: SessionResult, truth) -> list[str]:
     """Plain-language lines comparing the analysis with the simulation's ground truth."""
+    from .testing.truth_model import truth_filters_model_order
     from .tuning import subspace_similarity
 
     lines = []
@@ -57,9 +53,8 @@ def recovery_report(result: SessionResult, truth) -> list[str]:
         sims, dims = [], []
         for i, row in enumerate(t.unit_rows):
             k = int(truth.k[row])
-            true = _truth_lags_to_model(truth.filters[row, :k]).reshape(k, -1)
-            pcs = t.components[i, :k].reshape(k, -1)
-            sims.append(subspace_similarity(true, pcs))
+            true = truth_filters_model_order(truth, int(row), t.components.shape[3])
+            sims.append(subspace_similarity(true, t.components[i, :k]))
             dims.append(abs(int(t.dimensionality[i]) - k) <= 1)
         lines.append(
             f"tuning subspaces ({t.unit_rows.size} units): median similarity to the true "
