@@ -136,7 +136,11 @@ def analyse_subspaces(
     tuning = est.fit(
         moments, frequencies=session.frequencies, bin_s=1 / session.rate, unit_rows=rows
     ).result_
-    notes.extend(f"unit row {r}: {s}" for r, s in zip(rows, est.status_, strict=True) if s != "ok")
+    by_status: dict[str, list[int]] = {}
+    for row, status in zip(rows, est.status_, strict=True):
+        if status != "ok":
+            by_status.setdefault(status, []).append(int(row))
+    notes.extend(f"tuning subspace of unit rows {r}: {status}" for status, r in by_status.items())
     prediction = cnn.predict(X)[:, passing]
     srfs = subspace_rfs(
         tuning,
