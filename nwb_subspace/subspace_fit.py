@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 
 from .models import SubspaceModel
 from .models.training import FitHistory, TrainingConfig, fit_model, predict, training_info
@@ -85,6 +86,8 @@ class SubspaceModelEstimator:
         max_k = tuning.components.shape[1]
         k = np.clip(np.asarray(tuning.dimensionality, dtype=np.int64), mc, max_k)
         bases = [np.asarray(tuning.components[u, : k[u]], dtype=np.float32) for u in range(n)]
+        training = self.training or TrainingConfig()
+        torch.manual_seed(training.seed * 1000)  # the first initialisation, as fit_model does
         model = SubspaceModel.from_bases(bases, n_hidden1=self.n_hidden1, n_hidden2=self.n_hidden2)
         bases_t = [b.copy() for b in bases]
 
@@ -94,7 +97,7 @@ class SubspaceModelEstimator:
             )
 
         self.model_, self.history_ = fit_model(
-            model, X, Y, train_mask, holdout_mask, self.training, device=self.device, build=build
+            model, X, Y, train_mask, holdout_mask, training, device=self.device, build=build
         )
         self.n_components_ = k
         self.unit_rows_ = tuning.unit_rows.copy()
