@@ -42,7 +42,8 @@ def _one_line_error(capsys, argv, pattern):
 
 
 def test_bad_input_exits_2_with_one_line(tmp_path, capsys):
-    _one_line_error(capsys, ["inspect", str(tmp_path / "nope.nwb")], "no such file")
+    err = _one_line_error(capsys, ["inspect", str(tmp_path / "nope.nwb")], "no such file")
+    assert "nope.nwb" in err
     _one_line_error(capsys, ["run", str(tmp_path / "nope.nwb")], "no such file")
     _one_line_error(
         capsys, ["simulate", str(tmp_path / "x.nwb"), "--preset", "huge"], "unknown preset 'huge'"
