@@ -84,14 +84,11 @@ def small_session(tmp_path_factory):
 
 
 def session_masks(session) -> tuple[np.ndarray, np.ndarray]:
-    """Boolean (fit, holdout) bin masks of a SessionData."""
-    masks = []
-    for part in ("fit", "holdout"):
-        mask = np.zeros(session.n_bins, bool)
-        for a, b in session.segments(part):
-            mask[a:b] = True
-        masks.append(mask)
-    return masks[0], masks[1]
+    """Boolean (fit, holdout) bin masks of a SessionData (the pipeline's own masks)."""
+    from nwb_subspace.pipeline import session_masks as pipeline_masks
+
+    masks = pipeline_masks(session)
+    return masks["fit"], masks["holdout"]
 
 
 @pytest.fixture(scope="session")
