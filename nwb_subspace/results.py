@@ -208,7 +208,12 @@ class SubspaceRFs:
 
 @dataclass
 class SiteSubspaceResult:
-    """A recording site's pooled subspace and each unit's variance fraction in it."""
+    """A recording site's pooled subspace and each unit's variance fraction in it.
+
+    ``srfs`` optionally holds the units' SRFs on the site's top two PCs (``dimensions``
+    index the site components), the maps behind the tiling test; stored inside the NWB
+    ``SiteSubspace`` so a tiling map can be redrawn without refitting.
+    """
 
     site: str
     components: np.ndarray  # (K, F, D)
@@ -221,6 +226,7 @@ class SiteSubspaceResult:
     null_mean: np.ndarray
     p_value: np.ndarray
     name: str = ""
+    srfs: SubspaceRFs | None = None
 
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "SiteSubspaceResult.unit_rows")
@@ -231,6 +237,21 @@ class SiteSubspaceResult:
             null_mean=self.null_mean,
             p_value=self.p_value,
         )
+        if self.srfs is not None:
+            stray = sorted(set(self.srfs.unit_rows.tolist()) - set(self.unit_rows.tolist()))
+            if stray:
+                raise ValueError(
+                    f"site {self.site!r}: SRFs of unit rows {stray[:5]} that are not units of "
+                    "the site; give SRFs of the site's own units"
+                )
+            if self.srfs.unit_rows.size and np.asarray(self.srfs.dimensions).max() >= len(
+                self.components
+            ):
+                raise ValueError(
+                    f"site {self.site!r}: SRF dimensions go up to "
+                    f"{int(np.asarray(self.srfs.dimensions).max())} but the site has "
+                    f"{len(self.components)} components"
+                )
         self.name = self.name or f"site_subspace_{self.site}"
 
 

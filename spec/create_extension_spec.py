@@ -542,6 +542,16 @@ def site_subspace_spec() -> NWBGroupSpec:
                 neurodata_type_inc="SiteUnitTable",
                 doc="Per-unit fraction of dSTRF variance captured by the site subspace.",
             ),
+            NWBGroupSpec(
+                name="srfs",
+                neurodata_type_inc="SubspaceRFTable",
+                quantity="?",
+                doc="Subspace receptive fields of the site's units on the site subspace: the "
+                "'dimensions' column indexes this site's components (0-based), so every unit "
+                "is mapped on the same plane and grid. The maps behind the tiling test; each "
+                "unit's high-activity region is its normalised map >= the table's "
+                "high_activity_threshold. Absent when the site has fewer than two components.",
+            ),
         ],
     )
 

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -28,6 +29,7 @@ EXPECTED_TYPES = {
     "processing/misc/run1/subspace_rfs": "SubspaceRFTable",
     "processing/misc/run1/site_subspace_shank0": "SiteSubspace",
     "processing/misc/run1/site_subspace_shank0/unit_fractions": "SiteUnitTable",
+    "processing/misc/run1/site_subspace_shank0/srfs": "SubspaceRFTable",
     "processing/misc/run1/site_statistics": "SiteStatisticsTable",
 }
 
@@ -53,9 +55,17 @@ def _add_all_model_kinds(results, n_units=5, n_freq=6):
     return results
 
 
+def _add_site_srfs(results):
+    """The site's units mapped on its first two components (as the tiling step stores them)."""
+    site = results.site_subspaces[0]
+    site.srfs = replace(results.srfs[0], name="site_srfs", high_activity_threshold=0.6)
+    return results
+
+
 @pytest.fixture
 def written(mock_file, results):
     _add_all_model_kinds(results)
+    _add_site_srfs(results)
     write_results(mock_file, results, "run1")
     return mock_file, results
 
@@ -100,6 +110,11 @@ def test_round_trip_with_package(written):
     np.testing.assert_allclose(s1.components, s0.components, rtol=1e-6)
     np.testing.assert_array_equal(s1.variance_fraction, s0.variance_fraction)
     assert (s1.site, s1.dimensionality) == (s0.site, s0.dimensionality)
+    assert s1.srfs is not None and s1.srfs.name == "srfs"
+    assert s1.srfs.high_activity_threshold == 0.6
+    for field in ("unit_rows", "dimensions", "response_map", "occupancy", "edges_x", "breadth"):
+        np.testing.assert_array_equal(getattr(s1.srfs, field), getattr(s0.srfs, field))
+    assert list(s1.srfs.response_source) == list(s0.srfs.response_source)
     r0, r1 = original.site_statistics[0].rows[0], back.site_statistics[0].rows[0]
     assert {k: v for k, v in r1.items() if k != "effect_size"} == {
         k: v for k, v in r0.items() if k != "effect_size"
@@ -169,6 +184,8 @@ def test_read_without_package_in_fresh_process(written):
             out["components_shape"] = list(subspaces["components"].data.shape)
             out["units_target"] = subspaces["units"].table.name
             out["cnn_weights"] = sorted(run.encoding_models["cnn"].model_weights)
+            site_srfs = run.site_subspaces["site_subspace_shank0"].srfs
+            out["site_srfs"] = [type(site_srfs).__name__, site_srfs["units"].table.name]
         out["imported"] = "nwb_subspace" in sys.modules
         print(json.dumps(out))
     """)
@@ -187,6 +204,7 @@ def test_read_without_package_in_fresh_process(written):
     assert out["components_shape"] == [5, 3, 6, 24]
     assert out["units_target"] == "units"
     assert "core.spectral" in out["cnn_weights"]
+    assert out["site_srfs"] == ["SubspaceRFTable", "units"]
 
 
 def test_pynwb_validate_cli_reports_no_errors(written):

@@ -180,6 +180,7 @@ def site_subspace_from_nwb(s: SiteSubspace) -> SiteSubspaceResult:
         null_mean=_col(t, "null_mean"),
         p_value=_col(t, "p_value"),
         name=s.name,
+        srfs=srfs_from_nwb(s.srfs) if s.srfs is not None else None,
     )
 
 

@@ -233,12 +233,19 @@ def subspaces_to_nwb(sub: TuningSubspaces, nwbfile: NWBFile) -> TuningSubspaceTa
     )
 
 
-def srfs_to_nwb(srf: SubspaceRFs, nwbfile: NWBFile) -> SubspaceRFTable:
+def srfs_to_nwb(
+    srf: SubspaceRFs,
+    nwbfile: NWBFile,
+    *,
+    name: str | None = None,
+    description: str = "Subspace receptive fields.",
+) -> SubspaceRFTable:
+    """Build a ``SubspaceRFTable`` (named ``srf.name`` unless ``name`` is given)."""
     n = srf.unit_rows.size
     return _table(
         SubspaceRFTable,
-        srf.name,
-        "Subspace receptive fields.",
+        name or srf.name,
+        description,
         n,
         {
             "units": _units_region(nwbfile, srf.unit_rows, "Unit of each row."),
@@ -269,6 +276,14 @@ def site_subspace_to_nwb(site: SiteSubspaceResult, nwbfile: NWBFile) -> SiteSubs
             "p_value": np.asarray(site.p_value, dtype=float),
         },
     )
+    kwargs = {}
+    if site.srfs is not None and site.srfs.unit_rows.size:
+        kwargs["srfs"] = srfs_to_nwb(
+            site.srfs,
+            nwbfile,
+            name="srfs",
+            description=f"Unit SRFs on the top two components of site {site.site}.",
+        )
     return SiteSubspace(
         name=site.name,
         site=site.site,
@@ -278,6 +293,7 @@ def site_subspace_to_nwb(site: SiteSubspaceResult, nwbfile: NWBFile) -> SiteSubs
         frequencies=np.asarray(site.frequencies, dtype=float),
         lags=np.asarray(site.lags_s, dtype=float),
         unit_fractions=fractions,
+        **kwargs,
     )
 
 
