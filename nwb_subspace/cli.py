@@ -78,6 +78,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import make_report
+
+    path = Path(args.file)
+    _check_nwb(path)
+    html = make_report(path, run=args.run, outdir=args.outdir)
+    figures = html.parent / "figures"
+    print(f"report:  {html}")
+    print(f"figures: {figures} ({len(list(figures.glob('*.png')))} PNG files)")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -122,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", default=None, help="name of the results container")
     p.add_argument("--overwrite", action="store_true", help="replace a run of the same name")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser(
+        "report",
+        help="write an HTML report with figures from results stored in a file (no refitting)",
+    )
+    p.add_argument("file", help="NWB file holding nwb-subspace results")
+    p.add_argument("--run", default=None, help="run name (needed when the file holds several)")
+    p.add_argument(
+        "--outdir",
+        default=None,
+        help="folder for report.html and figures/ (default: <file stem>_report_<run> beside it)",
+    )
+    p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser("inspect", help="say what a file holds that the analysis can use")
     p.add_argument("file", help="NWB file")

@@ -77,7 +77,29 @@ def run_demo(
     device: str = "cpu",
     config: AnalysisConfig | None = None,
 ) -> SessionResult:
-    """Simulate ``preset``, run the analysis, write results, print where everything is."""
+    """Simulate ``preset``, run the analysis, write results and a report, print where
+    everything is and how well the ground truth was recovered.
+
+    Parameters
+    ----------
+    outdir : Path
+        Folder for the simulated file (``<preset>_seed<seed>.nwb``, results appended under
+        ``processing/misc/demo``), its ground truth and the report (``report/``).
+    seed : int
+        Seed of the simulation and the analysis.
+    preset : str
+        Simulation preset (``tiny``, ``small``, ``paper``).
+    device : str
+        Torch device for the fits.
+    config : AnalysisConfig, optional
+        Analysis settings (default: the full recipe with one initialisation per model).
+
+    Returns
+    -------
+    SessionResult
+    """
+    from .report import make_report
+
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -97,9 +119,13 @@ def run_demo(
     )
     result = run_session(nwb_path, config)
     truth = load_truth(truth_path)
+    print("writing the report ...", flush=True)
+    report = make_report(result.output, run="demo", outdir=outdir / "report")
     print()
     print(f"results appended to {result.output} (processing/misc/demo)")
     print(f"ground truth:       {truth_path}")
+    print(f"report:             {report}")
+    print(f"figures:            {report.parent / 'figures'}")
     for line in recovery_report(result, truth):
         print(f"  {line}")
     for note in result.notes:

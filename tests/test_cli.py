@@ -9,7 +9,7 @@ import pytest
 
 from nwb_subspace.cli import main
 
-COMMANDS = ["demo", "simulate", "run", "inspect"]
+COMMANDS = ["demo", "simulate", "run", "inspect", "report"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
