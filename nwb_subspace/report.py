@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import FittedModel, ResultSet, SiteSubspaceResult, SubspaceRFs
+from .results import FittedModel, ResultSet, SiteSubspaceResult
 
 __all__ = ["make_report", "default_report_dir"]
 
@@ -387,18 +387,10 @@ def _tiling_rows(results: ResultSet, site: str) -> list[dict]:
     ]
 
 
-def _site_plane_srfs(results: ResultSet, site: SiteSubspaceResult) -> SubspaceRFs | None:
-    """SRFs stored on the site's plane (a set named after the site or 'tiling'), if any."""
-    for s in results.srfs[1:] if len(results.srfs) > 1 else []:
-        if site.site in s.name or "tiling" in s.name or s.name.startswith("site"):
-            return s
-    return None
-
-
 def site_tiling(results: ResultSet, site: SiteSubspaceResult):
     """The tiling map of a site, from stored site-plane SRFs or recomputed from stored data.
 
-    Stored SRFs on the site's plane are used when the run holds them; otherwise every unit's
+    The SRFs stored with the site (``site.srfs``) are used when present; otherwise every unit's
     SRF on site PCs 1-2 is recomputed from the stored spectrogram and the stored CNN's
     prediction (no fitting). The verdict and p-value come from the stored site statistics
     (``tiling*`` rows) when present.
@@ -415,8 +407,8 @@ def site_tiling(results: ResultSet, site: SiteSubspaceResult):
         return None
     sub = results.config.get("subspace", {}) if isinstance(results.config, dict) else {}
     threshold = float(sub.get("high_activity_threshold", 0.5))
-    stored = _site_plane_srfs(results, site)
-    if stored is not None:
+    stored = getattr(site, "srfs", None)
+    if stored is not None and stored.unit_rows.size:
         source = "model" if "model" in set(stored.response_source.tolist()) else "measured"
         pick = np.flatnonzero(stored.response_source == source)
         regions = np.stack([normalised_map(stored.response_map[i]) >= threshold for i in pick])
@@ -474,7 +466,7 @@ def _section_sites(results: ResultSet, figs: _Figures) -> str:
         if tile is None:
             out.append(_p(f"No tiling map for site {site.site} (needs two site dimensions)."))
             continue
-        how = "stored site-plane SRFs" if tile.notes == [] else "; ".join(tile.notes[-1:])
+        how = "; ".join(tile.notes[-1:]) or "from the SRFs stored with the site"
         out.append(
             figs.add(
                 f"tiling_{site.site}",

@@ -44,7 +44,7 @@ def _bump_srfs(n_units: int, seed: int = 0) -> SubspaceRFs:
     )
 
 
-def _results(site: bool = True, notes: list[str] | None = None):
+def _results(site: bool = True, site_srfs: bool = True, notes: list[str] | None = None):
     rs = mock_result_set(n_units=5)
     rng = np.random.default_rng(3)
     # A longer spectrogram, so that the site tiling map can be recomputed on a 20x20 grid.
@@ -58,6 +58,8 @@ def _results(site: bool = True, notes: list[str] | None = None):
     rs.config = {"seed": 0, "subspace": {"srf_bins": N_BINS}, "notes": notes or []}
     if not site:
         rs.site_subspaces, rs.site_statistics = [], []
+    elif site_srfs:  # the maps behind the tiling test, stored with the site
+        rs.site_subspaces[0].srfs = _bump_srfs(5, seed=1)
     return rs
 
 
@@ -120,6 +122,7 @@ def test_report_has_every_section_and_expected_figures(report: Path):
     ):
         assert f">{title}" in text
     assert "overlap below chance" in text  # the stored tiling verdict
+    assert "from the SRFs stored with the site" in text
     assert "units in the file</td><td>5<" in text
     assert "&quot;srf_bins&quot;: 20" in text  # the effective config
 
@@ -169,10 +172,13 @@ def test_bad_input_gives_one_line_errors(tmp_path, stored):
 def test_several_runs_need_a_name(tmp_path):
     path = write_mock_nwbfile(tmp_path / "two.nwb")
     write_results(path, _results(site=False), "a")
-    write_results(path, _results(site=False), "b")
+    write_results(path, _results(site_srfs=False), "b")
     with pytest.raises(ValueError, match="holds 2 runs"):
         make_report(path)
-    assert make_report(path, run="b", outdir=tmp_path / "rb").is_file()
+    html = make_report(path, run="b", outdir=tmp_path / "rb")
+    # Without stored site-plane SRFs the map is redrawn from the stored CNN's prediction.
+    assert "tiling_shank0.png" in "".join(_images(html))
+    assert "map recomputed from the stored spectrogram and CNN prediction" in html.read_text()
 
 
 def test_cli_report(stored, tmp_path, capsys):
