@@ -21,6 +21,10 @@ Example::
 
     [layers]
     l34_rel_y = 800.0
+
+    [sites]
+    group_by = "shank"      # a units-table column; default: each unit's electrode group
+    n_null = 200
 """
 
 from __future__ import annotations
@@ -60,6 +64,95 @@ class SubspaceSettings:
     min_noise_corrected_r: float = 0.5
 
 
+def _check_fraction(section: str, name: str, value: Any, example: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
+        raise ValueError(f"[{section}] {name} must be in (0, 1]; got {value!r}, e.g. {example}")
+
+
+def _check_int(section: str, name: str, value: Any, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"[{section}] {name} must be an integer >= {low}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """The site step: shared subspace, tiling, narrow/broad and layer comparisons.
+
+    Attributes
+    ----------
+    enabled : bool, default True
+        Run the site step at all.
+    group_by : str or None, default None
+        Units-table column whose values name each unit's site. None: the unit's electrode
+        group (the ``electrode_group`` column, else the ``group_name`` of its electrodes),
+        one site per probe insertion/shank; a file without either forms one site "all".
+    n_components : int or None, default None
+        Site dimensionality; None (leave it out of the TOML) picks it from
+        ``variance_threshold``.
+    variance_threshold : float, default 0.85
+        Cumulative pooled-variance ratio setting the site dimensionality (DESIGN.md: 75-90%
+        for similarity analyses).
+    unit_variance_threshold : float, default 0.85
+        Sets each unit's own dimensionality for pairwise similarity.
+    max_unit_components : int, default 20
+    weighting : {"equal", "variance"}, default "equal"
+        Pool trace-normalised (every unit weighs the same) or raw dSTRF covariances.
+    n_null : int, default 200
+        Draws of the random-subspace and pixel-shuffle nulls.
+    n_shifts : int, default 500
+        Random circular shifts in the tiling null.
+    high_activity_threshold : float, default 0.5
+        Normalised-map level defining a unit's high-activity region on the site plane (the
+        grid and occupancy come from ``[subspace] srf_bins`` and ``min_occupancy``).
+    alpha : float, default 0.05
+        Level of the two-sided tiling verdict.
+    min_units : int, default 2
+        Units passing the quality cut a site needs for a site subspace.
+    min_per_group : int, default 2
+        Units per cell type or layer a group comparison needs.
+
+    Seeds come from ``AnalysisConfig.seed``.
+    """
+
+    enabled: bool = True
+    group_by: str | None = None
+    n_components: int | None = None
+    variance_threshold: float = 0.85
+    unit_variance_threshold: float = 0.85
+    max_unit_components: int = 20
+    weighting: str = "equal"
+    n_null: int = 200
+    n_shifts: int = 500
+    high_activity_threshold: float = 0.5
+    alpha: float = 0.05
+    min_units: int = 2
+    min_per_group: int = 2
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.enabled, bool):
+            raise ValueError(f"[sites] enabled must be true or false; got {self.enabled!r}")
+        if self.group_by is not None and not (
+            isinstance(self.group_by, str) and self.group_by.strip()
+        ):
+            raise ValueError(
+                f"[sites] group_by must name a units-table column; got {self.group_by!r}"
+            )
+        for name in ("variance_threshold", "unit_variance_threshold", "high_activity_threshold"):
+            _check_fraction("sites", name, getattr(self, name), 0.85)
+        if not (isinstance(self.alpha, float) and 0 < self.alpha < 1):
+            raise ValueError(f"[sites] alpha must be in (0, 1); got {self.alpha!r}, e.g. 0.05")
+        ints = {"max_unit_components": 1, "n_null": 1, "n_shifts": 1, "min_units": 2}
+        ints["min_per_group"] = 1
+        if self.n_components is not None:
+            ints["n_components"] = 1
+        for name, low in ints.items():
+            _check_int("sites", name, getattr(self, name), low)
+        if self.weighting not in ("equal", "variance"):
+            raise ValueError(
+                f"[sites] weighting must be 'equal' or 'variance'; got {self.weighting!r}"
+            )
+
+
 @dataclass(frozen=True)
 class AnalysisConfig:
     """All settings of ``nwb-subspace run``.
@@ -73,7 +166,7 @@ class AnalysisConfig:
         Encoding models to fit (``"ln"``, ``"cnn"``).
     run_name : str
         Name of the results container in the NWB file.
-    session, spectrogram, training, subspace : section dataclasses
+    session, spectrogram, training, subspace, sites : section dataclasses
     cell_types : dict
         ``threshold_ms`` for narrow/broad (default: probe-dependent, see celltypes).
     layers : dict or None
@@ -88,6 +181,7 @@ class AnalysisConfig:
     spectrogram: SpectrogramSettings = field(default_factory=SpectrogramSettings)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     subspace: SubspaceSettings = field(default_factory=SubspaceSettings)
+    sites: SiteSettings = field(default_factory=SiteSettings)
     cell_types: dict = field(default_factory=dict)
     layers: dict | None = None
 
@@ -121,6 +215,7 @@ class AnalysisConfig:
             "spectrogram": SpectrogramSettings,
             "training": TrainingConfig,
             "subspace": SubspaceSettings,
+            "sites": SiteSettings,
         }
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

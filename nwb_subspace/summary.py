@@ -10,7 +10,11 @@ Two tables (pandas DataFrames), one CSV each:
   (signed asymmetry on the most modulated axis), ``shape_class``, ``site_region_bins``
   (region size on the site plane) and ``mean_overlap`` (mean Jaccard with the site's other
   units). Missing measures are empty cells; unknown types/layers read ``"unknown"``.
-* **sites**: one row per site statistic (``results.STATISTIC_FIELDS``), long format.
+* **sites** (:func:`site_overview`): one row per site: ``site, n_units, n_analysed, status,
+  dimensionality``, then value, null mean and p-value of the shared-subspace fraction, the
+  pairwise similarity and the tiling overlap, the tiling verdict and the site's notes.
+* **statistics** (:func:`site_table`): one row per site statistic
+  (``results.STATISTIC_FIELDS``), long format, every test including group comparisons.
 
 :func:`write_summary` never writes an empty table: a table without rows is skipped and the
 returned notes say so.
@@ -27,7 +31,15 @@ import pandas as pd
 from .results import STATISTIC_FIELDS, SubspaceRFs
 from .srf import normalised_map, shape_asymmetry, shape_class
 
-__all__ = ["UNIT_COLUMNS", "site_table", "srf_measures", "unit_table", "write_summary"]
+__all__ = [
+    "SITE_COLUMNS",
+    "UNIT_COLUMNS",
+    "site_overview",
+    "site_table",
+    "srf_measures",
+    "unit_table",
+    "write_summary",
+]
 
 UNIT_COLUMNS = (
     "site",
@@ -47,6 +59,26 @@ UNIT_COLUMNS = (
     "shape_class",
     "site_region_bins",
     "mean_overlap",
+)
+
+#: Columns of :func:`site_overview`; ``<stat>`` / ``<stat>_null`` / ``<stat>_p`` triples.
+SITE_COLUMNS = (
+    "site",
+    "n_units",
+    "n_analysed",
+    "status",
+    "dimensionality",
+    "variance_fraction_mean",
+    "variance_fraction_mean_null",
+    "variance_fraction_mean_p",
+    "pairwise_similarity_mean",
+    "pairwise_similarity_mean_null",
+    "pairwise_similarity_mean_p",
+    "tiling_overlap_mean",
+    "tiling_overlap_mean_null",
+    "tiling_overlap_mean_p",
+    "tiling_verdict",
+    "notes",
 )
 
 
@@ -145,23 +177,71 @@ def unit_table(
     return pd.DataFrame([table[r] for r in rows], columns=list(UNIT_COLUMNS))
 
 
+def site_overview(
+    site: str,
+    n_units: int,
+    *,
+    analysis=None,
+    tiling=None,
+    notes: Sequence[str] = (),
+) -> dict:
+    """One row (a dict with :data:`SITE_COLUMNS`) summarising a site.
+
+    Parameters
+    ----------
+    site : str
+    n_units : int
+        Units of the site in the units table, analysed or not.
+    analysis : SiteSubspaceAnalysis, optional
+        Fitted (``result_`` None when the site had too few usable units).
+    tiling : TilingResult, optional
+    notes : sequence of str
+        The site's notes, joined with ``"; "``.
+    """
+    row: dict = {c: np.nan for c in SITE_COLUMNS}
+    res = None if analysis is None else analysis.result_
+    row.update(
+        site=str(site),
+        n_units=int(n_units),
+        n_analysed=0 if res is None else int(res.unit_rows.size),
+        status="analysed" if res is not None else "not analysed",
+        tiling_verdict="" if tiling is None else str(tiling.verdict),
+        notes="; ".join(notes),
+    )
+    if res is not None:
+        row["dimensionality"] = int(res.dimensionality)
+    stats = list(getattr(analysis, "rows_", []) or []) + (tiling.rows() if tiling else [])
+    for stat in stats:
+        key = stat["statistic"]
+        if f"{key}_p" in row:
+            row[key], row[f"{key}_null"], row[f"{key}_p"] = (
+                stat["value"], stat["null_mean"], stat["p_value"],
+            )  # fmt: skip
+    return row
+
+
 def site_table(rows: Sequence[dict] | None) -> pd.DataFrame:
     """Site statistics rows (any number of sites) as a DataFrame with ``STATISTIC_FIELDS``."""
     return pd.DataFrame(list(rows or []), columns=list(STATISTIC_FIELDS))
 
 
 def write_summary(
-    prefix: str | Path, units: pd.DataFrame | None, sites: pd.DataFrame | None
+    prefix: str | Path,
+    units: pd.DataFrame | None,
+    sites: pd.DataFrame | None,
+    statistics: pd.DataFrame | None = None,
 ) -> tuple[list[Path], list[str]]:
-    """Write ``<prefix>_units.csv`` and ``<prefix>_sites.csv``; empty tables are skipped.
+    """Write ``<prefix>_units.csv``, ``<prefix>_sites.csv`` and ``<prefix>_statistics.csv``.
+
+    Empty (or None) tables are skipped and the notes say so; ``statistics`` is optional.
 
     Parameters
     ----------
     prefix : str or Path
         Path prefix; its folder must exist.
-    units, sites : DataFrame or None
-        From :func:`unit_table` (concatenate several sites with ``pd.concat``) and
-        :func:`site_table`.
+    units, sites, statistics : DataFrame or None
+        From :func:`unit_table` (concatenate several sites with ``pd.concat``), from
+        :func:`site_overview` rows (or :func:`site_table`) and from :func:`site_table`.
 
     Returns
     -------
@@ -174,7 +254,10 @@ def write_summary(
     if not prefix.parent.exists():
         raise FileNotFoundError(f"folder {prefix.parent} does not exist; create it first")
     paths, notes = [], []
-    for name, table in (("units", units), ("sites", sites)):
+    tables = [("units", units), ("sites", sites)]
+    if statistics is not None:
+        tables.append(("statistics", statistics))
+    for name, table in tables:
         if table is None or len(table) == 0:
             notes.append(f"no {name} rows; {name} table not written")
             continue
