@@ -18,6 +18,7 @@ def test_defaults_follow_the_reference():
     assert cfg.subspace.variance_threshold == 0.95 and cfg.subspace.srf_bins == 20
     assert cfg.subspace.high_activity_threshold == 0.5
     assert cfg.session.holdout_fraction == 0.2
+    assert cfg.sites.variance_threshold == 0.85 and cfg.sites.group_by is None
     json.dumps(cfg.to_dict())  # storable with the results
 
 
@@ -27,26 +28,34 @@ def test_toml_file(tmp_path):
         'seed = 3\nmodels = ["cnn"]\n[spectrogram]\nn_channels = 16\n'
         "[training]\nn_initializations = 1\n[layers]\nl34_rel_y = 700.0\n"
         '[cell_types]\nthreshold_ms = 0.4\n[session]\nsound_column = "stim_name"\n'
+        '[sites]\ngroup_by = "shank"\nn_shifts = 300\n'
     )
     cfg = AnalysisConfig.from_toml(path)
     assert cfg.seed == 3 and cfg.models == ("cnn",)
     assert cfg.spectrogram.n_channels == 16 and cfg.training.n_initializations == 1
     assert cfg.layers == {"l34_rel_y": 700.0} and cfg.cell_types == {"threshold_ms": 0.4}
     assert cfg.session.sound_column == "stim_name"
+    assert cfg.sites.group_by == "shank" and cfg.sites.n_shifts == 300
+    assert cfg.sites.n_null == 200  # untouched defaults stay
     assert cfg.with_overrides(seed=None, device="auto").device == "auto"
     assert cfg.with_overrides(seed=None).seed == 3
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("colour = 1\n", r"unknown config keys \['colour'\]"),
-    ("[training]\nlr = 1\n", r"unknown keys \['lr'\] in \[training\]"),
-    ("training = 3\n", r"\[training\] must be a table"),
-    ('models = ["ln"]\n', "must include 'cnn'"),
-    ('device = "tpu"\n', "device must be"),
-    ("seed = -1\n", "seed must be"),
-    ("[spectrogram]\nf_min = 0\n", "f_min"),
-    ("seed = \n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("colour = 1\n", r"unknown config keys \['colour'\]"),
+        ("[training]\nlr = 1\n", r"unknown keys \['lr'\] in \[training\]"),
+        ("training = 3\n", r"\[training\] must be a table"),
+        ('models = ["ln"]\n', "must include 'cnn'"),
+        ('device = "tpu"\n', "device must be"),
+        ("seed = -1\n", "seed must be"),
+        ("[spectrogram]\nf_min = 0\n", "f_min"),
+        ("[sites]\nn_null = 0\n", r"\[sites\] n_null must be an integer >= 1"),
+        ("[sites]\ncolour = 1\n", r"unknown keys \['colour'\] in \[sites\]"),
+        ("seed = \n", "not valid TOML"),
+    ],
+)
 def test_bad_config(tmp_path, text, match):
     path = tmp_path / "bad.toml"
     path.write_text(text)
