@@ -1,8 +1,10 @@
 """One session end to end, from an :class:`~nwb_subspace.config.AnalysisConfig`.
 
 NWB in -> units, stimulus, responses -> LN and CNN -> dSTRFs, tuning subspaces, SRFs,
-subspace model -> results appended to NWB. Each step is a small function; ``run_session``
-chains them and returns a :class:`SessionResult` that holds everything (for reports).
+subspace model -> sites (shared subspace, tiling, cell types and layers; ``sites.py``) ->
+results appended to NWB, and the summary CSVs written next to it. Each step is a small
+function; ``run_session`` chains them and returns a :class:`SessionResult` that holds
+everything (for reports).
 """
 
 from __future__ import annotations
@@ -21,13 +23,21 @@ from .io.units import UnitInfo, read_units, unit_columns
 from .io.writer import ResultsExistError, list_runs, write_results
 from .models.estimator import EncodingEstimator, validation_predictions, validation_psths
 from .results import FittedModel, ResultSet, SpectrogramResult, SubspaceRFs, TuningSubspaces
+from .sites import SiteInputs, SiteStep, SiteStepResult, read_site_labels
+from .summary import write_summary
 
 log = logging.getLogger("nwb_subspace")
 
 
 @dataclass
 class SessionResult:
-    """Everything one run produced (in memory), and where it was written."""
+    """Everything one run produced (in memory), and where it was written.
+
+    ``sites`` holds the site step (site subspaces, ``tilings``, the per-unit and per-site
+    summary tables, its notes); None when ``[sites] enabled`` is false. ``summary_files``
+    are the CSVs written next to ``output`` (``<stem>_<run>_units.csv``, ``_sites.csv``,
+    ``_statistics.csv``; empty tables are not written).
+    """
 
     session: SessionData
     units: UnitInfo | None
@@ -39,6 +49,32 @@ class SessionResult:
     ev_fraction: np.ndarray | None = None
     output: Path | None = None
     notes: list[str] = field(default_factory=list)
+    sites: SiteStepResult | None = None
+    summary_files: list[Path] = field(default_factory=list)
+
+    @property
+    def tilings(self) -> dict:
+        """Tiling result of each site (empty without a site step)."""
+        return {} if self.sites is None else self.sites.tilings
+
+
+@dataclass
+class SubspaceStep:
+    """What :func:`analyse_subspaces` produced (None fields: no unit passed the cut).
+
+    ``moments`` are the dSTRF moments of the passing units (computed once, reused by the
+    site step); ``unit_rows`` their units-table rows; ``prediction`` the CNN prediction of
+    those units at every bin; ``bins`` the stimulus bins used.
+    """
+
+    tuning: TuningSubspaces | None = None
+    srfs: SubspaceRFs | None = None
+    model: Any = None
+    ev_fraction: np.ndarray | None = None
+    moments: Any = None
+    unit_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    prediction: np.ndarray | None = None
+    bins: np.ndarray | None = None
 
 
 def session_masks(session: SessionData) -> dict[str, np.ndarray]:
@@ -106,7 +142,7 @@ def analyse_subspaces(
     config: AnalysisConfig,
     masks: dict[str, np.ndarray],
     notes: list[str],
-):
+) -> SubspaceStep:
     """dSTRF moments, tuning subspaces, SRFs and the subspace model for units passing the
     quality cut (noise-corrected correlation of the CNN >= ``min_noise_corrected_r``)."""
     from .dstrf import dstrf_moments
@@ -117,15 +153,15 @@ def analyse_subspaces(
     sub = config.subspace
     nc = np.nan_to_num(cnn_scores.noise_corrected_correlation, nan=-1.0)
     passing = np.flatnonzero(nc >= sub.min_noise_corrected_r)  # indices into cnn.units_
+    stim = masks["fit"] | masks["holdout"] | masks["validation"]
     if passing.size == 0:
         notes.append(
             f"no unit reached a noise-corrected correlation of {sub.min_noise_corrected_r}; "
             "no tuning subspaces were computed"
         )
-        return None, None, None, None
+        return SubspaceStep(bins=stim)
     rows = cnn.units_[passing]
     X = session.spectrogram.data
-    stim = masks["fit"] | masks["holdout"] | masks["validation"]
     log.info("dSTRFs of %d units at %d bins", passing.size, int(stim.sum()))
     moments = dstrf_moments(
         cnn.model_, X, bins=stim, units=passing, outlier_threshold=sub.outlier_threshold
@@ -164,7 +200,62 @@ def analyse_subspaces(
 
     ev_sub = explained_variance(pred, psth)
     ev_fraction = explained_variance_fraction(ev_sub, cnn_scores.explained_variance[passing])
-    return tuning, srfs, sm, ev_fraction
+    return SubspaceStep(
+        tuning=tuning,
+        srfs=srfs,
+        model=sm,
+        ev_fraction=ev_fraction,
+        moments=moments,
+        unit_rows=np.asarray(rows, dtype=np.int64),
+        prediction=prediction,
+        bins=stim,
+    )
+
+
+def quality_exclusions(
+    cnn: EncodingEstimator, cnn_scores, config: AnalysisConfig, n_units: int
+) -> dict[int, str]:
+    """Units-table row -> why it has no dSTRFs (no spikes to fit, or below the quality cut)."""
+    cut = config.subspace.min_noise_corrected_r
+    out = {int(r): "no spikes in the training data" for r in range(n_units)}
+    for r, value in zip(cnn.units_, cnn_scores.noise_corrected_correlation, strict=True):
+        out[int(r)] = f"noise-corrected r {value:.2f} below the quality cut {cut}"
+    return out
+
+
+def analyse_sites(
+    session: SessionData,
+    step: SubspaceStep,
+    exclusions: dict[int, str],
+    labels: tuple[np.ndarray, str],
+    units: UnitInfo | None,
+    config: AnalysisConfig,
+) -> SiteStepResult:
+    """The site step (:mod:`nwb_subspace.sites`) on the moments of :func:`analyse_subspaces`."""
+    rows = step.unit_rows
+    excluded = {r: why for r, why in exclusions.items() if r not in set(rows.tolist())}
+    inputs = SiteInputs(
+        labels=labels[0],
+        label_source=labels[1],
+        moments=step.moments,
+        unit_rows=rows,
+        X=session.spectrogram.data,
+        counts=session.counts,
+        rate=session.rate,
+        frequencies=session.frequencies,
+        prediction=step.prediction,
+        bins=step.bins,
+        tuning=step.tuning,
+        srfs=step.srfs,
+        units=units,
+        excluded=excluded,
+    )
+    sub = config.subspace
+    log.info("site step: %d site(s)", len(set(labels[0].tolist())))
+    return SiteStep(
+        settings=config.sites, srf_bins=sub.srf_bins, min_occupancy=sub.min_occupancy,
+        seed=config.seed,
+    ).run(inputs)  # fmt: skip
 
 
 def run_session(
@@ -205,15 +296,23 @@ def run_session(
     session = load_session(path, config)
     masks = session_masks(session)
     units = read_unit_info(path, config, notes)
+    labels = None
+    if config.sites.enabled:  # a bad group_by column fails here, before any fitting
+        main = None if units is None else units.main_channel
+        labels = read_site_labels(path, config.sites.group_by, main)
     fits = fit_models(session, config, masks, progress)
     X = session.spectrogram.data
     scores = {
         k: est.score(X, session.validation, session.noise_ceiling, seed=config.seed)
         for k, est in fits.items()
     }
-    tuning, srfs, sm, ev_fraction = analyse_subspaces(
-        session, fits["cnn"], scores["cnn"], config, masks, notes
-    )
+    step = analyse_subspaces(session, fits["cnn"], scores["cnn"], config, masks, notes)
+    tuning, srfs, sm = step.tuning, step.srfs, step.model
+    sites = None
+    if labels is not None:
+        exclusions = quality_exclusions(fits["cnn"], scores["cnn"], config, session.n_units)
+        sites = analyse_sites(session, step, exclusions, labels, units, config)
+        notes.extend(sites.notes)
 
     spec = session.spectrogram
     spectrograms = []
@@ -251,13 +350,23 @@ def run_session(
         models=models,
         subspaces=[tuning] if tuning is not None else [],
         srfs=[srfs] if srfs is not None else [],
+        site_subspaces=list(sites.site_subspaces) if sites is not None else [],
+        site_statistics=[sites.statistics] if sites is not None and sites.statistics else [],
         unit_columns=unit_columns(units) if units is not None else [],
         config={**config.to_dict(), "split": session.split.to_dict(), "notes": notes},
     )
-    out = None
+    out, summary_files = None, []
     if write:
         out = write_results(path, results, config.run_name, output=output, overwrite=overwrite)
         log.info("results written to %s (run %r)", out, config.run_name)
+        if sites is not None:
+            summary_files, skipped = write_summary(
+                out.with_name(f"{out.stem}_{config.run_name}"),
+                sites.unit_table,
+                sites.site_table,
+                sites.statistics_table,
+            )
+            notes.extend(skipped)
     return SessionResult(
         session=session,
         units=units,
@@ -266,7 +375,9 @@ def run_session(
         results=results,
         tuning=tuning,
         srfs=srfs,
-        ev_fraction=ev_fraction,
+        ev_fraction=step.ev_fraction,
         output=out,
         notes=notes,
+        sites=sites,
+        summary_files=summary_files,
     )

@@ -3,16 +3,20 @@ readable back, and the source's data untouched."""
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import dataset_checksums
 from pynwb import NWBHDF5IO
 
-from nwb_subspace.config import AnalysisConfig, SubspaceSettings
+from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
 from nwb_subspace.io.writer import read_results
 from nwb_subspace.models.training import TrainingConfig
 from nwb_subspace.pipeline import run_session
 from nwb_subspace.simulate import simulate_session
+from nwb_subspace.tiling import tiling_from_stored
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +25,7 @@ QUICK = AnalysisConfig(
         n_initializations=1, max_epochs_stage1=15, max_epochs_stage2=8, patience=5
     ),
     subspace=SubspaceSettings(n_components=6, min_noise_corrected_r=0.0),
+    sites=SiteSettings(n_null=50, n_shifts=100),
     run_name="quick",
 )
 
@@ -58,6 +63,40 @@ def test_subspaces_and_srfs_are_stored(tiny_run):
     assert np.all(t.dimensionality >= 1)
     assert back.srfs and set(back.srfs[0].response_source) == {"model", "measured"}
     assert any(m.kind == "subspace" for m in back.models)
+
+
+def test_site_step_is_stored_and_summarised(tiny_run):
+    path, _, result = tiny_run
+    sites = result.sites
+    assert sites is not None and sites.labels.tolist() == ["shank0"] * result.session.n_units
+    assert "electrode" in sites.label_source
+    back = read_results(path, "quick")
+    assert [s.site for s in back.site_subspaces] == [s.site for s in sites.site_subspaces]
+    assert result.results.site_subspaces == sites.site_subspaces
+    for live, stored in zip(sites.site_subspaces, back.site_subspaces, strict=True):
+        np.testing.assert_allclose(stored.components, live.components, rtol=1e-6)
+        np.testing.assert_array_equal(stored.variance_fraction, live.variance_fraction)
+        assert (stored.srfs is None) == (live.srfs is None)
+        if stored.srfs is not None:  # the tiling map redraws from the file alone
+            rows = [r for t in back.site_statistics for r in t.rows]
+            redrawn = tiling_from_stored(stored, rows)
+            np.testing.assert_array_equal(redrawn.regions, result.tilings[live.site].regions)
+            assert redrawn.verdict == result.tilings[live.site].verdict
+    # the tiny session's site is fitted and mapped (seeded), so the redraw above ran
+    assert sites.site_subspaces and sites.site_subspaces[0].srfs is not None
+    stored_rows = pd.DataFrame(back.site_statistics[0].rows)
+    pd.testing.assert_frame_equal(stored_rows, sites.statistics_table, check_dtype=False)
+    # every site note is in the run's notes and in the stored config
+    assert set(sites.notes) <= set(result.notes) and set(sites.notes) <= set(back.config["notes"])
+    names = [p.name for p in result.summary_files]
+    assert names[:2] == ["tiny_quick_units.csv", "tiny_quick_sites.csv"]
+    assert all(p.parent == path.parent for p in result.summary_files)
+    units = pd.read_csv(result.summary_files[0])
+    assert units["unit_row"].tolist() == list(range(result.session.n_units))
+    assert set(units["cell_type"]) <= {"narrow", "broad", "unknown"}
+    assert pd.read_csv(result.summary_files[1])["site"].tolist() == ["shank0"]
+    proc = subprocess.run(["pynwb-validate", str(path)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "no errors found" in proc.stdout, proc.stdout + proc.stderr
 
 
 def test_rerun_needs_overwrite(tiny_run):
