@@ -378,70 +378,54 @@ def _section_units(results: ResultSet, data: _DataSummary, figs: _Figures) -> st
     return "".join(out)
 
 
-def _tiling_rows(results: ResultSet, site: str) -> list[dict]:
-    return [
-        row
-        for stats in results.site_statistics
-        for row in stats.rows
-        if str(row["site"]) == site and str(row["statistic"]).startswith("tiling")
-    ]
-
-
 def site_tiling(results: ResultSet, site: SiteSubspaceResult):
-    """The tiling map of a site, from stored site-plane SRFs or recomputed from stored data.
+    """The tiling map of a site, from the SRFs stored with it or redrawn from stored data.
 
-    The SRFs stored with the site (``site.srfs``) are used when present; otherwise every unit's
-    SRF on site PCs 1-2 is recomputed from the stored spectrogram and the stored CNN's
-    prediction (no fitting). The verdict and p-value come from the stored site statistics
-    (``tiling*`` rows) when present.
+    With ``site.srfs`` stored, :func:`nwb_subspace.tiling.tiling_from_stored` rebuilds the
+    regions exactly as the analysis made them. Otherwise every unit's SRF on site PCs 1-2 is
+    recomputed from the stored spectrogram and the stored CNN's prediction (no fitting). The
+    verdict and p-value come from the stored site statistics (``tiling*`` rows) when present.
 
     Returns
     -------
-    circuit.TilingResult or None
+    tiling.TilingResult or None
         None when the site has fewer than two dimensions or the data to draw it are missing.
     """
-    from .circuit import TilingResult, tiling
-    from .srf import normalised_map
+    from .models.training import predict
+    from .tiling import tiling, tiling_from_stored
 
-    if site.dimensionality < 2 or len(site.components) < 2:
-        return None
-    sub = results.config.get("subspace", {}) if isinstance(results.config, dict) else {}
-    threshold = float(sub.get("high_activity_threshold", 0.5))
+    stat_rows = [row for stats in results.site_statistics for row in stats.rows]
     stored = getattr(site, "srfs", None)
     if stored is not None and stored.unit_rows.size:
-        source = "model" if "model" in set(stored.response_source.tolist()) else "measured"
-        pick = np.flatnonzero(stored.response_source == source)
-        regions = np.stack([normalised_map(stored.response_map[i]) >= threshold for i in pick])
-        result = TilingResult(site.site, stored.unit_rows[pick], stored, source, regions)
-    else:
-        cnn = _cnn(results)
-        if cnn is None or not results.spectrograms:
-            return None
-        if not set(site.unit_rows.tolist()) <= set(cnn.unit_rows.tolist()):
-            return None
-        from .models.training import predict
-
-        spec = results.spectrograms[0]
-        pred = predict(cnn.module, spec.data)
-        col = {r: i for i, r in enumerate(cnn.unit_rows.tolist())}
-        pred = pred[:, [col[r] for r in site.unit_rows.tolist()]]
-        result = tiling(
-            site,
-            spec.data,
-            prediction=pred,
-            rate=spec.rate,
-            n_bins=int(sub.get("srf_bins", 20)),
-            min_occupancy=int(sub.get("min_occupancy", 10)),
-            high_activity_threshold=threshold,
-            n_shifts=1,
-        )
-        result.notes.append("map recomputed from the stored spectrogram and CNN prediction")
-        result.verdict = "map only (no stored tiling test)"
-        result.p_value = float("nan")
-    rows = _tiling_rows(results, site.site)
+        return tiling_from_stored(site, stat_rows)
+    cnn = _cnn(results)
+    if site.dimensionality < 2 or len(site.components) < 2 or cnn is None:
+        return None
+    if not results.spectrograms or not set(site.unit_rows.tolist()) <= set(cnn.unit_rows.tolist()):
+        return None
+    sub = results.config.get("subspace", {}) if isinstance(results.config, dict) else {}
+    spec = results.spectrograms[0]
+    col = {r: i for i, r in enumerate(cnn.unit_rows.tolist())}
+    pred = predict(cnn.module, spec.data)[:, [col[r] for r in site.unit_rows.tolist()]]
+    result = tiling(
+        site,
+        spec.data,
+        prediction=pred,
+        rate=spec.rate,
+        n_bins=int(sub.get("srf_bins", 20)),
+        min_occupancy=int(sub.get("min_occupancy", 10)),
+        high_activity_threshold=float(sub.get("high_activity_threshold", 0.5)),
+        n_shifts=1,
+    )
+    result.notes.append("map recomputed from the stored spectrogram and CNN prediction")
+    result.verdict, result.p_value = "map only (no stored tiling test)", float("nan")
+    rows = [
+        r
+        for r in stat_rows
+        if str(r["site"]) == site.site and str(r["statistic"]).startswith("tiling")
+    ]
     if rows:
-        result.verdict = str(rows[0]["verdict"])
-        result.p_value = float(rows[0]["p_value"])
+        result.verdict, result.p_value = str(rows[0]["verdict"]), float(rows[0]["p_value"])
     return result
 
 
@@ -466,7 +450,8 @@ def _section_sites(results: ResultSet, figs: _Figures) -> str:
         if tile is None:
             out.append(_p(f"No tiling map for site {site.site} (needs two site dimensions)."))
             continue
-        how = "; ".join(tile.notes[-1:]) or "from the SRFs stored with the site"
+        recomputed = any("recomputed" in n for n in tile.notes)
+        how = tile.notes[-1] if recomputed else "from the SRFs stored with the site"
         out.append(
             figs.add(
                 f"tiling_{site.site}",

@@ -197,8 +197,8 @@ def plot_site_subspace(site: SiteSubspaceResult, path: str | Path, *, n_pcs: int
     ax.set_xticks(x, [str(r) for r in site.unit_rows], fontsize=7, rotation=90)
     ax.set_xlabel("unit row")
     ax.set_ylabel("variance fraction in site subspace")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
+    ax.set_ylim(0, 1.2)
+    ax.legend(fontsize=7, ncol=2, loc="upper center")
     fig.suptitle(
         f"site {site.site}: dimensionality {site.dimensionality}, {site.unit_rows.size} units",
         fontsize=10,

@@ -17,6 +17,7 @@ from nwb_subspace.io.writer import read_results, write_results
 from nwb_subspace.report import best_units, make_report
 from nwb_subspace.results import SubspaceRFs
 from nwb_subspace.testing import mock_result_set, write_mock_nwbfile
+from nwb_subspace.tiling import TILING_STATISTIC
 
 N_BINS = 20
 
@@ -58,8 +59,10 @@ def _results(site: bool = True, site_srfs: bool = True, notes: list[str] | None 
     rs.config = {"seed": 0, "subspace": {"srf_bins": N_BINS}, "notes": notes or []}
     if not site:
         rs.site_subspaces, rs.site_statistics = [], []
-    elif site_srfs:  # the maps behind the tiling test, stored with the site
-        rs.site_subspaces[0].srfs = _bump_srfs(5, seed=1)
+    else:
+        rs.site_statistics[0].rows[0]["statistic"] = TILING_STATISTIC
+        if site_srfs:  # the maps behind the tiling test, stored with the site
+            rs.site_subspaces[0].srfs = _bump_srfs(5, seed=1)
     return rs
 
 
