@@ -140,9 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="write an HTML report with figures from results stored in a file (no refitting)",
     )
     p.add_argument("file", help="NWB file holding nwb-subspace results")
-    p.add_argument("--run", default=None, help="run name (needed when the file holds several)")
+    p.add_argument(
+        "--run", metavar="NAME", default=None, help="run name (needed when the file holds several)"
+    )
     p.add_argument(
         "--outdir",
+        metavar="DIR",
         default=None,
         help="folder for report.html and figures/ (default: <file stem>_report_<run> beside it)",
     )

@@ -114,7 +114,7 @@ def run_demo(
         config = AnalysisConfig(training=TrainingConfig(n_initializations=1))
     config = replace(config, seed=seed, device=device, run_name="demo")
     print(
-        "analysing it (spectrogram, units, LN and CNN fits, dSTRFs, subspaces, SRFs) ...",
+        "analysing it (spectrogram, units, LN and CNN fits, dSTRFs, subspaces, SRFs, sites) ...",
         flush=True,
     )
     result = run_session(nwb_path, config)
