@@ -21,13 +21,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .results import FittedModel, ResultSet, SiteSubspaceResult
+from .plots import plot_dstrf_pcs, plot_srf
+from .plots_circuit import plot_breadth_groups, plot_tiling
+from .report_figures import (
+    best_units,
+    plot_loss_curves,
+    plot_model_scores,
+    plot_site_subspace,
+    plot_spectrogram,
+    scored_cnn,
+    site_tiling,
+)
+from .results import ResultSet
 
-__all__ = ["make_report", "default_report_dir"]
+__all__ = ["best_units", "default_report_dir", "make_report", "site_tiling"]
 
 log = logging.getLogger(__name__)
 
-N_BEST_UNITS = 3
 SCORE_FIELDS = ("correlation", "noise_floor", "noise_corrected_correlation", "explained_variance")
 
 
@@ -153,8 +163,6 @@ def _data_summary(path: Path) -> _DataSummary:
 
 
 def _section_data(results: ResultSet, data: _DataSummary, figs: _Figures) -> str:
-    from .report_figures import plot_spectrogram
-
     split = results.config.get("split", {}) if isinstance(results.config, dict) else {}
     rows: list[list[object]] = [
         ["units in the file", data.n_units],
@@ -190,13 +198,7 @@ def _section_data(results: ResultSet, data: _DataSummary, figs: _Figures) -> str
     return "".join(out)
 
 
-def _cnn(results: ResultSet) -> FittedModel | None:
-    return next((m for m in results.models if m.kind == "cnn" and m.scores is not None), None)
-
-
 def _section_models(results: ResultSet, figs: _Figures) -> str:
-    from .report_figures import plot_loss_curves, plot_model_scores
-
     if not results.models:
         return _p("No models are stored with this run.")
     rows = []
@@ -252,7 +254,7 @@ def _section_models(results: ResultSet, figs: _Figures) -> str:
                 "the pipeline recorded it."
             )
         )
-    if _cnn(results) is not None:
+    if scored_cnn(results) is not None:
         out.append(
             figs.add(
                 "model_scores",
@@ -271,41 +273,12 @@ def _section_models(results: ResultSet, figs: _Figures) -> str:
     return "".join(out)
 
 
-def best_units(results: ResultSet, n: int = N_BEST_UNITS) -> list[int]:
-    """Units-table rows of the ``n`` units with tuning subspaces and the best CNN scores.
-
-    Units are ranked by the CNN's noise-corrected correlation (NaN last); without a scored
-    CNN, the first ``n`` units with a tuning subspace are returned.
-    """
-    if not results.subspaces:
-        return []
-    rows = results.subspaces[0].unit_rows.tolist()
-    cnn = _cnn(results)
-    if cnn is None:
-        return rows[:n]
-    score = dict(
-        zip(
-            cnn.unit_rows.tolist(),
-            np.asarray(cnn.scores.noise_corrected_correlation, float).tolist(),
-            strict=True,
-        )
-    )
-
-    def key(r: int) -> float:
-        v = score.get(r, np.nan)
-        return -v if np.isfinite(v) else np.inf
-
-    return sorted(rows, key=key)[:n]
-
-
 def _section_units(results: ResultSet, data: _DataSummary, figs: _Figures) -> str:
-    from .plots import plot_dstrf_pcs, plot_srf
-
     if not results.subspaces:
         return _p("No tuning subspaces are stored with this run (no unit passed the quality cut).")
     tuning = results.subspaces[0]
     srfs = results.srfs[0] if results.srfs else None
-    cnn = _cnn(results)
+    cnn = scored_cnn(results)
     score = (
         dict(zip(cnn.unit_rows.tolist(), cnn.scores.noise_corrected_correlation, strict=True))
         if cnn
@@ -378,61 +351,7 @@ def _section_units(results: ResultSet, data: _DataSummary, figs: _Figures) -> st
     return "".join(out)
 
 
-def site_tiling(results: ResultSet, site: SiteSubspaceResult):
-    """The tiling map of a site, from the SRFs stored with it or redrawn from stored data.
-
-    With ``site.srfs`` stored, :func:`nwb_subspace.tiling.tiling_from_stored` rebuilds the
-    regions exactly as the analysis made them. Otherwise every unit's SRF on site PCs 1-2 is
-    recomputed from the stored spectrogram and the stored CNN's prediction (no fitting). The
-    verdict and p-value come from the stored site statistics (``tiling*`` rows) when present.
-
-    Returns
-    -------
-    tiling.TilingResult or None
-        None when the site has fewer than two dimensions or the data to draw it are missing.
-    """
-    from .models.training import predict
-    from .tiling import tiling, tiling_from_stored
-
-    stat_rows = [row for stats in results.site_statistics for row in stats.rows]
-    stored = getattr(site, "srfs", None)
-    if stored is not None and stored.unit_rows.size:
-        return tiling_from_stored(site, stat_rows)
-    cnn = _cnn(results)
-    if site.dimensionality < 2 or len(site.components) < 2 or cnn is None:
-        return None
-    if not results.spectrograms or not set(site.unit_rows.tolist()) <= set(cnn.unit_rows.tolist()):
-        return None
-    sub = results.config.get("subspace", {}) if isinstance(results.config, dict) else {}
-    spec = results.spectrograms[0]
-    col = {r: i for i, r in enumerate(cnn.unit_rows.tolist())}
-    pred = predict(cnn.module, spec.data)[:, [col[r] for r in site.unit_rows.tolist()]]
-    result = tiling(
-        site,
-        spec.data,
-        prediction=pred,
-        rate=spec.rate,
-        n_bins=int(sub.get("srf_bins", 20)),
-        min_occupancy=int(sub.get("min_occupancy", 10)),
-        high_activity_threshold=float(sub.get("high_activity_threshold", 0.5)),
-        n_shifts=1,
-    )
-    result.notes.append("map recomputed from the stored spectrogram and CNN prediction")
-    result.verdict, result.p_value = "map only (no stored tiling test)", float("nan")
-    rows = [
-        r
-        for r in stat_rows
-        if str(r["site"]) == site.site and str(r["statistic"]).startswith("tiling")
-    ]
-    if rows:
-        result.verdict, result.p_value = str(rows[0]["verdict"]), float(rows[0]["p_value"])
-    return result
-
-
 def _section_sites(results: ResultSet, figs: _Figures) -> str:
-    from .plots_circuit import plot_tiling
-    from .report_figures import plot_site_subspace
-
     if not results.site_subspaces and not results.site_statistics:
         return _p("No site analysis stored in this run (no site subspace or site statistics).")
     out = []
@@ -483,8 +402,6 @@ def _unit_column(results: ResultSet, name: str) -> np.ndarray | None:
 
 
 def _section_groups(results: ResultSet, figs: _Figures) -> str:
-    from .plots_circuit import plot_breadth_groups
-
     cell_type = _unit_column(results, "cell_type")
     layer = _unit_column(results, "layer")
     if cell_type is None and layer is None:

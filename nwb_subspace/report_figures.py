@@ -15,9 +15,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .results import FittedModel, SiteSubspaceResult, SpectrogramResult  # noqa: E402
+from .results import (  # noqa: E402
+    FittedModel,
+    ResultSet,
+    SiteSubspaceResult,
+    SpectrogramResult,
+)
 
 __all__ = [
+    "best_units",
+    "scored_cnn",
+    "site_tiling",
     "plot_loss_curves",
     "plot_model_scores",
     "plot_site_subspace",
@@ -205,3 +213,90 @@ def plot_site_subspace(site: SiteSubspaceResult, path: str | Path, *, n_pcs: int
     )
     fig.tight_layout()
     return _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------
+# What to draw: selections from a stored run
+
+
+def scored_cnn(results: ResultSet) -> FittedModel | None:
+    """The first CNN of a run that has validation scores (None if there is none)."""
+    return next((m for m in results.models if m.kind == "cnn" and m.scores is not None), None)
+
+
+def best_units(results: ResultSet, n: int = 3) -> list[int]:
+    """Units-table rows of the ``n`` units with tuning subspaces and the best CNN scores.
+
+    Units are ranked by the CNN's noise-corrected correlation (NaN last); without a scored
+    CNN, the first ``n`` units with a tuning subspace are returned.
+    """
+    if not results.subspaces:
+        return []
+    rows = results.subspaces[0].unit_rows.tolist()
+    cnn = scored_cnn(results)
+    if cnn is None:
+        return rows[:n]
+    score = dict(
+        zip(
+            cnn.unit_rows.tolist(),
+            np.asarray(cnn.scores.noise_corrected_correlation, float).tolist(),
+            strict=True,
+        )
+    )
+
+    def key(r: int) -> float:
+        v = score.get(r, np.nan)
+        return -v if np.isfinite(v) else np.inf
+
+    return sorted(rows, key=key)[:n]
+
+
+def site_tiling(results: ResultSet, site: SiteSubspaceResult):
+    """The tiling map of a site, from the SRFs stored with it or redrawn from stored data.
+
+    With ``site.srfs`` stored, :func:`nwb_subspace.tiling.tiling_from_stored` rebuilds the
+    regions exactly as the analysis made them. Otherwise every unit's SRF on site PCs 1-2 is
+    recomputed from the stored spectrogram and the stored CNN's prediction (no fitting). The
+    verdict and p-value come from the stored site statistics (``tiling*`` rows) when present.
+
+    Returns
+    -------
+    tiling.TilingResult or None
+        None when the site has fewer than two dimensions or the data to draw it are missing.
+    """
+    from .models.training import predict
+    from .tiling import tiling, tiling_from_stored
+
+    stat_rows = [row for stats in results.site_statistics for row in stats.rows]
+    stored = getattr(site, "srfs", None)
+    if stored is not None and stored.unit_rows.size:
+        return tiling_from_stored(site, stat_rows)
+    cnn = scored_cnn(results)
+    if site.dimensionality < 2 or len(site.components) < 2 or cnn is None:
+        return None
+    if not results.spectrograms or not set(site.unit_rows.tolist()) <= set(cnn.unit_rows.tolist()):
+        return None
+    sub = results.config.get("subspace", {}) if isinstance(results.config, dict) else {}
+    spec = results.spectrograms[0]
+    col = {r: i for i, r in enumerate(cnn.unit_rows.tolist())}
+    pred = predict(cnn.module, spec.data)[:, [col[r] for r in site.unit_rows.tolist()]]
+    result = tiling(
+        site,
+        spec.data,
+        prediction=pred,
+        rate=spec.rate,
+        n_bins=int(sub.get("srf_bins", 20)),
+        min_occupancy=int(sub.get("min_occupancy", 10)),
+        high_activity_threshold=float(sub.get("high_activity_threshold", 0.5)),
+        n_shifts=1,
+    )
+    result.notes.append("map recomputed from the stored spectrogram and CNN prediction")
+    result.verdict, result.p_value = "map only (no stored tiling test)", float("nan")
+    rows = [
+        r
+        for r in stat_rows
+        if str(r["site"]) == site.site and str(r["statistic"]).startswith("tiling")
+    ]
+    if rows:
+        result.verdict, result.p_value = str(rows[0]["verdict"]), float(rows[0]["p_value"])
+    return result
