@@ -249,9 +249,9 @@ def _section_models(results: ResultSet, figs: _Figures) -> str:
     if unscored:
         out.append(
             _p(
-                f"Stored without validation scores: {', '.join(unscored)}. The subspace "
-                "model's share of the CNN's explained variance is in the run's notes when "
-                "the pipeline recorded it."
+                f"Stored without validation scores: {', '.join(unscored)} (the pipeline "
+                "does not store the subspace model's scores yet; they are not recomputed "
+                "here)."
             )
         )
     if scored_cnn(results) is not None:
