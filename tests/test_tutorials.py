@@ -57,7 +57,9 @@ def test_every_tutorial_is_a_gallery_script():
 
 
 def test_quickstart_writes_results_and_report(outdir):
+    before = sorted(TUTORIALS.rglob("*"))
     out = _run("plot_01_quickstart.py", outdir)
+    assert sorted(TUTORIALS.rglob("*")) == before, "a tutorial wrote into the repository"
     html = outdir / "quickstart" / "report" / "report.html"
     assert html.is_file() and f"report: {html}" in out
     pngs = list((html.parent / "figures").glob("*.png"))
