@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from .config import AnalysisConfig
+from .io.remote import is_remote, open_binary, probe, remote_cache, remote_name, resolve_source
 from .io.session import SessionData, load_session_data
 from .io.units import UnitInfo, read_units, unit_columns
-from .io.writer import ResultsExistError, list_runs, write_results
+from .io.writer import ResultsExistError, default_output_path, list_runs, write_results
 from .models.estimator import EncodingEstimator, validation_predictions, validation_psths
 from .results import FittedModel, ResultSet, SpectrogramResult, SubspaceRFs, TuningSubspaces
 from .sites import SiteInputs, SiteStep, SiteStepResult, read_site_labels
@@ -271,8 +272,12 @@ def run_session(
 
     Parameters
     ----------
-    path : path-like
-        The NWB file (read-only until the final, atomic write).
+    path : path-like or str
+        The NWB file (read-only until the final, atomic write), or an HTTP(S) URL or DANDI
+        asset spec (``dandi://000123/PATH.nwb``, needs the ``dandi`` client), read lazily:
+        only the datasets the analysis uses are transferred, and the results go to a local
+        ``output`` (default ``<name>_subspace.nwb`` in the current folder) holding the
+        source's data without its raw voltage.
     config : AnalysisConfig, optional
     output : path-like, optional
         Write a new file with the source's data plus the results instead of appending.
@@ -284,9 +289,37 @@ def run_session(
         Set False to skip writing (results stay in memory).
     """
     config = config or AnalysisConfig()
-    path = Path(path)
+    if is_remote(str(path)):
+        with remote_cache():
+            url = str(resolve_source(str(path)))
+            probe(url)  # a bad URL or a 404 fails here, in one line
+            if write:
+                output = Path(output or default_output_path(Path(remote_name(url))))
+                if output.exists():
+                    raise FileExistsError(f"output {output} exists; choose a new path or remove it")
+            return _run_session(
+                url, config, output=output, overwrite=overwrite, progress=progress, write=write
+            )
+    return _run_session(
+        Path(path), config, output=output, overwrite=overwrite, progress=progress, write=write
+    )
+
+
+def _run_session(
+    path: Path | str,
+    config: AnalysisConfig,
+    *,
+    output: str | Path | None,
+    overwrite: bool,
+    progress,
+    write: bool,
+) -> SessionResult:
+    """:func:`run_session` on a local path or a resolved URL (inside a remote cache)."""
+    remote = isinstance(path, str)
     notes: list[str] = []
-    if write and not overwrite and output is None and config.run_name in list_runs(path):
+    if remote:
+        notes.append(f"source {path} read lazily; the output holds its data without raw voltage")
+    elif write and not overwrite and output is None and config.run_name in list_runs(path):
         # Say so before hours of fitting, not after.
         raise ResultsExistError(
             f"{path} already holds results named {config.run_name!r}; choose another run "
@@ -299,7 +332,8 @@ def run_session(
     labels = None
     if config.sites.enabled:  # a bad group_by column fails here, before any fitting
         main = None if units is None else units.main_channel
-        labels = read_site_labels(path, config.sites.group_by, main)
+        with open_binary(path) as handle:
+            labels = read_site_labels(handle, config.sites.group_by, main)
     fits = fit_models(session, config, masks, progress)
     X = session.spectrogram.data
     scores = {

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pynwb import NWBHDF5IO, NWBFile
+from pynwb import NWBFile
 
 from .. import ndx  # noqa: F401  (registers the extension types before reading)
 from ..responses import (
@@ -30,6 +30,7 @@ from ..responses import (
     validation_psth,
 )
 from ..stimulus import Spectrogram, SpectrogramSettings
+from .remote import is_remote, open_nwb
 from .sound import SpectrogramSource, plan_spectrogram
 from .trials import read_trials
 
@@ -191,8 +192,9 @@ def load_session_data(
 
     Parameters
     ----------
-    path : path-like
-        A local NWB file; opened read-only and never modified.
+    path : path-like or str
+        A local NWB file, an HTTP(S) URL or a DANDI asset spec (read lazily: only the
+        datasets used here are transferred); opened read-only and never modified.
     sound_name : str, optional
         Name of the sound series when the file holds several candidates.
     sound_column : str, optional
@@ -225,11 +227,11 @@ def load_session_data(
         spikes, trials outside the sound, no validation sounds, NaN/inf samples, a rate too
         low for ``f_min``, irregular sound timestamps.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such NWB file: {path}")
-    with NWBHDF5IO(str(path), "r") as io:
-        nwbfile = io.read()
+    if not is_remote(path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such NWB file: {path}")
+    with open_nwb(path) as nwbfile:
         spikes, unit_ids = read_spike_times(nwbfile)
         trials = read_trials(nwbfile, sound_column=sound_column, table=trials_table)
         plan = plan_spectrogram(nwbfile, spectrogram_settings, sound_name, reuse_spectrogram)

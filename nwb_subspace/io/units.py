@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from ..celltypes import CellTypeParams, LayerBoundaries, classify_spike_width
+from .remote import is_remote, resolve_source
 from .units_depth import _DEPTH_COLUMNS, _unit_depths, _unit_layers
 from .units_info import (
     MARGIN_DESCRIPTION,
@@ -201,20 +201,24 @@ def read_units(
                 "(rel_y frame, µm)"
             )
     elif isinstance(source, str | os.PathLike):
-        path = Path(source)
-        if str(source).startswith(("http://", "https://")):
-            raise ValueError(f"{source} is a URL; download it or pass a local .nwb path")
-        if not path.exists():
+        remote = is_remote(source)
+        path = resolve_source(source)
+        if not remote and not path.exists():
             raise FileNotFoundError(f"no such NWB file: {path}; check the path")
-        if path.is_dir():
+        if not remote and path.is_dir():
             raise ValueError(f"{path} is a folder; give an .nwb file")
         meta = _read_nwb_meta(path)
         sorting, es_path = _read_sorting(path, meta, electrical_series_path, messages)
         probe_text = meta.probe_text
+        if remote and es_path is not None and prefer == "auto" and "waveform_mean" in meta.columns:
+            # Lazy reading: the stored means avoid transferring raw voltage.
+            prefer = "waveform_mean"
+            messages.append(f"{path}: remote file, waveforms from waveform_mean (raw not read)")
         if recording is None and es_path is not None and prefer != "waveform_mean":
             from spikeinterface.extractors import read_nwb_recording
 
-            recording = read_nwb_recording(path, electrical_series_path=es_path)
+            stream = {"stream_mode": "remfile"} if remote else {}
+            recording = read_nwb_recording(path, electrical_series_path=es_path, **stream)
             own_recording = True
     else:
         raise TypeError(

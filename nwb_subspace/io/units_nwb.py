@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .remote import is_remote, open_h5
 from .units_measure import _decode, _text, _warn
 
 _VOLT_SCALE = {"volts": 1e6, "volt": 1e6, "v": 1e6, "millivolts": 1e3, "mv": 1e3}
@@ -47,19 +48,10 @@ class _NwbMeta:
     columns: list[str]
 
 
-def _read_nwb_meta(path: Path) -> _NwbMeta:
-    """Units, electrodes, ``waveform_mean`` and device metadata of the NWB file at ``path``."""
-    import h5py
-
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(
-            f"{path} is not a readable HDF5/NWB file ({err}); give an .nwb file"
-        ) from None
-    with f:
-        if "nwb_version" not in f.attrs:
-            raise ValueError(f"{path} is an HDF5 file but not NWB (no nwb_version attribute)")
+def _read_nwb_meta(path: Path | str) -> _NwbMeta:
+    """Units, electrodes, ``waveform_mean`` and device metadata of the NWB file at ``path``
+    (a local path or a URL, read lazily)."""
+    with open_h5(path) as f:
         if "units" not in f or "spike_times" not in f["units"]:
             raise ValueError(
                 f"{path} has no units table with spike_times; read_units needs sorted units"
@@ -129,7 +121,7 @@ def _read_nwb_meta(path: Path) -> _NwbMeta:
 
 
 def _read_sorting(
-    path: Path, meta: _NwbMeta, es_path: str | None, messages: list[str]
+    path: Path | str, meta: _NwbMeta, es_path: str | None, messages: list[str]
 ) -> tuple[Any, str | None]:
     """The units of ``path`` as a SpikeInterface sorting, and the ElectricalSeries used."""
     from spikeinterface.extractors import read_nwb_sorting
@@ -146,7 +138,7 @@ def _read_sorting(
         if len(meta.electrical_series) > 1:
             _warn(
                 messages,
-                f"{path.name} has several ElectricalSeries {meta.electrical_series}; using "
+                f"{Path(str(path)).name} has several ElectricalSeries {meta.electrical_series}; using "
                 f"{es_path!r} (choose with electrical_series_path=)",
             )
     kwargs: dict[str, Any] = {}
@@ -160,6 +152,8 @@ def _read_sorting(
             f"units table has no resolution and the file no ElectricalSeries; spike times are "
             f"read on a {fs:g} Hz grid",
         )
+    if is_remote(str(path)):
+        kwargs["stream_mode"] = "remfile"
     try:
         sorting = read_nwb_sorting(path, **kwargs)
     except (KeyError, ValueError) as err:
@@ -167,13 +161,11 @@ def _read_sorting(
     return sorting, es_path
 
 
-def _recording_rows(path: Path, es_path: str | None, recording: Any) -> np.ndarray | None:
+def _recording_rows(path: Path | str, es_path: str | None, recording: Any) -> np.ndarray | None:
     """Electrodes-table row of each channel of the file's own ElectricalSeries."""
-    import h5py
-
     if es_path is None:
         return None
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         es = f[es_path]
         if "electrodes" not in es:
             return None

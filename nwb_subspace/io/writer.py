@@ -17,7 +17,6 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlparse
 from urllib.request import urlopen
 
 import h5py
@@ -28,6 +27,7 @@ from .. import ndx  # noqa: F401  (the namespace must be loaded before opening i
 from ..results import ResultSet, UnitColumn
 from ..unit_columns import UNIT_COLUMNS
 from .from_nwb import analysis_from_nwb
+from .remote import copy_without_raw, is_remote, open_nwb, probe, remote_name, resolve_source
 from .to_nwb import analysis_to_nwb
 
 DEFAULT_MODULE = "misc"
@@ -51,7 +51,7 @@ def _check_run_name(run_name: str) -> None:
 
 
 def _is_remote(source: str | os.PathLike) -> bool:
-    return str(source).startswith(("http://", "https://"))
+    return is_remote(str(source))
 
 
 def _writable(path: Path) -> bool:
@@ -238,7 +238,8 @@ def write_results(
         raise TypeError(f"results must be a ResultSet; got {type(results).__name__}")
     remote = _is_remote(source)
     if remote:
-        name = Path(urlparse(str(source)).path).name or "remote.nwb"
+        source = str(resolve_source(str(source)))
+        name = remote_name(source)
         output = Path(output) if output is not None else default_output_path(Path(name))
     else:
         source = Path(source)
@@ -278,9 +279,14 @@ def write_results(
 
 
 def _copy_source(source: str | Path, tmp: Path) -> None:
-    """Copy a local file, or stream a remote one (HTTP/S), into ``tmp``."""
+    """Copy a local file into ``tmp``; for a remote one (HTTP/S), export it lazily without
+    its raw voltage (:func:`~nwb_subspace.io.remote.copy_without_raw`), or download it
+    whole when the server does not answer Range requests."""
     if isinstance(source, Path):
         shutil.copyfile(source, tmp)
+        return
+    if probe(str(source)).ranges:
+        copy_without_raw(source, tmp)
         return
     with urlopen(str(source)) as response, open(tmp, "wb") as out:  # noqa: S310
         shutil.copyfileobj(response, out, length=1 << 22)
@@ -296,9 +302,8 @@ def _fsync_dir(folder: Path) -> None:
 
 
 def list_runs(path: str | os.PathLike, module: str = DEFAULT_MODULE) -> list[str]:
-    """Names of the ``SubspaceAnalysis`` runs stored in a file."""
-    with NWBHDF5IO(str(path), "r") as io:
-        nwbfile = io.read()
+    """Names of the ``SubspaceAnalysis`` runs stored in a file (local path or URL)."""
+    with open_nwb(path) as nwbfile:
         if module not in nwbfile.processing:
             return []
         return [
