@@ -1,0 +1,293 @@
+"""Run many sessions on Dask distributed: one task per session, resumable, with a summary.
+
+:func:`run_batch` expands its sources (files, folders, globs, URLs, DANDI specs), gives
+each session its own output file in ``outdir`` (``<stem>_subspace.nwb``), skips sessions
+whose output already holds the finished run, and submits one
+:func:`~nwb_subspace.pipeline.run_session` task per remaining session to a Dask cluster: a
+``LocalCluster`` of single-threaded worker processes by default, or an existing scheduler.
+A failing session is reported with its error and does not stop the others. The summary
+(one row per session) is returned as a pandas DataFrame and written to
+``outdir/batch_summary.csv``.
+
+Each output is written atomically by :func:`~nwb_subspace.io.writer.write_results`, so a
+session interrupted mid-way leaves no output and runs again next time.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .config import AnalysisConfig
+from .io.remote import dandiset_nwb_urls, is_remote, parse_dandi_spec, remote_name
+
+log = logging.getLogger("nwb_subspace")
+
+SUMMARY_COLUMNS = ["source", "status", "seconds", "output", "error", "median_cnn_score"]
+SUMMARY_FILE = "batch_summary.csv"
+_DANDISET_ID = re.compile(r"^\d{6}$")
+_GLOB_CHARS = set("*?[")
+
+__all__ = ["SUMMARY_COLUMNS", "SUMMARY_FILE", "BatchSession", "expand_sources", "run_batch"]
+
+
+@dataclass(frozen=True)
+class BatchSession:
+    """One session of a batch: where it is read from and where its results go."""
+
+    source: str
+    output: Path
+
+
+def _is_dandiset(text: str) -> bool:
+    if _DANDISET_ID.match(text) and not Path(text).exists():
+        return True
+    if text.lower().startswith(("dandi://", "dandi:")):
+        _, _, path = parse_dandi_spec(text)
+        return path is None or not path.endswith(".nwb")
+    return False
+
+
+def expand_sources(sources: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
+    """(source, name) of every session, in the order given, without duplicates.
+
+    Each entry may be a local ``.nwb`` file, a folder (its ``*.nwb`` files), a glob pattern,
+    an HTTP(S) URL, a DANDI asset spec, or a dandiset (``DANDI:000123``, ``000123`` or
+    ``dandi://000123/PATH-PREFIX``: every ``.nwb`` asset; needs the ``dandi`` client).
+    ``name`` is the file name the session's output is named after. A local path that does
+    not exist is kept: its task fails and the summary says why.
+
+    Raises
+    ------
+    ValueError
+        A glob or folder that matches no ``.nwb`` file, or no sources at all.
+    """
+    found: list[tuple[str, str]] = []
+    for item in sources:
+        text = str(item)
+        if _is_dandiset(text):
+            spec = f"DANDI:{text}" if _DANDISET_ID.match(text) else text
+            assets = dandiset_nwb_urls(spec)
+            if not assets:
+                raise ValueError(f"dandiset {text!r} has no .nwb assets")
+            found.extend((url, Path(path).name) for path, url in assets.items())
+        elif is_remote(text):
+            found.append((text, remote_name(text)))
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(glob.glob(text))
+            if not matches:
+                raise ValueError(f"{text!r} matches no file")
+            found.extend((str(Path(m).resolve()), Path(m).name) for m in matches)
+        elif Path(text).is_dir():
+            matches = sorted(Path(text).glob("*.nwb"))
+            if not matches:
+                raise ValueError(f"folder {text} holds no .nwb file")
+            found.extend((str(m.resolve()), m.name) for m in matches)
+        else:
+            found.append((str(Path(text).resolve()), Path(text).name))
+    if not found:
+        raise ValueError("no sources given; pass NWB files, folders, globs, URLs or a dandiset")
+    seen: set[str] = set()
+    return [(s, n) for s, n in found if not (s in seen or seen.add(s))]
+
+
+def _plan(sources: list[tuple[str, str]], outdir: Path) -> list[BatchSession]:
+    """Give every session its own output file (``<stem>_subspace.nwb``, made unique)."""
+    used: set[str] = set()
+    plan = []
+    for source, name in sources:
+        stem = Path(name).stem or "session"
+        candidate, k = f"{stem}_subspace.nwb", 2
+        while candidate in used:
+            candidate, k = f"{stem}_{k}_subspace.nwb", k + 1
+        used.add(candidate)
+        plan.append(BatchSession(source=source, output=outdir / candidate))
+    return plan
+
+
+def _finished(output: Path, run_name: str) -> bool | None:
+    """True: the output holds the run; False: no output; None: an output without the run."""
+    from .io.writer import list_runs
+
+    if not output.exists():
+        return False
+    try:
+        return True if run_name in list_runs(output) else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or "no message"
+    return f"{type(err).__name__}: {text}"
+
+
+def run_one_session(source: str, output: str, config: AnalysisConfig) -> dict[str, Any]:
+    """Dask task: run one session into ``output``; never raises (errors are reported).
+
+    Torch is limited to one thread so that single-threaded workers do not oversubscribe
+    the cores.
+    """
+    import torch
+
+    from .pipeline import run_session
+
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    row: dict[str, Any] = {"source": source, "output": output, "error": ""}
+    try:
+        result = run_session(source, config, output=output)
+        nc = np.asarray(result.scores["cnn"].noise_corrected_correlation, dtype=float)
+        score = float(np.nanmedian(nc)) if np.isfinite(nc).any() else float("nan")
+        row.update(status="ok", median_cnn_score=score, output=str(result.output))
+    except Exception as err:  # one bad session must not stop the batch
+        row.update(status="failed", error=_one_line(err), median_cnn_score=float("nan"))
+    row["seconds"] = round(time.perf_counter() - start, 2)
+    return row
+
+
+def _client(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        return Client(scheduler), None
+    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    cluster = LocalCluster(
+        n_workers=n_workers,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        env=env,
+    )
+    return Client(cluster), cluster
+
+
+def run_batch(
+    sources: Iterable[str | os.PathLike],
+    outdir: str | os.PathLike,
+    config: AnalysisConfig | None = None,
+    *,
+    scheduler: str | None = None,
+    n_workers: int = 2,
+    progress: Callable[[dict[str, Any]], None] | None = None,
+) -> pd.DataFrame:
+    """Run :func:`~nwb_subspace.pipeline.run_session` on many sessions with Dask.
+
+    Parameters
+    ----------
+    sources : iterable of str or path-like
+        NWB files, folders, globs, HTTP(S) URLs, DANDI asset specs or dandisets (see
+        :func:`expand_sources`).
+    outdir : path-like
+        Folder for the per-session outputs (``<stem>_subspace.nwb``: the source's data plus
+        the results) and ``batch_summary.csv``; created if missing.
+    config : AnalysisConfig, optional
+        The settings of every session (default: ``AnalysisConfig()``).
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``). Default: a
+        ``LocalCluster`` of ``n_workers`` processes with one thread each, closed at the end.
+    n_workers : int, default 2
+        Workers of the local cluster (ignored with ``scheduler``).
+    progress : callable, optional
+        Called with each session's summary row as it finishes.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per session, in the order of ``sources``: ``source``, ``status`` (``ok``,
+        ``failed`` or ``skipped``: its output already held the run), ``seconds``,
+        ``output``, ``error`` (one line, empty unless failed) and ``median_cnn_score`` (median
+        noise-corrected correlation of the CNN over units; NaN when not run).
+    """
+    config = config or AnalysisConfig()
+    if not isinstance(config, AnalysisConfig):
+        raise TypeError(f"config must be an AnalysisConfig; got {type(config).__name__}")
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
+        raise ValueError(f"n_workers must be a positive integer; got {n_workers!r}")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    plan = _plan(expand_sources(sources), outdir.resolve())
+    rows: dict[int, dict[str, Any]] = {}
+    todo: list[tuple[int, BatchSession]] = []
+    for i, session in enumerate(plan):
+        done = _finished(session.output, config.run_name)
+        base = {"source": session.source, "output": str(session.output), "seconds": 0.0}
+        if done:
+            rows[i] = {**base, "status": "skipped", "error": "", "median_cnn_score": np.nan}
+        elif done is None:
+            rows[i] = {
+                **base,
+                "status": "failed",
+                "error": f"output {session.output} exists but holds no run "
+                f"{config.run_name!r}; remove it or choose another outdir",
+                "median_cnn_score": np.nan,
+            }
+        else:
+            todo.append((i, session))
+    for row in rows.values():
+        log.info("%s: %s", row["source"], row["status"])
+    if todo:
+        rows.update(_submit(todo, config, scheduler, n_workers, progress))
+    table = pd.DataFrame([rows[i] for i in range(len(plan))], columns=SUMMARY_COLUMNS)
+    table.to_csv(outdir / SUMMARY_FILE, index=False)
+    return table
+
+
+def _submit(
+    todo: list[tuple[int, BatchSession]],
+    config: AnalysisConfig,
+    scheduler: str | None,
+    n_workers: int,
+    progress: Callable[[dict[str, Any]], None] | None,
+) -> dict[int, dict[str, Any]]:
+    """One Dask task per session; collect the rows as they finish."""
+    from dask.distributed import as_completed
+
+    client, cluster = _client(scheduler, n_workers)
+    rows: dict[int, dict[str, Any]] = {}
+    try:
+        futures = {
+            client.submit(
+                run_one_session,
+                s.source,
+                str(s.output),
+                config,
+                key=f"nwb-subspace-session-{i}-{time.time_ns()}",
+                pure=False,
+            ): (i, s)
+            for i, s in todo
+        }
+        for future in as_completed(futures):
+            i, session = futures[future]
+            try:
+                row = future.result()
+            except Exception as err:  # the worker died (memory, a crash)
+                row = {
+                    "source": session.source,
+                    "output": str(session.output),
+                    "status": "failed",
+                    "seconds": np.nan,
+                    "error": _one_line(err),
+                    "median_cnn_score": np.nan,
+                }
+            if row["status"] != "ok":
+                row["output"] = ""
+            rows[i] = row
+            log.info("%s: %s in %.1f s", row["source"], row["status"], row["seconds"])
+            if progress is not None:
+                progress(row)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    return rows

@@ -1,0 +1,109 @@
+"""Batch runs on a 2-worker Dask LocalCluster: results, a reported failure, resuming."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import file_sha256
+
+from nwb_subspace.batch import SUMMARY_COLUMNS, SUMMARY_FILE, expand_sources, run_batch
+from nwb_subspace.cli_batch import add_batch_parser, run_batch_command
+from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
+from nwb_subspace.io.writer import list_runs
+from nwb_subspace.models.training import TrainingConfig
+
+QUICK = AnalysisConfig(
+    models=("cnn",),
+    training=TrainingConfig(
+        n_initializations=1, max_epochs_stage1=2, max_epochs_stage2=1, patience=2
+    ),
+    subspace=SubspaceSettings(n_components=3, min_noise_corrected_r=-1.0),
+    sites=SiteSettings(enabled=False),
+    run_name="batch",
+)
+
+
+@pytest.fixture(scope="module")
+def sessions(tmp_path_factory) -> list[Path]:
+    """Two tiny simulated sessions and a truncated copy of one of them."""
+    from nwb_subspace.simulate import simulate_session
+
+    folder = tmp_path_factory.mktemp("batch_sources")
+    good = [simulate_session(folder / f"s{i}.nwb", preset="tiny", seed=i)[0] for i in (0, 1)]
+    broken = folder / "broken.nwb"
+    broken.write_bytes(good[0].read_bytes()[:200_000])
+    return [good[0], broken, good[1]]
+
+
+def test_sources_expand_from_globs_folders_and_urls(tmp_path):
+    for name in ("b.nwb", "a.nwb", "notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    found = expand_sources([str(tmp_path / "*.nwb"), tmp_path, "https://host/x/c.nwb"])
+    assert [n for _, n in found] == ["a.nwb", "b.nwb", "c.nwb"]  # duplicates dropped
+    with pytest.raises(ValueError, match="matches no file"):
+        expand_sources([str(tmp_path / "*.h5")])
+    with pytest.raises(ValueError, match="no sources"):
+        expand_sources([])
+    with pytest.raises(ValueError, match="n_workers"):
+        run_batch([tmp_path / "a.nwb"], tmp_path / "out", QUICK, n_workers=0)
+
+
+@pytest.mark.slow
+def test_batch_reports_failure_and_resumes(sessions, tmp_path):
+    outdir = tmp_path / "out"
+    table = run_batch(sessions, outdir, QUICK, n_workers=2)
+    assert list(table.columns) == SUMMARY_COLUMNS
+    assert table["status"].tolist() == ["ok", "failed", "ok"]
+    failed = table.iloc[1]
+    assert "broken.nwb" in failed["source"] and failed["error"]
+    assert "\n" not in failed["error"] and failed["output"] == ""
+    ok = table[table["status"] == "ok"]
+    assert np.isfinite(ok["median_cnn_score"]).all() and (ok["seconds"] > 0).all()
+    outputs = [Path(p) for p in ok["output"]]
+    assert sorted(p.name for p in outdir.glob("*.nwb")) == ["s0_subspace.nwb", "s1_subspace.nwb"]
+    assert all(list_runs(p) == ["batch"] for p in outputs)
+    saved = pd.read_csv(outdir / SUMMARY_FILE)
+    assert saved["status"].tolist() == ["ok", "failed", "ok"]
+
+    before = {p: (p.stat().st_mtime_ns, file_sha256(p)) for p in outputs}
+    # The CLI on the same outdir: the two finished sessions are skipped, the broken one
+    # fails again; exit code 1 because one session failed.
+    args = _parse(
+        [*map(str, sessions), "--outdir", str(outdir), "--workers", "2", "--run-name", "batch"]
+    )
+    assert run_batch_command(args, config=QUICK) == 1
+    again = pd.read_csv(outdir / SUMMARY_FILE)
+    assert again["status"].tolist() == ["skipped", "failed", "skipped"]
+    assert {p: (p.stat().st_mtime_ns, file_sha256(p)) for p in outputs} == before
+
+
+def _parse(argv: list[str]):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_batch_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["batch", *argv])
+
+
+def test_cli_batch_bad_input(tmp_path, capsys):
+    args = _parse([str(tmp_path / "*.nwb"), "--outdir", str(tmp_path / "o")])
+    assert run_batch_command(args) == 2
+    err = capsys.readouterr().err
+    assert "matches no file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_existing_foreign_output_is_reported_not_overwritten(tmp_path):
+    src = tmp_path / "s.nwb"
+    src.write_bytes(b"not used")
+    outdir = tmp_path / "out"
+    outdir.mkdir()
+    foreign = outdir / "s_subspace.nwb"
+    shutil.copy(src, foreign)
+    table = run_batch([src], outdir, QUICK)
+    assert table["status"].tolist() == ["failed"]
+    assert "exists but holds no run" in table["error"].iloc[0]
+    assert foreign.read_bytes() == b"not used"
