@@ -58,11 +58,14 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from .config import AnalysisConfig
+    from .io.remote import is_remote
     from .pipeline import run_session
 
-    path = Path(args.file)
+    remote = is_remote(args.file)  # http(s):// or DANDI: sources are read lazily
+    path = args.file if remote else Path(args.file)
     config_file = AnalysisConfig.from_toml(args.config) if args.config else None
-    _check_nwb(path)
+    if not remote:
+        _check_nwb(path)
     config = (config_file or AnalysisConfig()).with_overrides(
         seed=args.seed, device=args.device, run_name=args.run_name
     )
@@ -126,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("run", help="run the whole analysis on an NWB file")
-    p.add_argument("file", help="NWB file (results are appended safely)")
+    p.add_argument("file", help="NWB file (results appended safely), http(s) URL or DANDI: spec")
     p.add_argument("--config", help="TOML file with analysis settings")
     p.add_argument("--output", help="write a new file (source data + results) here")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
@@ -154,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="say what a file holds that the analysis can use")
     p.add_argument("file", help="NWB file")
     p.set_defaults(func=_cmd_inspect)
+
+    from .cli_batch import add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 

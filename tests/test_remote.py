@@ -203,3 +203,15 @@ def test_run_on_url_transfers_far_less_than_the_file(big_session, tmp_path):
         assert "stimulus/presentation/sound" in f
     assert file_sha256(big_session) == before
     assert any("read lazily" in note for note in result.notes)
+
+
+def test_cli_run_on_a_bad_url_is_one_line(served_mock, tmp_path, capsys):
+    from nwb_subspace.cli import main
+
+    base, _, _ = served_mock
+    code = main(["run", f"{base}/missing.nwb", "--output", str(tmp_path / "o.nwb")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "HTTP 404" in err and len(err.splitlines()) == 1
+    if importlib.util.find_spec("dandi") is None:
+        assert main(["run", "DANDI:000123/sub-1/a.nwb"]) == 2
+        assert "pip install dandi" in capsys.readouterr().err

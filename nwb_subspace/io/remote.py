@@ -31,6 +31,7 @@ from urllib.request import Request, urlopen
 import h5py
 
 __all__ = [
+    "DandiClientMissing",
     "RemoteInfo",
     "dandiset_nwb_urls",
     "copy_without_raw",
@@ -102,11 +103,15 @@ def parse_dandi_spec(spec: str) -> tuple[str, str | None, str | None]:
     return m["id"], m["version"], (m["path"] or None)
 
 
+class DandiClientMissing(ImportError, ValueError):
+    """A DANDI source was given but the optional ``dandi`` client is not installed."""
+
+
 def _dandi_client() -> Any:
     try:
         from dandi.dandiapi import DandiAPIClient
     except ImportError:
-        raise ImportError(
+        raise DandiClientMissing(
             "DANDI sources need the dandi client: pip install dandi (or pip install "
             "'nwb-subspace[dandi]'), or pass the asset's https:// URL"
         ) from None
