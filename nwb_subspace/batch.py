@@ -127,6 +127,26 @@ def _finished(output: Path, run_name: str) -> bool | None:
         return None
 
 
+def _stored_score(output: Path, run_name: str) -> float:
+    """Median noise-corrected correlation of the CNN stored in a finished output (NaN if
+    it cannot be read)."""
+    from .io.writer import read_results
+
+    try:
+        results = read_results(output, run_name)
+    except Exception:  # an unreadable score must not stop the batch; it is only reported
+        return float("nan")
+    for model in results.models:
+        if model.kind == "cnn" and model.scores is not None:
+            return _median(model.scores.noise_corrected_correlation)
+    return float("nan")
+
+
+def _median(values: Any) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.nanmedian(values)) if np.isfinite(values).any() else float("nan")
+
+
 def _one_line(err: BaseException) -> str:
     text = " ".join(str(err).split()) or "no message"
     return f"{type(err).__name__}: {text}"
@@ -147,8 +167,7 @@ def run_one_session(source: str, output: str, config: AnalysisConfig) -> dict[st
     row: dict[str, Any] = {"source": source, "output": output, "error": ""}
     try:
         result = run_session(source, config, output=output)
-        nc = np.asarray(result.scores["cnn"].noise_corrected_correlation, dtype=float)
-        score = float(np.nanmedian(nc)) if np.isfinite(nc).any() else float("nan")
+        score = _median(result.scores["cnn"].noise_corrected_correlation)
         row.update(status="ok", median_cnn_score=score, output=str(result.output))
     except Exception as err:  # one bad session must not stop the batch
         row.update(status="failed", error=_one_line(err), median_cnn_score=float("nan"))
@@ -207,7 +226,8 @@ def run_batch(
         One row per session, in the order of ``sources``: ``source``, ``status`` (``ok``,
         ``failed`` or ``skipped``: its output already held the run), ``seconds``,
         ``output``, ``error`` (one line, empty unless failed) and ``median_cnn_score`` (median
-        noise-corrected correlation of the CNN over units; NaN when not run).
+        noise-corrected correlation of the CNN over units, read back from the output for a
+        skipped session; NaN when failed).
     """
     config = config or AnalysisConfig()
     if not isinstance(config, AnalysisConfig):
@@ -223,7 +243,8 @@ def run_batch(
         done = _finished(session.output, config.run_name)
         base = {"source": session.source, "output": str(session.output), "seconds": 0.0}
         if done:
-            rows[i] = {**base, "status": "skipped", "error": "", "median_cnn_score": np.nan}
+            score = _stored_score(session.output, config.run_name)
+            rows[i] = {**base, "status": "skipped", "error": "", "median_cnn_score": score}
         elif done is None:
             rows[i] = {
                 **base,

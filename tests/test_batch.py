@@ -78,6 +78,8 @@ def test_batch_reports_failure_and_resumes(sessions, tmp_path):
     assert run_batch_command(args, config=QUICK) == 1
     again = pd.read_csv(outdir / SUMMARY_FILE)
     assert again["status"].tolist() == ["skipped", "failed", "skipped"]
+    skipped = again[again["status"] == "skipped"]["median_cnn_score"].to_numpy()
+    np.testing.assert_allclose(skipped, ok["median_cnn_score"].to_numpy(), rtol=1e-6)
     assert {p: (p.stat().st_mtime_ns, file_sha256(p)) for p in outputs} == before
 
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -342,6 +343,9 @@ def copy_without_raw(source: str | os.PathLike, dest: Path) -> list[str]:
         ]
         for name in dropped:
             nwbfile.acquisition.pop(name)
-        with NWBHDF5IO(str(dest), mode="w") as out:
-            out.export(src_io=src, nwbfile=nwbfile, write_args={"link_data": False})
+        with warnings.catch_warnings():
+            # the writer's temporary sibling does not end in .nwb; the final name does
+            warnings.filterwarnings("ignore", message=".*does not end in '.nwb'")
+            with NWBHDF5IO(str(dest), mode="w") as out:
+                out.export(src_io=src, nwbfile=nwbfile, write_args={"link_data": False})
     return [f"acquisition/{name}" for name in dropped]
