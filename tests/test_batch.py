@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def test_sources_expand_from_globs_folders_and_urls(tmp_path):
         expand_sources([str(tmp_path / "*.h5")])
     with pytest.raises(ValueError, match="no sources"):
         expand_sources([])
+    if importlib.util.find_spec("dandi") is None:  # a dandiset needs the dandi client
+        with pytest.raises(ImportError, match="pip install dandi"):
+            expand_sources(["DANDI:000123"])
     with pytest.raises(ValueError, match="n_workers"):
         run_batch([tmp_path / "a.nwb"], tmp_path / "out", QUICK, n_workers=0)
 
