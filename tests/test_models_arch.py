@@ -381,3 +381,24 @@ def test_freeze_output_and_regularizer(kind):
     reg.backward()
     assert any(p.grad is not None for p in model.readout.parameters())
     assert model.output.amp.grad is None  # not regularised
+
+
+@pytest.mark.parametrize("kind", ["cnn", "ln"])
+def test_roughness_is_second_differences_of_the_first_layer(kind):
+    model = _model(kind)
+    core = model.core
+    temporal = core.temporal1 if kind == "cnn" else core.temporal
+    with torch.no_grad():
+        # straight lines along frequency and lag: no second differences
+        core.spectral.copy_(torch.arange(core.spectral.shape[1]).float().expand_as(core.spectral))
+        temporal.weight.copy_(2.0 - 0.5 * torch.arange(temporal.n_taps).float())
+        assert float(model.roughness()) == pytest.approx(0.0, abs=1e-6)
+        core.spectral[0, 3] += 1.0  # one bump: second differences 1, -2, 1
+        assert float(model.roughness()) == pytest.approx(6.0, rel=1e-6)
+    model.roughness().backward()
+    assert core.spectral.grad is not None and float(core.spectral.grad.abs().sum()) > 0
+
+
+def test_subspace_model_has_no_roughness():
+    model = _model("subspace")
+    assert float(model.roughness()) == 0.0

@@ -145,6 +145,24 @@ def test_bad_input_is_refused():
         TrainingConfig(loss="l1")
     with pytest.raises(ValueError, match="patience"):
         TrainingConfig(patience=0)
+    for bad_value in (-1e-3, True, "0.01", float("nan")):
+        with pytest.raises(ValueError, match="smoothness must be a number >= 0"):
+            TrainingConfig(smoothness=bad_value)
+
+
+def test_smoothness_penalty_smooths_the_first_layer():
+    """The same fit with a strong smoothness penalty ends with smoother spectral weightings
+    and temporal filters (random stimulus: every direction is equally constrained, so the
+    penalty, not the data, makes the difference); 0 turns the penalty off."""
+    X, Y, train, hold = _data(n_freq=12)
+    arch = {**SMALL_CNN, "n_taps1": 6}
+    rough = {}
+    for weight in (0.0, 1.0):
+        cfg = TrainingConfig(**{**FAST.to_dict(), "n_initializations": 1, "smoothness": weight})
+        est = EncodingEstimator("cnn", architecture=arch, training=cfg).fit(X, Y, train, hold)
+        with torch.no_grad():
+            rough[weight] = float(est.model_.roughness())
+    assert rough[1.0] < 0.5 * rough[0.0], rough
 
 
 def test_device_choice():

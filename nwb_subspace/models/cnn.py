@@ -27,6 +27,7 @@ from .layers import (
     _check_bool,
     _check_int,
     _layer,
+    _roughness,
     _sum_of_squares,
     _uniform_,
 )
@@ -108,6 +109,12 @@ class CNNCore(nn.Module):
         return _sum_of_squares(
             self.spectral, self.temporal1.weight, self.mix, self.temporal2.weight, self.dense.weight
         )
+
+    def roughness(self) -> Tensor:
+        """Squared second differences of the first layer's filters: the spectral weightings
+        along frequency and the first temporal filters along lag (the layer that sets the
+        dSTRFs' spectro-temporal detail)."""
+        return _roughness(self.spectral) + _roughness(self.temporal1.weight)
 
     def layer_summary(self, prefix: str = "core") -> list[dict[str, Any]]:
         """Rows describing the core's layers, input first."""

@@ -19,7 +19,8 @@ subclasses (neuralpredictors style).
 
 A *core* is any ``nn.Module`` with ``forward(x) -> features`` (features' leading dims
 ``(batch, time)``), integer attributes ``n_frequencies`` and ``memory``, and methods
-``regularizer() -> Tensor`` and ``tensor_dims() -> dict``. A *readout* maps the core's
+``regularizer() -> Tensor`` and ``tensor_dims() -> dict`` (optionally ``roughness() ->
+Tensor``, the smoothness penalty of its spectro-temporal filters). A *readout* maps the core's
 features to ``(batch, time, n_units)`` and has ``n_units``, ``regularizer()`` and
 ``tensor_dims()``.
 """
@@ -80,6 +81,18 @@ def _uniform_(tensor: Tensor, fan_in: int) -> Tensor:
     bound = 1.0 / math.sqrt(max(fan_in, 1))
     with torch.no_grad():
         return tensor.uniform_(-bound, bound)
+
+
+def _roughness(weight: Tensor) -> Tensor:
+    """Sum of squared second differences along the last axis of ``weight``.
+
+    Zero for a straight line; penalises the jagged filters that directions of the stimulus
+    with little variance leave undetermined (a smoothness prior, as in STRF estimation).
+    """
+    if weight.shape[-1] < 3:
+        return weight.new_zeros(())
+    d2 = weight[..., 2:] - 2 * weight[..., 1:-1] + weight[..., :-2]
+    return d2.pow(2).sum()
 
 
 def _sum_of_squares(*tensors: Tensor) -> Tensor:
@@ -506,6 +519,16 @@ class EncodingModel(nn.Module):
     def regularizer(self) -> Tensor:
         """Sum of squared weights of core and readout (scale by the L2 strength to train)."""
         return self.core.regularizer() + self.readout.regularizer()
+
+    def roughness(self) -> Tensor:
+        """Smoothness penalty of the core's spectro-temporal filters (zero if it has none).
+
+        Scale it by ``TrainingConfig.smoothness`` to train; see :func:`_roughness`.
+        """
+        rough = getattr(self.core, "roughness", None)
+        if rough is None:
+            return next(self.parameters()).new_zeros(())
+        return rough()
 
     def set_drive_offset(self, values: Tensor) -> EncodingModel:
         """Set the per-unit offset of the linear drive (the readout's last bias).

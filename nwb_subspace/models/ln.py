@@ -28,6 +28,7 @@ from .layers import (
     _check_bool,
     _check_int,
     _layer,
+    _roughness,
     _sum_of_squares,
     _uniform_,
 )
@@ -74,6 +75,11 @@ class LNCore(nn.Module):
     def regularizer(self) -> Tensor:
         """Sum of squared weights."""
         return _sum_of_squares(self.spectral, self.temporal.weight)
+
+    def roughness(self) -> Tensor:
+        """Squared second differences of the spectral weightings (along frequency) and the
+        temporal filters (along lag)."""
+        return _roughness(self.spectral) + _roughness(self.temporal.weight)
 
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
         """Dimension names of each ``state_dict`` entry."""
