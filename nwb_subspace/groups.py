@@ -125,6 +125,7 @@ def compare_groups(
     statistic: str,
     groups: Sequence[str] | None = None,
     min_per_group: int = 2,
+    grouping: str = "group",
 ) -> tuple[list[dict] | None, list[str]]:
     """Compare a per-unit value across labelled groups (two: Mann-Whitney; more: Kruskal).
 
@@ -141,6 +142,8 @@ def compare_groups(
         Groups to compare, in order (the first is ``a`` in the two-group effect); default the
         sorted known labels.
     min_per_group : int, default 2
+    grouping : str, default "group"
+        What the labels are (e.g. "cell type", "layer"), for the notes.
 
     Returns
     -------
@@ -163,17 +166,20 @@ def compare_groups(
     known = np.array(["" if u else str(x) for x, u in zip(labels, unknown, strict=True)])
     names = sorted(set(known[~unknown])) if groups is None else [str(g) for g in groups]
     members = {g: values[(known == g) & ~missing] for g in names}
-    counts = ", ".join(f"{g}: {v.size}" for g, v in members.items()) or "no known groups"
-    notes = [f"{site} {statistic}: units per group {counts}"]
+    what = f"{site} {statistic} by {grouping}"
+    if not (~unknown).any():
+        return None, [f"{what}: not tested; no unit has a known {grouping} ({values.size} unknown)"]
+    counts = ", ".join(f"{g}: {v.size}" for g, v in members.items())
+    notes = [f"{what}: units per group {counts}"]
     if unknown.any():
-        notes.append(f"{site} {statistic}: {int(unknown.sum())} unit(s) of unknown group left out")
+        notes.append(f"{what}: {int(unknown.sum())} unit(s) of unknown {grouping} left out")
     if missing.any():
-        notes.append(f"{site} {statistic}: {int(missing.sum())} unit(s) without a value left out")
+        notes.append(f"{what}: {int(missing.sum())} unit(s) without a value left out")
     tested = {g: v for g, v in members.items() if v.size >= min_per_group}
     if len(tested) < 2:
         notes.append(
-            f"{site} {statistic}: not tested; needs at least 2 groups with >= {min_per_group} "
-            f"units ({counts})"
+            f"{what}: not tested; needs at least 2 groups with >= {min_per_group} units "
+            f"({counts})"
         )
         return None, notes
     left = f"; left out: {int(unknown.sum())} unknown, {int(missing.sum())} without a value"
@@ -256,10 +262,13 @@ def compare_cell_types_and_layers(
     rows: list[dict] = []
     notes: list[str] = []
     for name, values in measures.items():
-        for labels, groups in ((cell_type, ["narrow", "broad"]), (layer, None)):
+        for labels, groups, grouping in (
+            (cell_type, ["narrow", "broad"], "cell type"),
+            (layer, None, "layer"),
+        ):
             r, n = compare_groups(
                 values, labels, site=site, statistic=name, groups=groups,
-                min_per_group=min_per_group,
+                min_per_group=min_per_group, grouping=grouping,
             )  # fmt: skip
             rows.extend(r or [])
             notes.extend(n)

@@ -259,12 +259,15 @@ class TuningSubspaceEstimator:
             above = evr[u, :k_u] > floor[u, :k_u]
             n_above = int(np.argmin(above)) if not above.all() else k_u
             dim[u] = max(min(k95, n_above, k_u), 0)
-            status = "ok"
+            problems = []
             if k_u < k_keep:
-                status = f"only {count} frames: {k_u} of {k_keep} components"
+                problems.append(f"only {count} frames: {k_u} of {k_keep} components")
             if k95 > k_u:
-                status += f"; {self.variance_threshold:.0%} not reached within {k_u} components"
-            self.status_.append(status)
+                problems.append(
+                    f"{self.variance_threshold:.0%} of the dSTRF variance not reached within "
+                    f"{k_u} components (dimensionality capped at {dim[u]})"
+                )
+            self.status_.append("; ".join(problems) or "ok")
         self.notes_ = list(moments.notes)
         rows = moments.units if unit_rows is None else np.asarray(unit_rows)
         self.result_ = TuningSubspaces(

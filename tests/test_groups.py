@@ -73,8 +73,8 @@ def test_one_unit_of_known_type_is_not_tested_and_says_so():
     assert to_site_statistics(rows) is None
     text = " ".join(notes)
     assert "not tested" in text and "narrow: 1, broad: 0" in text
-    assert "2 unit(s) of unknown group left out" in text
-    assert "3 unit(s) of unknown group left out" in text
+    assert "s breadth by cell type: 2 unit(s) of unknown cell type left out" in text
+    assert "s breadth by layer: not tested; no unit has a known layer (3 unknown)" in text
 
 
 def test_compare_sites_and_site_statistics():

@@ -301,8 +301,8 @@ def test_small_sites_say_so_plainly(edge_sites):
         in notes  # fmt: skip
     assert "site 'dropped': none of its 1 unit(s) passes the quality cut" in notes
     # one unit of known type: narrow vs broad not tested, counts given
-    assert "single breadth: units per group narrow: 1, broad: 0" in notes
-    assert "single breadth: not tested" in notes
+    assert "single breadth by cell type: units per group narrow: 1, broad: 0" in notes
+    assert "single breadth by cell type: not tested" in notes
     assert [s.site for s in out.site_subspaces] == ["pair"]
     assert set(out.statistics_table["site"]) == {"pair"}
     status = out.unit_table.set_index("unit_row")["status"]
