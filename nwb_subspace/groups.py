@@ -178,8 +178,7 @@ def compare_groups(
     tested = {g: v for g, v in members.items() if v.size >= min_per_group}
     if len(tested) < 2:
         notes.append(
-            f"{what}: not tested; needs at least 2 groups with >= {min_per_group} units "
-            f"({counts})"
+            f"{what}: not tested; needs at least 2 groups with >= {min_per_group} units ({counts})"
         )
         return None, notes
     left = f"; left out: {int(unknown.sum())} unknown, {int(missing.sum())} without a value"

@@ -264,7 +264,9 @@ def test_narrow_units_have_broader_srfs(tiling_sites):
     row = next(r for r in rows if r["statistic"] == "breadth_narrow_vs_broad")
     assert row["p_value"] < 0.01 and row["effect_size"] > 0.5 and row["value"] > row["null_mean"]
     assert "narrow: 12, broad: 12" in row["test"]
-    assert any("scattered breadth by layer: 3 unit(s) of unknown layer left out" in x for x in notes)
+    assert any(
+        "scattered breadth by layer: 3 unit(s) of unknown layer left out" in x for x in notes
+    )
 
 
 def test_two_unit_site_tiling_runs_and_says_little_power():
