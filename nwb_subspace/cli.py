@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .progress import set_progress
+
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
@@ -109,7 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Tuning subspaces of auditory-cortex neurons from NWB recordings.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars and only warnings in the log (bars are also off when stderr "
+        "is not a terminal or CI is set)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -169,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    set_progress(False if args.quiet else None)
     try:
         return args.func(args)
     except CLIError as err:

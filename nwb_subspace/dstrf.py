@@ -52,6 +52,7 @@ from torch import Tensor, nn
 
 from .dstrf_accumulate import MomentAccumulator
 from .dstrf_gated import gated_jacobian, gated_work_per_bin, supports_gated
+from .progress import progress_bar
 
 __all__ = ["DSTRFMoments", "compute_dstrf", "dstrf_moments", "jacobian_windows"]
 
@@ -476,12 +477,14 @@ def _group_moments(
         timings["jacobian_s"] += time.perf_counter() - t0
         return jac.reshape(units.size, b.numel(), p)
 
-    with torch.no_grad():
+    desc = f"dSTRFs of {group.size} unit(s)"
+    with torch.no_grad(), progress_bar(idx.size, desc, unit="bin") as bar:
         for s in range(0, idx.size, step):
             jac = jac_chunk(s, group)
             t0 = time.perf_counter()
             acc.add(jac)
             timings["accumulate_s"] += time.perf_counter() - t0
+            bar.update(jac.shape[1])
     mean = acc.mean()
     spread = acc.rms_deviation()
     n_outliers = torch.zeros(group.size, dtype=torch.long)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..progress import progress_bar
 from .layers import EncodingModel
 
 LOSSES = ("poisson", "mse")
@@ -248,35 +249,40 @@ def _run_stage(
         len(history.train_loss) - 1,
     )
     waited = 0
-    for _ in range(epochs):
-        order = torch.randperm(len(train), generator=gen).to(train.x.device)
-        total = 0.0
-        for i in range(0, len(train), cfg.batch_windows):
-            sel = order[i : i + cfg.batch_windows]
-            out = fn(train.x[sel])[:, train.ctx :]
-            w = train.w[sel]
-            n = w.sum().clamp_min(1.0)
-            data_loss = _loss(out, train.y[sel], w, kind) / n
-            loss = data_loss + cfg.l2 * model.regularizer() / n_units
-            if cfg.smoothness:
-                loss = loss + cfg.smoothness * model.roughness() / n_units
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(data_loss.detach()) * float(n)
-        hold_loss = _epoch_loss(fn, hold, kind, cfg.batch_windows * 4)
-        history.train_loss.append(total / max(train.n_scored, 1.0))
-        history.holdout_loss.append(hold_loss)
-        history.stage.append(stage)
-        if progress is not None:
-            progress(stage, len(history.train_loss), hold_loss)
-        if hold_loss < best[0] - 1e-7 * abs(best[0]):
-            best = (hold_loss, copy.deepcopy(model.state_dict()), len(history.train_loss) - 1)
-            waited = 0
-        else:
-            waited += 1
-            if waited >= cfg.patience:
-                break
+    kind_name = getattr(model, "kind", "model")
+    desc = f"{kind_name} fit, init {history.initialization + 1}, stage {stage}"
+    with progress_bar(epochs, desc, unit="epoch") as bar:
+        for _ in range(epochs):
+            order = torch.randperm(len(train), generator=gen).to(train.x.device)
+            total = 0.0
+            for i in range(0, len(train), cfg.batch_windows):
+                sel = order[i : i + cfg.batch_windows]
+                out = fn(train.x[sel])[:, train.ctx :]
+                w = train.w[sel]
+                n = w.sum().clamp_min(1.0)
+                data_loss = _loss(out, train.y[sel], w, kind) / n
+                loss = data_loss + cfg.l2 * model.regularizer() / n_units
+                if cfg.smoothness:
+                    loss = loss + cfg.smoothness * model.roughness() / n_units
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(data_loss.detach()) * float(n)
+            hold_loss = _epoch_loss(fn, hold, kind, cfg.batch_windows * 4)
+            history.train_loss.append(total / max(train.n_scored, 1.0))
+            history.holdout_loss.append(hold_loss)
+            history.stage.append(stage)
+            bar.update(1)
+            bar.set_postfix(holdout_loss=f"{hold_loss:.4g}", refresh=False)
+            if progress is not None:
+                progress(stage, len(history.train_loss), hold_loss)
+            if hold_loss < best[0] - 1e-7 * abs(best[0]):
+                best = (hold_loss, copy.deepcopy(model.state_dict()), len(history.train_loss) - 1)
+                waited = 0
+            else:
+                waited += 1
+                if waited >= cfg.patience:
+                    break
     model.load_state_dict(best[1])
     history.best_epoch = best[2]
     history.best_holdout_loss = best[0]

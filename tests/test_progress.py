@@ -1,0 +1,92 @@
+"""Progress bars: shown on a terminal or when forced, silent in CI, logs and with --quiet."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from nwb_subspace import progress
+from nwb_subspace.dstrf import dstrf_moments
+from nwb_subspace.models import build_model
+from nwb_subspace.models.training import TrainingConfig, fit_model
+
+FAST = TrainingConfig(
+    max_epochs_stage1=2, max_epochs_stage2=1, patience=5, n_initializations=1, window=32
+)
+
+
+@pytest.fixture(autouse=True)
+def _automatic_afterwards():
+    yield
+    progress.set_progress(None)
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_automatic_rule(monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr("sys.stderr", _Terminal())
+    assert progress.progress_enabled()
+    monkeypatch.setenv("CI", "true")
+    assert not progress.progress_enabled()
+    monkeypatch.delenv("CI")
+    monkeypatch.setattr("sys.stderr", io.StringIO())  # a log file or a pipe
+    assert not progress.progress_enabled()
+    progress.set_progress(True)
+    assert progress.progress_enabled()
+    progress.set_progress(False)
+    monkeypatch.setattr("sys.stderr", _Terminal())
+    assert not progress.progress_enabled()
+    with pytest.raises(TypeError, match="True, False or None"):
+        progress.set_progress("yes")
+
+
+def _data(n_bins=600, n_freq=5, n_units=3):
+    rng = np.random.default_rng(0)
+    X = rng.random((n_bins, n_freq)).astype(np.float32)
+    Y = rng.poisson(1.0 + X[:, :n_units] * 2).astype(np.float32)
+    fit = np.zeros(n_bins, bool)
+    fit[:400] = True
+    return X, Y, fit, ~fit
+
+
+def _model():
+    torch.manual_seed(0)
+    arch = {"n_channels1": 4, "n_channels2": 3, "n_hidden": 5, "n_taps1": 3, "n_taps2": 2}
+    return build_model("cnn", {"n_frequencies": 5, "n_units": 3, **arch})
+
+
+def test_bars_for_fits_and_dstrfs_when_on(capsys):
+    X, Y, fit, hold = _data()
+    progress.set_progress(True)
+    model, _ = fit_model(_model(), X, Y, fit, hold, FAST)
+    dstrf_moments(model, X)
+    err = capsys.readouterr().err
+    assert "cnn fit, init 1, stage 1" in err and "cnn fit, init 1, stage 2" in err
+    assert "/2 [" in err and "epoch/s" in err  # a bar of 2 epochs
+    assert "dSTRFs of 3 unit(s)" in err and "/600 [" in err  # every bin
+
+
+def test_no_bars_when_off(capsys):
+    X, Y, fit, hold = _data()
+    progress.set_progress(False)
+    model, _ = fit_model(_model(), X, Y, fit, hold, FAST)
+    dstrf_moments(model, X)
+    assert capsys.readouterr().err == ""
+
+
+def test_cli_quiet_turns_bars_off(tmp_path, monkeypatch):
+    from nwb_subspace.cli import main
+
+    monkeypatch.setattr("sys.stderr", _Terminal())
+    monkeypatch.delenv("CI", raising=False)
+    assert main(["--quiet", "inspect", str(tmp_path / "missing.nwb")]) == 2
+    assert not progress.progress_enabled()
+    assert main(["inspect", str(tmp_path / "missing.nwb")]) == 2
+    assert progress.progress_enabled()
