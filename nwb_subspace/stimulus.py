@@ -44,6 +44,8 @@ from typing import Any
 import numpy as np
 import scipy.signal
 
+from .progress import track
+
 __all__ = [
     "DENORMAL_GUARD",
     "NYQUIST_FRACTION",
@@ -348,7 +350,8 @@ def compute_spectrogram(
     # The output is known up front: fill it chunk by chunk (float64 only per chunk).
     data = np.empty((n_samples // hop, n_ch), dtype=np.float32)
     row = 0
-    for start in range(0, n_samples, chunk):
+    starts = range(0, n_samples, chunk)
+    for start in track(starts, len(starts), "spectrogram", unit="chunk"):
         x = _read(source, start, min(start + chunk, n_samples)) + DENORMAL_GUARD
         n_total = carry.shape[1] + x.size
         n_bins = n_total // hop

@@ -73,11 +73,26 @@ def test_bars_for_fits_and_dstrfs_when_on(capsys):
     assert "dSTRFs of 3 unit(s)" in err and "/600 [" in err  # every bin
 
 
+def _spectrogram():
+    from nwb_subspace.stimulus import SpectrogramSettings, compute_spectrogram
+
+    wave = np.random.default_rng(0).standard_normal(44100 * 3)
+    return compute_spectrogram(wave, 44100.0, SpectrogramSettings(n_channels=8), chunk_s=1.0)
+
+
+def test_spectrogram_bar_counts_chunks(capsys):
+    progress.set_progress(True)
+    _spectrogram()
+    err = capsys.readouterr().err
+    assert "spectrogram" in err and "/3 [" in err  # 3 s of sound in 1-s chunks
+
+
 def test_no_bars_when_off(capsys):
     X, Y, fit, hold = _data()
     progress.set_progress(False)
     model, _ = fit_model(_model(), X, Y, fit, hold, FAST)
     dstrf_moments(model, X)
+    _spectrogram()
     assert capsys.readouterr().err == ""
 
 
