@@ -22,7 +22,12 @@ from .io.remote import is_remote, open_binary, probe, remote_cache, remote_name,
 from .io.session import SessionData, load_session_data
 from .io.units import UnitInfo, read_units, unit_columns
 from .io.writer import ResultsExistError, default_output_path, list_runs, write_results
-from .models.estimator import EncodingEstimator, validation_predictions, validation_psths
+from .models.estimator import (
+    EncodingEstimator,
+    score_predictions,
+    validation_predictions,
+    validation_psths,
+)
 from .results import FittedModel, ResultSet, SpectrogramResult, SubspaceRFs, TuningSubspaces
 from .sites import SiteInputs, SiteStep, SiteStepResult, read_site_labels
 from .summary import write_summary
@@ -71,6 +76,7 @@ class SubspaceStep:
     tuning: TuningSubspaces | None = None
     srfs: SubspaceRFs | None = None
     model: Any = None
+    scores: Any = None
     ev_fraction: np.ndarray | None = None
     moments: Any = None
     unit_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -197,14 +203,16 @@ def analyse_subspaces(
     )
     pred = validation_predictions(sm.predict(X), session.validation)
     psth = validation_psths(session.validation, rows)
-    from .scoring import explained_variance
-
-    ev_sub = explained_variance(pred, psth)
-    ev_fraction = explained_variance_fraction(ev_sub, cnn_scores.explained_variance[passing])
+    ceiling = np.asarray(session.noise_ceiling)[rows]
+    sm_scores = score_predictions(pred, psth, ceiling, seed=config.seed)
+    ev_fraction = explained_variance_fraction(
+        sm_scores.explained_variance, cnn_scores.explained_variance[passing]
+    )
     return SubspaceStep(
         tuning=tuning,
         srfs=srfs,
         model=sm,
+        scores=sm_scores,
         ev_fraction=ev_fraction,
         moments=moments,
         unit_rows=np.asarray(rows, dtype=np.int64),
@@ -378,6 +386,7 @@ def _run_session(
     if sm is not None:
         fitted = sm.to_fitted_model(bin_size_s=bin_s, name="subspace")
         fitted.spectrogram = spec_name
+        fitted.scores = step.scores  # validation scores of the passing units, as for LN/CNN
         models.append(fitted)
     results = ResultSet(
         spectrograms=spectrograms,

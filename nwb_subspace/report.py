@@ -249,9 +249,8 @@ def _section_models(results: ResultSet, figs: _Figures) -> str:
     if unscored:
         out.append(
             _p(
-                f"Stored without validation scores: {', '.join(unscored)} (the pipeline "
-                "does not store the subspace model's scores yet; they are not recomputed "
-                "here)."
+                f"Stored without validation scores: {', '.join(unscored)} (they are not "
+                "recomputed here)."
             )
         )
     if scored_cnn(results) is not None:

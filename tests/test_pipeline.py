@@ -62,7 +62,17 @@ def test_subspaces_and_srfs_are_stored(tiny_run):
     assert t.components.shape[1:] == (6, 32, result.estimators["cnn"].model_.memory)
     assert np.all(t.dimensionality >= 1)
     assert back.srfs and set(back.srfs[0].response_source) == {"model", "measured"}
-    assert any(m.kind == "subspace" for m in back.models)
+    sub = next(m for m in back.models if m.kind == "subspace")
+    # the subspace model's validation scores are stored like the CNN's, for its units
+    np.testing.assert_array_equal(sub.unit_rows, t.unit_rows)
+    assert sub.scores is not None and sub.scores.explained_variance.shape == sub.unit_rows.shape
+    cnn = next(m for m in back.models if m.kind == "cnn")
+    cnn_ev = dict(zip(cnn.unit_rows.tolist(), cnn.scores.explained_variance, strict=True))
+    ev_cnn = np.array([cnn_ev[r] for r in sub.unit_rows.tolist()])
+    ratio = np.where(
+        ev_cnn > 0, sub.scores.explained_variance / np.where(ev_cnn > 0, ev_cnn, 1), np.nan
+    )
+    np.testing.assert_allclose(ratio, result.ev_fraction, rtol=1e-6)
 
 
 def test_site_step_is_stored_and_summarised(tiny_run):
