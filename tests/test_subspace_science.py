@@ -94,8 +94,9 @@ def test_shape_class_matches_true_nonlinearity(small_session, cnn_tuning):
 
 
 @pytest.mark.xfail(
-    reason="issue 7 open: median EV fraction 0.92 here (dSTRFs over every bin, units with "
-    "nc >= 0.7; goal 0.95); the demo pipeline (stimulus bins, nc >= 0.5) reaches 0.99",
+    reason="issue 7 open: borderline; the median EV fraction (dSTRFs over every bin, units "
+    "with nc >= 0.7; goal 0.95) reaches 0.95 with one torch thread (as under xdist in CI) but "
+    "0.92 with two, where the CNN fit differs; the demo pipeline reports 0.93",
     strict=False,
 )
 def test_subspace_model_keeps_cnn_explained_variance(small_session, cnn_tuning):
