@@ -62,8 +62,8 @@ class TrainingConfig:
         spectro-temporal directions with little variance; without it those parts of the
         filters, and so of the dSTRFs, stay at whatever the initialisation and the noise put
         there. On the ``small`` simulated session 1e-2 raised the CNN's median
-        noise-corrected correlation from 0.84 to 0.85 and the match of its dSTRF PCs to the
-        true subspace (median cos^2) from 0.45 to 0.61 (see benchmarks/README.md).
+        noise-corrected correlation from 0.84 to 0.85-0.87 and the match of its dSTRF PCs to
+        the true subspace (median cos^2) from 0.45 to 0.52-0.61 over two fits.
     max_epochs_stage1, max_epochs_stage2 : int
         Upper bounds on epochs (passes over the training windows).
     patience : int
