@@ -34,6 +34,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .circuit import SiteSubspaceAnalysis as _SiteAnalysis
 from .models.training import TrainingConfig
 from .stimulus import SpectrogramSettings
 
@@ -116,12 +117,13 @@ class SiteSettings:
 
     enabled: bool = True
     group_by: str | None = None
-    n_components: int | None = None
-    variance_threshold: float = 0.85
-    unit_variance_threshold: float = 0.85
-    max_unit_components: int = 20
-    weighting: str = "equal"
-    n_null: int = 200
+    # the site-subspace settings default to SiteSubspaceAnalysis's own (one source of truth)
+    n_components: int | None = _SiteAnalysis.n_components
+    variance_threshold: float = _SiteAnalysis.variance_threshold
+    unit_variance_threshold: float = _SiteAnalysis.unit_variance_threshold
+    max_unit_components: int = _SiteAnalysis.max_unit_components
+    weighting: str = _SiteAnalysis.weighting
+    n_null: int = _SiteAnalysis.n_null
     n_shifts: int = 500
     high_activity_threshold: float = 0.5
     alpha: float = 0.05
