@@ -82,6 +82,13 @@ def _check_X(model: nn.Module, X: np.ndarray | Tensor) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
 
+def _model_device(model: nn.Module) -> torch.device:
+    """The device of the model's weights (CPU for a model without parameters)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
 def _check_units(model: nn.Module, units) -> np.ndarray:
     if units is None:
         return np.arange(model.n_units)
@@ -121,7 +128,7 @@ def _choose_mode(mode: str, n_units: int, n_pixels: int, model: nn.Module | None
 
 def _windows(X: Tensor, bins: Tensor, length: int) -> Tensor:
     """Windows ``X[t-length+1 .. t]`` for each bin (zeros before the start): (B, length, F)."""
-    offsets = torch.arange(-length + 1, 1)
+    offsets = torch.arange(-length + 1, 1, device=bins.device)
     idx = bins[:, None] + offsets[None, :]
     win = X[idx.clamp(min=0)]
     return win * (idx >= 0)[..., None].to(X.dtype)
@@ -158,7 +165,7 @@ def jacobian_windows(
     """
     b, length, n_freq = windows.shape
     use = min(n_lags, length)
-    units_t = torch.as_tensor(units)
+    units_t = torch.as_tensor(units, device=windows.device)
     n_sel = units_t.numel()
     mode = _choose_mode(mode, n_sel, n_freq * use, model)
     if mode == "gated":
@@ -175,7 +182,9 @@ def jacobian_windows(
         x = windows.detach().clone().requires_grad_(True)
         with torch.enable_grad():
             out = last(x)  # (B, N_sel)
-            eye = torch.eye(n_sel, dtype=out.dtype)[:, None, :].expand(n_sel, b, n_sel)
+            eye = torch.eye(n_sel, dtype=out.dtype, device=out.device)[:, None, :].expand(
+                n_sel, b, n_sel
+            )
             (grad,) = torch.autograd.grad(out, x, grad_outputs=eye, is_grads_batched=True)
         jac = grad[:, :, length - use :, :]  # (N_sel, B, use, F)
     else:
@@ -184,9 +193,14 @@ def jacobian_windows(
         pieces = []
         for start in range(0, n_dir, forward_chunk):
             stop = min(start + forward_chunk, n_dir)
-            tang = torch.zeros(stop - start, b, length, n_freq, dtype=x.dtype)
-            d = torch.arange(start, stop)
-            tang[torch.arange(stop - start), :, length - use + d // n_freq, d % n_freq] = 1.0
+            tang = x.new_zeros(stop - start, b, length, n_freq)
+            d = torch.arange(start, stop, device=x.device)
+            tang[
+                torch.arange(stop - start, device=x.device),
+                :,
+                length - use + d // n_freq,
+                d % n_freq,
+            ] = 1.0
 
             def jvp_one(t: Tensor) -> Tensor:
                 return torch.func.jvp(last, (x,), (t,))[1]
@@ -249,7 +263,7 @@ def compute_dstrf(
     ndarray of float32, shape (len(bins), N_sel, F, D)
     """
     _check_model(model)
-    Xt = _check_X(model, X)
+    Xt = _check_X(model, X).to(_model_device(model))
     units = _check_units(model, units)
     d = _check_lags(model, n_lags)
     bins = np.atleast_1d(np.asarray(bins))
@@ -265,9 +279,9 @@ def compute_dstrf(
     model.eval()
     try:
         for s in range(0, bins.size, step):
-            b = torch.as_tensor(bins[s : s + step], dtype=torch.long)
+            b = torch.as_tensor(bins[s : s + step], dtype=torch.long, device=Xt.device)
             jac = jacobian_windows(model, _windows(Xt, b, length), units, d, chosen)
-            out[s : s + b.numel()] = jac.permute(1, 0, 2, 3).numpy()
+            out[s : s + b.numel()] = jac.permute(1, 0, 2, 3).cpu().numpy()
     finally:
         model.train(was_training)
     return out
@@ -373,7 +387,7 @@ def dstrf_moments(
     DSTRFMoments
     """
     _check_model(model)
-    Xt = _check_X(model, X)
+    Xt = _check_X(model, X).to(_model_device(model))
     units = _check_units(model, units)
     d = _check_lags(model, n_lags)
     n_bins, n_freq = Xt.shape
@@ -468,11 +482,11 @@ def _group_moments(
 ) -> dict[str, np.ndarray]:
     n_freq = Xt.shape[1]
     p = n_freq * d
-    acc = MomentAccumulator(group.size, p)
+    acc = MomentAccumulator(group.size, p, device=Xt.device)
 
     def jac_chunk(s: int, units: np.ndarray) -> Tensor:
         t0 = time.perf_counter()
-        b = torch.as_tensor(idx[s : s + step], dtype=torch.long)
+        b = torch.as_tensor(idx[s : s + step], dtype=torch.long, device=Xt.device)
         jac = jacobian_windows(model, _windows(Xt, b, length), units, d, mode)
         timings["jacobian_s"] += time.perf_counter() - t0
         return jac.reshape(units.size, b.numel(), p)
@@ -487,11 +501,11 @@ def _group_moments(
             bar.update(jac.shape[1])
     mean = acc.mean()
     spread = acc.rms_deviation()
-    n_outliers = torch.zeros(group.size, dtype=torch.long)
+    n_outliers = torch.zeros(group.size, dtype=torch.long, device=Xt.device)
     if threshold is not None:
         bound = acc.max_dev + (mean - acc.centre.double()).norm(dim=1)
         limit = threshold * spread
-        suspect = np.flatnonzero((bound > limit).numpy() & (spread > 0).numpy())
+        suspect = np.flatnonzero(((bound > limit) & (spread > 0)).cpu().numpy())
         t_pass2 = time.perf_counter()
         j_before = timings["jacobian_s"]
         if suspect.size:  # pass 2, only for units that may hold outliers
@@ -501,9 +515,9 @@ def _group_moments(
                 dev = (jac.double() - mean[suspect][:, None, :]).norm(dim=-1)
                 out = (dev > limit[suspect][:, None]) & torch.isfinite(dev)
                 if out.any():
-                    full = torch.zeros(group.size, jac.shape[1], dtype=torch.bool)
+                    full = out.new_zeros(group.size, jac.shape[1])
                     full[suspect] = out
-                    jfull = torch.zeros(group.size, jac.shape[1], p, dtype=jac.dtype)
+                    jfull = jac.new_zeros(group.size, jac.shape[1], p)
                     jfull[suspect] = jac
                     acc.add(jfull, sign=-1.0, weight=full)
                     n_outliers[suspect] += out.sum(1)
@@ -513,12 +527,13 @@ def _group_moments(
     t0 = time.perf_counter()
     cov = acc.covariance()
     timings["accumulate_s"] += time.perf_counter() - t0
-    return {
-        "count": acc.count.round().long().numpy(),
-        "n_total": acc.total.numpy(),
-        "n_outliers": n_outliers.numpy(),
-        "n_nonfinite": acc.nonfinite.numpy(),
-        "mean": acc.mean().numpy(),
-        "covariance": cov.numpy(),
-        "spread": spread.numpy(),
+    out = {
+        "count": acc.count.round().long(),
+        "n_total": acc.total,
+        "n_outliers": n_outliers,
+        "n_nonfinite": acc.nonfinite,
+        "mean": acc.mean(),
+        "covariance": cov,
+        "spread": spread,
     }
+    return {key: value.cpu().numpy() for key, value in out.items()}

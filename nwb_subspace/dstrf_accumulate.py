@@ -26,16 +26,21 @@ class MomentAccumulator:
         Units and pixels.
     flush_every : int, default 1024
         Frames summed in float32 before they are added to the float64 totals.
+    device : str or torch.device, default "cpu"
+        Where the totals live: the device the frames come from.
     """
 
-    def __init__(self, n: int, p: int, *, flush_every: int = 1024) -> None:
-        self.count = torch.zeros(n, dtype=torch.float64)
-        self.total = torch.zeros(n, dtype=torch.long)
-        self.nonfinite = torch.zeros(n, dtype=torch.long)
-        self.sum_dev = torch.zeros(n, p, dtype=torch.float64)
-        self.sumsq_dev = torch.zeros(n, dtype=torch.float64)
-        self.m2 = torch.zeros(n, p, p, dtype=torch.float64)
-        self.max_dev = torch.zeros(n, dtype=torch.float64)
+    def __init__(
+        self, n: int, p: int, *, flush_every: int = 1024, device: str | torch.device = "cpu"
+    ) -> None:
+        f64 = {"dtype": torch.float64, "device": device}
+        self.count = torch.zeros(n, **f64)
+        self.total = torch.zeros(n, dtype=torch.long, device=device)
+        self.nonfinite = torch.zeros(n, dtype=torch.long, device=device)
+        self.sum_dev = torch.zeros(n, p, **f64)
+        self.sumsq_dev = torch.zeros(n, **f64)
+        self.m2 = torch.zeros(n, p, p, **f64)
+        self.max_dev = torch.zeros(n, **f64)
         self.centre: Tensor | None = None
         self._buf: Tensor | None = None
         self._buffered = 0
@@ -50,7 +55,7 @@ class MomentAccumulator:
         finite = torch.isfinite(jac.sum(-1))  # (n, B): a sum is finite iff every term is
         all_finite = bool(finite.all())
         if not all_finite:
-            jac = torch.where(finite[..., None], jac, torch.zeros((), dtype=jac.dtype))
+            jac = torch.where(finite[..., None], jac, jac.new_zeros(()))
         w = finite.to(jac.dtype) if weight is None else weight.to(jac.dtype) * finite
         if self.centre is None:
             n_f = w.sum(1).clamp_min(1.0)
@@ -67,7 +72,7 @@ class MomentAccumulator:
         self.sum_dev += sign * dev.sum(1).double()
         self.sumsq_dev += sign * sq.sum(1)
         if self._buf is None:
-            self._buf = torch.zeros(self.m2.shape, dtype=jac.dtype)
+            self._buf = jac.new_zeros(self.m2.shape)
         self._buf.baddbmm_(dev.transpose(1, 2), dev, alpha=sign)
         self._buffered += jac.shape[1]
         if self._buffered >= self.flush_every:

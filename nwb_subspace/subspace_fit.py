@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .models import SubspaceModel
+from .models.estimator import resolve_device
 from .models.training import FitHistory, TrainingConfig, fit_model, predict, training_info
 from .results import FittedModel, TuningSubspaces
 
@@ -40,7 +41,7 @@ class SubspaceModelEstimator:
         Units with a smaller dimensionality (e.g. 0 for a flat dSTRF) use this many PCs.
     training : TrainingConfig, optional
         Recipe passed to ``fit_model`` (default: its defaults).
-    device : str, default "cpu"
+    device : {"cpu", "cuda", "auto"}, default "cpu"
 
     Attributes
     ----------
@@ -48,6 +49,8 @@ class SubspaceModelEstimator:
     history_ : FitHistory
     n_components_ : ndarray of int, shape (n_units,)
     unit_rows_ : ndarray of int
+    device_ : str
+        The torch device the model was fitted on ("auto" resolved).
     """
 
     n_hidden1: int = 15
@@ -58,6 +61,7 @@ class SubspaceModelEstimator:
     model_: SubspaceModel | None = field(default=None, init=False, repr=False)
     history_: FitHistory | None = field(default=None, init=False, repr=False)
     n_components_: np.ndarray | None = field(default=None, init=False, repr=False)
+    device_: str | None = field(default=None, init=False, repr=False)
     unit_rows_: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def fit(
@@ -87,6 +91,7 @@ class SubspaceModelEstimator:
         k = np.clip(np.asarray(tuning.dimensionality, dtype=np.int64), mc, max_k)
         bases = [np.asarray(tuning.components[u, : k[u]], dtype=np.float32) for u in range(n)]
         training = self.training or TrainingConfig()
+        self.device_ = resolve_device(self.device)
         torch.manual_seed(training.seed * 1000)  # the first initialisation, as fit_model does
         model = SubspaceModel.from_bases(bases, n_hidden1=self.n_hidden1, n_hidden2=self.n_hidden2)
         bases_t = [b.copy() for b in bases]
@@ -97,7 +102,7 @@ class SubspaceModelEstimator:
             )
 
         self.model_, self.history_ = fit_model(
-            model, X, Y, train_mask, holdout_mask, training, device=self.device, build=build
+            model, X, Y, train_mask, holdout_mask, training, device=self.device_, build=build
         )
         self.n_components_ = k
         self.unit_rows_ = tuning.unit_rows.copy()
@@ -107,13 +112,13 @@ class SubspaceModelEstimator:
         """Predicted counts per bin, shape (n_bins, n_units)."""
         if self.model_ is None:
             raise RuntimeError("call fit() before predict()")
-        return predict(self.model_, X, device=self.device)
+        return predict(self.model_, X, device=self.device_)
 
     def to_fitted_model(self, bin_size_s: float, name: str = "subspace_model") -> FittedModel:
         """The fitted model as a :class:`~nwb_subspace.results.FittedModel` for the writer."""
         if self.model_ is None or self.history_ is None:
             raise RuntimeError("call fit() before to_fitted_model()")
-        info = training_info(self.training or TrainingConfig(), self.history_, self.device)
+        info = training_info(self.training or TrainingConfig(), self.history_, self.device_)
         return FittedModel(
             name=name,
             module=self.model_,
