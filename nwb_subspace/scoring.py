@@ -7,6 +7,8 @@ that sound's repeats.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 
@@ -43,7 +45,8 @@ def shuffle_noise_floor(
     """Correlation reached by chance: the 95th percentile over circularly shifted predictions.
 
     Circular shifts (by at least 10% of the data) keep the prediction's own temporal
-    structure, so the floor is not flattered by slow fluctuations.
+    structure, so the floor is not flattered by slow fluctuations. NaN for a unit whose
+    prediction or PSTH is constant (no correlation is defined).
     """
     pred, psth = _check(pred, psth)
     rng = np.random.default_rng(seed)
@@ -55,7 +58,9 @@ def shuffle_noise_floor(
         else np.ones(n_shuffles, dtype=int)
     )
     null = np.stack([correlation(np.roll(pred, int(s), axis=0), psth) for s in shifts])
-    return np.nanpercentile(null, percentile, axis=0)
+    with warnings.catch_warnings():  # all-NaN columns (constant signals) give NaN, as documented
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        return np.nanpercentile(null, percentile, axis=0)
 
 
 def noise_corrected(r: np.ndarray, ceiling: np.ndarray) -> np.ndarray:

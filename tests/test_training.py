@@ -173,3 +173,16 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_subspace_model_resolves_auto_device():
+    from nwb_subspace.subspace_fit import SubspaceModelEstimator
+    from nwb_subspace.testing import mock_result_set
+
+    tuning = mock_result_set().subspaces[0]
+    n, _, n_freq, _ = tuning.components.shape
+    X, Y, train, hold = _data(n_bins=600, n_freq=n_freq, n_units=n)
+    est = SubspaceModelEstimator(training=FAST, device="auto").fit(tuning, X, Y, train, hold)
+    assert est.device_ == resolve_device("auto")
+    assert est.to_fitted_model(0.01).training.device == est.device_
+    assert np.isfinite(est.predict(X)).all()
