@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -67,6 +68,63 @@ def _check_model(model: nn.Module) -> None:
                 f"model must be an nwb_subspace EncodingModel (with memory, n_frequencies and "
                 f"n_units); got {type(model).__name__} without {name!r}"
             )
+
+
+def _members(model) -> list[nn.Module]:
+    """One model, or the members of an ensemble (a sequence of models of one class with the
+    same memory, frequencies and units)."""
+    if isinstance(model, nn.Module):
+        _check_model(model)
+        return [model]
+    try:
+        members = list(model)
+    except TypeError:
+        raise TypeError(
+            f"model must be an EncodingModel or a sequence of them; got {type(model).__name__}"
+        ) from None
+    if not members:
+        raise ValueError("an ensemble needs at least one model; got an empty sequence")
+    for m in members:
+        if not isinstance(m, nn.Module):
+            raise TypeError(f"ensemble members must be EncodingModels; got {type(m).__name__}")
+        _check_model(m)
+    first = members[0]
+    for m in members[1:]:
+        if type(m) is not type(first) or any(
+            int(getattr(m, a)) != int(getattr(first, a))
+            for a in ("memory", "n_frequencies", "n_units")
+        ):
+            raise ValueError(
+                "ensemble members must be models of one class with the same memory, "
+                "n_frequencies and n_units (fits of one architecture to one session)"
+            )
+    return members
+
+
+def _ensemble_jacobian(
+    members: list[nn.Module], windows: Tensor, units: np.ndarray, n_lags: int, mode: str
+) -> tuple[Tensor, Tensor | None]:
+    """Mean Jacobian over the members, (N_sel, B, F*D), and for two or more members the
+    scaled half-difference ``D`` whose covariance is that of the mean's fit-to-fit error.
+
+    Members alternate between halves A (even) and B (odd); ``D = c (mean_A - mean_B) / 2``
+    with ``c^2 = 4 / (M (1/|A| + 1/|B|))``, so for independent member errors of covariance
+    ``S``, ``Cov(D) = S / M`` (the error covariance of the mean of ``M`` members).
+    """
+    halves: list[Tensor | None] = [None, None]
+    for j, m in enumerate(members):
+        jac = jacobian_windows(m, windows, units, n_lags, mode)
+        jac = jac.reshape(jac.shape[0], jac.shape[1], -1)
+        h = halves[j % 2]
+        halves[j % 2] = jac.clone() if h is None else h.add_(jac)
+    n = len(members)
+    if n == 1:
+        return halves[0], None
+    n_a, n_b = (n + 1) // 2, n // 2
+    mean = (halves[0] + halves[1]) / n
+    scale = math.sqrt(4.0 / (n * (1.0 / n_a + 1.0 / n_b)))
+    diff = halves[0].div_(n_a).sub_(halves[1].div_(n_b)).mul_(scale / 2)
+    return mean, diff
 
 
 def _check_X(model: nn.Module, X: np.ndarray | Tensor) -> Tensor:
@@ -231,7 +289,7 @@ def _chunk_size(
 
 
 def compute_dstrf(
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     X: np.ndarray | Tensor,
     bins: np.ndarray,
     *,
@@ -244,7 +302,8 @@ def compute_dstrf(
 
     Parameters
     ----------
-    model : EncodingModel
+    model : EncodingModel or sequence of EncodingModel
+        One model, or an ensemble (its mean dSTRF; see :func:`dstrf_moments`).
     X : ndarray, shape (n_bins, F)
         Spectrogram.
     bins : array of int
@@ -262,7 +321,8 @@ def compute_dstrf(
     -------
     ndarray of float32, shape (len(bins), N_sel, F, D)
     """
-    _check_model(model)
+    members = _members(model)
+    model = members[0]
     Xt = _check_X(model, X).to(_model_device(model))
     units = _check_units(model, units)
     d = _check_lags(model, n_lags)
@@ -275,15 +335,18 @@ def compute_dstrf(
     chosen = _choose_mode(mode, units.size, Xt.shape[1] * d, model)
     step = _chunk_size(model, chosen, units.size, length, d, chunk_size)
     out = np.empty((bins.size, units.size, Xt.shape[1], d), np.float32)
-    was_training = model.training
-    model.eval()
+    was_training = [m.training for m in members]
+    for m in members:
+        m.eval()
     try:
         for s in range(0, bins.size, step):
             b = torch.as_tensor(bins[s : s + step], dtype=torch.long, device=Xt.device)
-            jac = jacobian_windows(model, _windows(Xt, b, length), units, d, chosen)
+            jac, _ = _ensemble_jacobian(members, _windows(Xt, b, length), units, d, chosen)
+            jac = jac.reshape(units.size, b.numel(), Xt.shape[1], d)
             out[s : s + b.numel()] = jac.permute(1, 0, 2, 3).cpu().numpy()
     finally:
-        model.train(was_training)
+        for m, flag in zip(members, was_training, strict=True):
+            m.train(flag)
     return out
 
 
@@ -320,6 +383,13 @@ class DSTRFMoments:
     timings : dict of str to float
         Seconds spent computing Jacobians (``jacobian_s``), accumulating moments
         (``accumulate_s``) and removing outliers (``outlier_pass_s``, Jacobians excluded).
+    n_models : int
+        Model fits whose Jacobians were averaged (1 for a single model).
+    noise_covariance : ndarray of float64, shape (n, F*D, F*D) or None
+        With two or more fits: the covariance of the averaged dSTRF's fit-to-fit error,
+        estimated from the difference of the two halves of the fits (see
+        :func:`dstrf_moments`); what the tuning step subtracts to find the variance that
+        the fits agree on. None for a single model.
     """
 
     units: np.ndarray
@@ -338,10 +408,12 @@ class DSTRFMoments:
     frame_bins: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    n_models: int = 1
+    noise_covariance: np.ndarray | None = None
 
 
 def dstrf_moments(
-    model: nn.Module,
+    model: nn.Module | Sequence[nn.Module],
     X: np.ndarray | Tensor,
     *,
     bins: np.ndarray | None = None,
@@ -357,8 +429,14 @@ def dstrf_moments(
 
     Parameters
     ----------
-    model : EncodingModel
-        Fitted model (used in eval mode; its weights are not changed).
+    model : EncodingModel or sequence of EncodingModel
+        Fitted model (used in eval mode; its weights are not changed), or an **ensemble**:
+        several fits of one architecture to the same data (e.g. every initialisation, or
+        jackknife fits). An ensemble's dSTRF at a bin is the mean of its members' exact
+        Jacobians, i.e. the exact Jacobian of the ensemble's mean prediction; with two or
+        more members ``noise_covariance`` is filled too (the fits are split into halves A
+        (even) and B (odd) and the covariance of their scaled difference estimates the
+        fit-to-fit error of the mean).
     X : ndarray, shape (n_bins, F)
         Spectrogram of the whole recording (context before each bin is real stimulus).
     bins : ndarray, optional
@@ -386,7 +464,8 @@ def dstrf_moments(
     -------
     DSTRFMoments
     """
-    _check_model(model)
+    members = _members(model)
+    model = members[0]
     Xt = _check_X(model, X).to(_model_device(model))
     units = _check_units(model, units)
     d = _check_lags(model, n_lags)
@@ -419,8 +498,9 @@ def dstrf_moments(
     notes: list[str] = []
     results = []
     timings = {"jacobian_s": 0.0, "accumulate_s": 0.0, "outlier_pass_s": 0.0}
-    was_training = model.training
-    model.eval()
+    was_training = [m.training for m in members]
+    for m in members:
+        m.eval()
     try:
         for g0 in range(0, units.size, unit_batch):
             group = units[g0 : g0 + unit_batch]
@@ -428,15 +508,16 @@ def dstrf_moments(
             step = _chunk_size(model, chosen, n_work, length, d, chunk_size)
             results.append(
                 _group_moments(
-                    model, Xt, idx, group, d, length, chosen, step, outlier_threshold, timings
+                    members, Xt, idx, group, d, length, chosen, step, outlier_threshold, timings
                 )
             )
         frames = None
         if keep_frames is not None:
             kf = np.asarray(keep_frames, dtype=np.int64)
-            frames = compute_dstrf(model, Xt, kf, units=units, n_lags=d, mode=chosen)
+            frames = compute_dstrf(members, Xt, kf, units=units, n_lags=d, mode=chosen)
     finally:
-        model.train(was_training)
+        for m, flag in zip(members, was_training, strict=True):
+            m.train(flag)
     cat = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
     n_out, n_nf = cat["n_outliers"], cat["n_nonfinite"]
     if n_nf.any():
@@ -465,11 +546,13 @@ def dstrf_moments(
         frame_bins=None if keep_frames is None else np.asarray(keep_frames, dtype=np.int64),
         notes=notes,
         timings=timings,
+        n_models=len(members),
+        noise_covariance=cat.get("noise_covariance"),
     )
 
 
 def _group_moments(
-    model: nn.Module,
+    members: list[nn.Module],
     Xt: Tensor,
     idx: np.ndarray,
     group: np.ndarray,
@@ -483,20 +566,23 @@ def _group_moments(
     n_freq = Xt.shape[1]
     p = n_freq * d
     acc = MomentAccumulator(group.size, p, device=Xt.device)
+    noise = MomentAccumulator(group.size, p, device=Xt.device) if len(members) > 1 else None
 
-    def jac_chunk(s: int, units: np.ndarray) -> Tensor:
+    def jac_chunk(s: int, units: np.ndarray) -> tuple[Tensor, Tensor | None]:
         t0 = time.perf_counter()
         b = torch.as_tensor(idx[s : s + step], dtype=torch.long, device=Xt.device)
-        jac = jacobian_windows(model, _windows(Xt, b, length), units, d, mode)
+        jac, diff = _ensemble_jacobian(members, _windows(Xt, b, length), units, d, mode)
         timings["jacobian_s"] += time.perf_counter() - t0
-        return jac.reshape(units.size, b.numel(), p)
+        return jac, diff
 
     desc = f"dSTRFs of {group.size} unit(s)"
     with torch.no_grad(), progress_bar(idx.size, desc, unit="bin") as bar:
         for s in range(0, idx.size, step):
-            jac = jac_chunk(s, group)
+            jac, diff = jac_chunk(s, group)
             t0 = time.perf_counter()
             acc.add(jac)
+            if noise is not None:
+                noise.add(diff)
             timings["accumulate_s"] += time.perf_counter() - t0
             bar.update(jac.shape[1])
     mean = acc.mean()
@@ -511,15 +597,18 @@ def _group_moments(
         if suspect.size:  # pass 2, only for units that may hold outliers
             sub = group[suspect]
             for s in range(0, idx.size, step):
-                jac = jac_chunk(s, sub)
+                jac, diff = jac_chunk(s, sub)
                 dev = (jac.double() - mean[suspect][:, None, :]).norm(dim=-1)
                 out = (dev > limit[suspect][:, None]) & torch.isfinite(dev)
                 if out.any():
                     full = out.new_zeros(group.size, jac.shape[1])
                     full[suspect] = out
-                    jfull = jac.new_zeros(group.size, jac.shape[1], p)
-                    jfull[suspect] = jac
-                    acc.add(jfull, sign=-1.0, weight=full)
+                    for target, frames in ((acc, jac), (noise, diff)):
+                        if target is None:
+                            continue
+                        padded = frames.new_zeros(group.size, frames.shape[1], p)
+                        padded[suspect] = frames
+                        target.add(padded, sign=-1.0, weight=full)
                     n_outliers[suspect] += out.sum(1)
         timings["outlier_pass_s"] += (
             time.perf_counter() - t_pass2 - (timings["jacobian_s"] - j_before)
@@ -536,4 +625,6 @@ def _group_moments(
         "covariance": cov,
         "spread": spread,
     }
+    if noise is not None:
+        out["noise_covariance"] = noise.covariance()
     return {key: value.cpu().numpy() for key, value in out.items()}

@@ -163,3 +163,67 @@ def test_auto_mode_picks_gated_map_and_gated_needs_a_known_model():
 
     with pytest.raises(ValueError, match="gated"):
         dstrf_moments(Lin(), X, mode="gated")
+
+
+class _MeanOf(torch.nn.Module):
+    """Reference ensemble: the mean prediction of its members, differentiated by autograd."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+        self.memory = members[0].memory
+        self.n_frequencies = members[0].n_frequencies
+        self.n_units = members[0].n_units
+
+    def forward(self, x):
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def test_ensemble_dstrf_is_the_jacobian_of_the_mean_prediction():
+    members = [_small_cnn(seed=s).eval() for s in range(3)]
+    X = np.random.default_rng(4).random((60, 8)).astype(np.float32)
+    bins = np.array([3, 20, 59])
+    J = compute_dstrf(members, X, bins, n_lags=6)
+    ref = _MeanOf(members).eval()
+    for i, t in enumerate(bins):
+        np.testing.assert_allclose(J[i], _reference(ref, X, int(t), 6), atol=1e-5)
+
+
+def test_ensemble_noise_covariance_is_the_half_difference_covariance():
+    members = [_small_cnn(seed=s).eval() for s in range(3)]
+    X = np.random.default_rng(5).random((90, 8)).astype(np.float32)
+    mom = dstrf_moments(members, X, n_lags=5, outlier_threshold=None, chunk_size=16)
+    assert mom.n_models == 3 and mom.noise_covariance.shape == (5, 40, 40)
+    J = [compute_dstrf(m, X, np.arange(90), n_lags=5).reshape(90, 5, -1) for m in members]
+    mean = (J[0] + J[1] + J[2]) / 3
+    # halves A = {0, 2}, B = {1}; c^2 = 4 / (M (1/|A| + 1/|B|)) = 4 / (3 * 1.5)
+    diff = np.sqrt(4 / 4.5) * ((J[0] + J[2]) / 2 - J[1]) / 2
+    for u in range(5):
+        np.testing.assert_allclose(mom.mean[u].ravel(), mean[:, u].mean(0), atol=1e-7)
+        np.testing.assert_allclose(mom.covariance[u], np.cov(mean[:, u], rowvar=False), atol=1e-8)
+        np.testing.assert_allclose(
+            mom.noise_covariance[u], np.cov(diff[:, u], rowvar=False), atol=1e-8
+        )
+    single = dstrf_moments(members[0], X, n_lags=5)
+    assert single.n_models == 1 and single.noise_covariance is None
+
+
+def test_identical_fits_have_no_fit_to_fit_noise():
+    model = _small_cnn().eval()
+    X = np.random.default_rng(6).random((80, 8)).astype(np.float32)
+    one = dstrf_moments(model, X, n_lags=4)
+    two = dstrf_moments([model, model], X, n_lags=4)
+    np.testing.assert_allclose(two.covariance, one.covariance, atol=1e-10)
+    assert np.abs(two.noise_covariance).max() < 1e-12
+
+
+def test_bad_ensembles_are_refused():
+    X = np.random.default_rng(0).random((30, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match="at least one model"):
+        dstrf_moments([], X)
+    with pytest.raises(ValueError, match="same memory"):
+        dstrf_moments([_small_cnn(5), _small_cnn(4)], X)
+    with pytest.raises(TypeError, match="EncodingModel"):
+        dstrf_moments([_small_cnn(), "model"], X)
+    with pytest.raises(TypeError, match="sequence"):
+        dstrf_moments(3.0, X)
