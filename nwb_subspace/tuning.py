@@ -19,7 +19,11 @@ Dimensionality
 --------------
 Smallest ``k`` whose cumulative explained-variance ratio reaches ``variance_threshold``
 (default 0.95), capped by the number of leading components whose ratio exceeds the noise
-floor. A unit with a flat (all-zero) dSTRF, or fewer than 2 kept frames, gets dimensionality
+floor. When the dSTRFs are the average over several model fits
+(:func:`nwb_subspace.dstrf.dstrf_moments` with an ensemble), the cumulative ratio is that of
+the variance the fits **agree on**: along each principal axis the fit-to-fit error variance
+(from the moments' ``noise_covariance``) is subtracted first (a cross-validated PCA), so
+directions in which only the fits' noise varies do not inflate the dimensionality. A unit with a flat (all-zero) dSTRF, or fewer than 2 kept frames, gets dimensionality
 0, NaN ratios and a note in ``status``.
 """
 
@@ -128,6 +132,24 @@ def pca_from_moments(covariance: np.ndarray, n_components: int) -> tuple[np.ndar
     comps = evecs[:, order].T
     signs = np.where(comps.sum(1) < 0, -1.0, 1.0)
     return comps * signs[:, None], np.clip(evals[order], 0.0, None)
+
+
+def _agreed_variance_ratio(
+    components: np.ndarray, eigenvalues: np.ndarray, noise: np.ndarray
+) -> np.ndarray:
+    """Cumulative share of the variance the fits agree on, along each principal axis.
+
+    Along axis ``v_i`` the averaged dSTRFs vary by ``lambda_i``, of which ``v_i^T N v_i`` is
+    fit-to-fit error (``N`` = noise covariance); the rest, clipped at 0, is variance the fits
+    share. Returns its cumulative sum over the axes (all of them given, strongest first)
+    divided by its total; NaN where nothing is shared (below 1e-9 of the variance).
+    """
+    err = np.einsum("ip,pq,iq->i", components, noise, components)
+    agreed = np.clip(eigenvalues - err, 0.0, None)
+    total = agreed.sum()
+    if not total > 1e-9 * eigenvalues.sum():  # rounding, not shared variance
+        return np.full(agreed.size, np.nan)
+    return np.cumsum(agreed) / total
 
 
 def subspace_similarity(a: np.ndarray, b: np.ndarray) -> float:
@@ -248,18 +270,28 @@ class TuningSubspaceEstimator:
                 )
                 continue
             k_u = min(k_keep, count - 1)
-            c, ev = pca_from_moments(cov, k_u)
-            comps[u, :k_u] = c.reshape(k_u, f, d)
-            evr[u, :k_u] = ev / total
+            noise = None if moments.noise_covariance is None else moments.noise_covariance[u]
+            c, ev = pca_from_moments(cov, p if noise is not None else k_u)
+            comps[u, :k_u] = c[:k_u].reshape(k_u, f, d)
+            evr[u, :k_u] = ev[:k_u] / total
             floor[u] = noise_floor(
                 np.diag(cov), count, k_keep, n_shuffles=self.n_shuffles, seed=self.seed + u
             )
-            cum = np.cumsum(evr[u, :k_u])
+            problems = []
+            if noise is None:
+                cum = np.cumsum(evr[u, :k_u])
+            else:
+                cum = _agreed_variance_ratio(c, ev, noise)[:k_u]
+                if not np.isfinite(cum).all():
+                    problems.append(
+                        f"no dSTRF variance beyond the fit-to-fit noise of "
+                        f"{moments.n_models} fits; dimensionality 0"
+                    )
+                    cum = np.zeros(k_u)
             k95 = int(np.searchsorted(cum, self.variance_threshold - 1e-12) + 1)
             above = evr[u, :k_u] > floor[u, :k_u]
             n_above = int(np.argmin(above)) if not above.all() else k_u
-            dim[u] = max(min(k95, n_above, k_u), 0)
-            problems = []
+            dim[u] = 0 if problems else max(min(k95, n_above, k_u), 0)
             if k_u < k_keep:
                 problems.append(f"only {count} frames: {k_u} of {k_keep} components")
             if k95 > k_u:

@@ -118,3 +118,53 @@ def test_jackknife_and_bad_settings(truth_session):
         )
     with pytest.raises(ValueError, match="frequencies"):
         TuningSubspaceEstimator().fit(truth_session["moments"], frequencies=[1.0], bin_s=0.01)
+
+
+def _moments(cov: np.ndarray, noise: np.ndarray | None, f: int = 5, d: int = 8):
+    from nwb_subspace.dstrf import DSTRFMoments
+
+    n = cov.shape[0]
+    return DSTRFMoments(
+        units=np.arange(n),
+        n_frequencies=f,
+        n_lags=d,
+        count=np.full(n, 5000),
+        n_total=np.full(n, 5000),
+        n_outliers=np.zeros(n, int),
+        n_nonfinite=np.zeros(n, int),
+        mean=np.zeros((n, f, d)),
+        covariance=cov,
+        spread=np.ones(n),
+        outlier_threshold=5.0,
+        mode="gated",
+        n_models=1 if noise is None else 4,
+        noise_covariance=noise,
+    )
+
+
+def test_dimensionality_counts_only_the_variance_fits_agree_on():
+    rng = np.random.default_rng(0)
+    p = 40
+    q, _ = np.linalg.qr(rng.standard_normal((p, 2)))
+    signal = q @ np.diag([1.0, 0.5]) @ q.T  # two shared dimensions
+    r, _ = np.linalg.qr(rng.standard_normal((p, p)))
+    err = r @ np.diag(0.4 * 0.85 ** np.arange(p)) @ r.T  # correlated fit-to-fit error
+    cov = (signal + err)[None]
+    plain = TuningSubspaceEstimator().fit(
+        _moments(cov, None), frequencies=np.arange(5.0), bin_s=0.01
+    )
+    # the error's variance (trace 2.7, more than the signal's 1.5) inflates the 95% rule
+    assert plain.result_.dimensionality[0] > 8
+    agreed = TuningSubspaceEstimator().fit(
+        _moments(cov, err[None]), frequencies=np.arange(5.0), bin_s=0.01
+    )
+    assert agreed.result_.dimensionality[0] == 2
+    assert agreed.status_ == ["ok"]
+    # the PCs are those of the averaged dSTRFs (error included), close to the shared span
+    assert subspace_similarity(q.T, agreed.result_.components[0, :2].reshape(2, -1)) > 0.9
+    # nothing beyond the error: dimensionality 0, said so
+    none = TuningSubspaceEstimator().fit(
+        _moments(err[None], err[None]), frequencies=np.arange(5.0), bin_s=0.01
+    )
+    assert none.result_.dimensionality[0] == 0
+    assert "fit-to-fit noise of 4 fits" in none.status_[0]
