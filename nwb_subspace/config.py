@@ -54,7 +54,14 @@ class SessionSettings:
 
 @dataclass(frozen=True)
 class SubspaceSettings:
-    """dSTRF PCA and SRF settings (DESIGN.md section 3 defaults)."""
+    """dSTRF PCA and SRF settings (DESIGN.md section 3 defaults).
+
+    ``ensemble`` (default true): the dSTRFs are those of the mean prediction of every
+    initialisation's CNN fit (``[training] n_initializations``; all are stored), and the
+    dimensionality counts only the variance the fits agree on; false uses the best fit alone.
+    Averaging fits brought the subspaces of simulated units closer to the truth (see
+    ``benchmarks/README.md`` and issue 7's notes).
+    """
 
     n_components: int = 20
     variance_threshold: float = 0.95
@@ -63,6 +70,11 @@ class SubspaceSettings:
     min_occupancy: int = 10
     high_activity_threshold: float = 0.5
     min_noise_corrected_r: float = 0.5
+    ensemble: bool = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ensemble, bool):
+            raise ValueError(f"[subspace] ensemble must be true or false; got {self.ensemble!r}")
 
 
 def _check_fraction(section: str, name: str, value: Any, example: float) -> None:

@@ -129,6 +129,11 @@ def read_unit_info(path: Path, config: AnalysisConfig, notes: list[str]) -> Unit
         return None
 
 
+def ensemble_names(n_fits: int) -> list[str]:
+    """Names of the stored CNN fits behind ensemble dSTRFs: ``cnn`` (best), ``cnn_fit2``..."""
+    return ["cnn"] + [f"cnn_fit{j}" for j in range(2, n_fits + 1)]
+
+
 def fit_models(
     session: SessionData, config: AnalysisConfig, masks: dict[str, np.ndarray], progress=None
 ) -> dict[str, EncodingEstimator]:
@@ -170,8 +175,15 @@ def analyse_subspaces(
     rows = cnn.units_[passing]
     X = session.spectrogram.data
     log.info("dSTRFs of %d units at %d bins", passing.size, int(stim.sum()))
+    fits = cnn.members_ if sub.ensemble else [cnn.model_]
+    if len(fits) > 1:
+        notes.append(
+            f"dSTRFs: the mean over {len(fits)} CNN fits (one per initialisation; stored as "
+            f"{', '.join(ensemble_names(len(fits)))}); dimensionality from the variance they "
+            "agree on"
+        )
     moments = dstrf_moments(
-        cnn.model_, X, bins=stim, units=passing, outlier_threshold=sub.outlier_threshold
+        fits, X, bins=stim, units=passing, outlier_threshold=sub.outlier_threshold
     )
     est = TuningSubspaceEstimator(
         n_components=sub.n_components, variance_threshold=sub.variance_threshold, seed=config.seed
@@ -383,6 +395,25 @@ def _run_session(
         )
         for kind, est in fits.items()
     ]
+    cnn = fits["cnn"]
+    if config.subspace.ensemble and tuning is not None:  # the other fits behind the dSTRFs
+        for member, name in enumerate(ensemble_names(len(cnn.members_))[1:], start=1):
+            models.append(
+                cnn.to_result(
+                    name,
+                    unit_rows=session.unit_rows,
+                    bin_size_s=bin_s,
+                    scores=cnn.score(
+                        X,
+                        session.validation,
+                        session.noise_ceiling,
+                        seed=config.seed,
+                        member=member,
+                    ),
+                    spectrogram=spec_name,
+                    member=member,
+                )
+            )
     if sm is not None:
         fitted = sm.to_fitted_model(bin_size_s=bin_s, name="subspace")
         fitted.spectrogram = spec_name

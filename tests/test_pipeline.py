@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 QUICK = AnalysisConfig(
     training=TrainingConfig(
-        n_initializations=1, max_epochs_stage1=15, max_epochs_stage2=8, patience=5
+        n_initializations=2, max_epochs_stage1=15, max_epochs_stage2=8, patience=5
     ),
     subspace=SubspaceSettings(n_components=6, min_noise_corrected_r=0.0),
     sites=SiteSettings(n_null=50, n_shifts=100),
@@ -45,7 +45,8 @@ def test_results_are_appended_and_source_kept(tiny_run):
     after = dataset_checksums(path)
     assert [k for k in before if after.get(k) != before[k]] == []
     back = read_results(path, "quick")
-    assert {"ln", "cnn", "subspace"} == {m.name for m in back.models}
+    # two initialisations: the CNN's second fit is stored too (its dSTRFs are averaged in)
+    assert {"ln", "cnn", "cnn_fit2", "subspace"} == {m.name for m in back.models}
     assert back.spectrograms[0].data.shape == result.session.spectrogram.data.shape
     assert back.config["seed"] == 0 and back.config["split"]["validation_sounds"]
     with NWBHDF5IO(str(path), "r") as io:
@@ -115,3 +116,27 @@ def test_rerun_needs_overwrite(tiny_run):
     path, _, _ = tiny_run
     with pytest.raises(ResultsExistError, match="overwrite=True"):
         run_session(path, QUICK)
+
+
+def test_ensemble_dstrfs_are_reproducible_from_the_stored_fits(tiny_run):
+    from nwb_subspace.dstrf import dstrf_moments
+    from nwb_subspace.pipeline import session_masks
+
+    path, _, result = tiny_run
+    back = read_results(path, "quick")
+    fits = [next(m for m in back.models if m.name == name) for name in ("cnn", "cnn_fit2")]
+    assert all(m.scores is not None for m in fits)
+    assert any("mean over 2 CNN fits" in note for note in back.config["notes"])
+    t = back.subspaces[0]
+    cols = [int(np.flatnonzero(fits[0].unit_rows == r)[0]) for r in t.unit_rows]
+    masks = session_masks(result.session)
+    mom = dstrf_moments(
+        [m.module for m in fits],
+        result.session.spectrogram.data,
+        bins=masks["fit"] | masks["holdout"] | masks["validation"],
+        units=cols,
+        outlier_threshold=QUICK.subspace.outlier_threshold,
+    )
+    assert mom.n_models == 2 and mom.noise_covariance is not None
+    # the stored mean dSTRFs are those of the two stored fits
+    np.testing.assert_allclose(mom.mean, t.mean_dstrf, atol=1e-5 * np.abs(mom.mean).max())

@@ -71,6 +71,11 @@ class EncodingEstimator:
     model_ : EncodingModel
         The fitted model (best initialisation).
     history_ : FitHistory
+    members_ : list of EncodingModel
+        Every initialisation's fitted model, lowest holdout loss first (``members_[0]`` is
+        ``model_``); for dSTRFs averaged over fits.
+    member_histories_ : list of FitHistory
+        Their histories, in the same order.
     units_ : ndarray of int
         Columns of ``Y`` that were fitted (units with spikes in the training bins).
     excluded_units_ : ndarray of int
@@ -136,6 +141,7 @@ class EncodingEstimator:
         torch.manual_seed(self.training.seed * 1000)  # the first initialisation
         model = build_model(self.kind, config)
         self.device_ = device
+        runs: list = []
         self.model_, self.history_ = fit_model(
             model,
             X,
@@ -145,20 +151,38 @@ class EncodingEstimator:
             self.training,
             device=device,
             progress=self.progress,
+            every_fit=runs,
         )
+        runs.sort(key=lambda run: run[1].best_holdout_loss)  # stable: the best comes first
+        self.members_ = [m for m, _ in runs]
+        self.member_histories_ = [h for _, h in runs]
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted spike counts per bin, ``(n_bins, len(units_))``."""
+    def predict(self, X: np.ndarray, *, member: int = 0) -> np.ndarray:
+        """Predicted spike counts per bin, ``(n_bins, len(units_))``, of the best fit (or of
+        ``members_[member]``)."""
         if not hasattr(self, "model_"):
             raise RuntimeError("call fit() before predict()")
-        return predict(self.model_, X, device=self.device_)
+        return predict(self._member(member), X, device=self.device_)
+
+    def _member(self, member: int):
+        if isinstance(member, bool) or not isinstance(member, int):
+            raise TypeError(f"member must be an int index into members_; got {member!r}")
+        if not 0 <= member < len(self.members_):
+            raise ValueError(f"member must be in [0, {len(self.members_)}); got {member}")
+        return self.members_[member]
 
     def score(
-        self, X: np.ndarray, validation: Mapping, noise_ceiling: np.ndarray, *, seed: int = 0
+        self,
+        X: np.ndarray,
+        validation: Mapping,
+        noise_ceiling: np.ndarray,
+        *,
+        seed: int = 0,
+        member: int = 0,
     ) -> UnitScores:
         """Validation scores of the fitted units against repeat-averaged PSTHs."""
-        pred = validation_predictions(self.predict(X), validation)
+        pred = validation_predictions(self.predict(X, member=member), validation)
         psth = validation_psths(validation, self.units_)
         return score_predictions(pred, psth, np.asarray(noise_ceiling)[self.units_], seed=seed)
 
@@ -170,16 +194,18 @@ class EncodingEstimator:
         scores: UnitScores | None = None,
         spectrogram: str | None = None,
         architecture: str = "",
+        member: int = 0,
     ) -> FittedModel:
-        """The fitted model as a ``FittedModel`` ready for ``write_results``.
+        """The fitted model (or ``members_[member]``) as a ``FittedModel`` for ``write_results``.
 
         ``unit_rows`` are the units-table rows of all columns of ``Y``; only the fitted ones
         (``units_``) are kept.
         """
-        info = training_info(self.training, self.history_, self.device_)
+        module = self._member(member)
+        info = training_info(self.training, self.member_histories_[member], self.device_)
         return FittedModel(
             name=name,
-            module=self.model_.cpu(),
+            module=module.cpu(),
             unit_rows=np.asarray(unit_rows)[self.units_],
             bin_size_s=bin_size_s,
             training=info,

@@ -334,6 +334,7 @@ def fit_model(
     device: str | torch.device = "cpu",
     progress: Callable[[int, int, float], None] | None = None,
     build: Callable[[], EncodingModel] | None = None,
+    every_fit: list[tuple[EncodingModel, FitHistory]] | None = None,
 ) -> tuple[EncodingModel, FitHistory]:
     """Fit ``model`` with the two-stage recipe; return the best initialisation and its history.
 
@@ -354,10 +355,16 @@ def fit_model(
     device : str or torch.device
     progress : callable, optional
         Called as ``progress(stage, epoch, holdout_loss)`` after each epoch.
+    build : callable, optional
+        Builds initialisation ``i > 0``.
+    every_fit : list, optional
+        If given, ``(model, history)`` of every initialisation is appended to it, in order
+        (e.g. to average the dSTRFs of all fits).
 
     Returns
     -------
     model, history
+        Of the initialisation with the lowest holdout loss.
     """
     cfg = config or TrainingConfig()
     X = np.asarray(X, dtype=np.float32)
@@ -413,6 +420,8 @@ def fit_model(
                 2,
                 progress,
             )
+        if every_fit is not None:
+            every_fit.append((candidate.eval(), hist))
         if best_hist is None or hist.best_holdout_loss < best_hist.best_holdout_loss:
             best_model, best_hist = candidate, hist
     best_hist.seconds = time.perf_counter() - start
