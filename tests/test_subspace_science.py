@@ -35,8 +35,8 @@ def cnn_tuning(small_session, small_fits):
     est = small_fits["cnn"]
     X = session.spectrogram.data.astype(np.float32)
     scores = est.score(X, session.validation, session.noise_ceiling)
-    model = est.model_.cpu().eval()
-    mom = dstrf_moments(model, X)  # every bin, D = the model's memory
+    fits = [m.cpu().eval() for m in est.members_]
+    mom = dstrf_moments(fits, X)  # every bin, D = the memory; the mean over the 3 fits
     tu = (
         TuningSubspaceEstimator()
         .fit(mom, frequencies=session.frequencies, bin_s=1 / session.rate)
