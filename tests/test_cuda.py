@@ -72,13 +72,27 @@ def test_moments_on_cuda_equal_cpu_with_outliers_and_frames():
     np.testing.assert_allclose(b.frames, a.frames, atol=1e-5 * np.abs(a.frames).max())
 
 
+def test_ensemble_moments_on_cuda_equal_cpu():
+    pairs = [_pair(_cnn())]
+    torch.manual_seed(1)
+    second = PopulationCNN(8, 5, n_channels1=6, n_taps1=4, n_channels2=5, n_taps2=3, n_hidden=7)
+    pairs.append(_pair(second))
+    X = np.random.default_rng(3).random((500, 8)).astype(np.float32)
+    a = dstrf_moments([c for c, _ in pairs], X, n_lags=6)
+    b = dstrf_moments([g for _, g in pairs], X, n_lags=6)
+    assert a.n_models == b.n_models == 2
+    for key in ("covariance", "noise_covariance"):
+        ref = getattr(a, key)
+        np.testing.assert_allclose(getattr(b, key), ref, atol=1e-5 * np.abs(ref).max())
+
+
 def test_cnn_fits_on_cuda_and_predicts_like_its_cpu_copy():
     X, Y, train, hold = _data()
     arch = {"n_channels1": 6, "n_channels2": 5, "n_hidden": 8, "n_taps1": 4, "n_taps2": 3}
     gpu = EncodingEstimator("cnn", architecture=arch, training=FAST, device="cuda")
     gpu.fit(X, Y, train, hold)
-    assert gpu.device_ == "cuda"
-    assert all(p.device.type == "cuda" for p in gpu.model_.parameters())
+    assert gpu.device_ == "cuda" and len(gpu.members_) == 2
+    assert all(p.device.type == "cuda" for m in gpu.members_ for p in m.parameters())
     pred = gpu.predict(X)
     assert np.isfinite(pred).all()
     on_cpu = predict(copy.deepcopy(gpu.model_).cpu(), X)
@@ -99,7 +113,7 @@ def test_whole_session_on_cuda(tmp_path):
     path, _ = simulate_session(tmp_path / "tiny.nwb", preset="tiny", seed=0)
     config = AnalysisConfig(
         training=TrainingConfig(
-            n_initializations=1, max_epochs_stage1=15, max_epochs_stage2=8, patience=5
+            n_initializations=2, max_epochs_stage1=15, max_epochs_stage2=8, patience=5
         ),
         subspace=SubspaceSettings(n_components=6, min_noise_corrected_r=0.0),
         sites=SiteSettings(n_null=20, n_shifts=20),
@@ -109,7 +123,7 @@ def test_whole_session_on_cuda(tmp_path):
     result = run_session(path, config)
     back = read_results(path, "gpu")  # rebuilt on the CPU
     models = {m.name: m for m in back.models}
-    assert {"ln", "cnn", "subspace"} <= set(models)
+    assert {"ln", "cnn", "cnn_fit2", "subspace"} <= set(models)  # dSTRFs of both CNN fits
     assert models["cnn"].training.device == "cuda"
     X = result.session.spectrogram.data.astype(np.float32)
     stored = predict(models["cnn"].module, X)
