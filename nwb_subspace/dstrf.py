@@ -61,6 +61,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .denormals import flushed_denormals
 from .dstrf_accumulate import MomentAccumulator
 from .dstrf_jacobian import (
     _check_lags,
@@ -79,6 +80,7 @@ from .progress import progress_bar
 __all__ = ["DSTRFMoments", "compute_dstrf", "dstrf_moments", "jacobian_windows"]
 
 
+@flushed_denormals()
 def compute_dstrf(
     model: nn.Module | Sequence[nn.Module],
     X: np.ndarray | Tensor,
@@ -203,6 +205,7 @@ class DSTRFMoments:
     noise_covariance: np.ndarray | None = None
 
 
+@flushed_denormals()
 def dstrf_moments(
     model: nn.Module | Sequence[nn.Module],
     X: np.ndarray | Tensor,

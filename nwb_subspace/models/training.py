@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..denormals import flushed_denormals
 from ..progress import progress_bar
 from .layers import EncodingModel
 
@@ -323,6 +324,7 @@ def _fresh_like(model: EncodingModel) -> EncodingModel:
     return fresh
 
 
+@flushed_denormals()
 def fit_model(
     model: EncodingModel,
     X: np.ndarray,
@@ -446,6 +448,7 @@ def training_info(config: TrainingConfig, history: FitHistory, device: str):
     )
 
 
+@flushed_denormals()
 def predict(
     model: EncodingModel, X: np.ndarray, *, device: str | torch.device = "cpu", chunk: int = 20000
 ) -> np.ndarray:
