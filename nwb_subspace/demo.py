@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 
 from .config import AnalysisConfig
-from .models.training import TrainingConfig
 from .pipeline import SessionResult, run_session
 from .simulate import load_truth, simulate_session
 
@@ -109,9 +108,9 @@ def run_demo(
     print(f"simulating the '{preset}' session (seed {seed}) ...", flush=True)
     nwb_path, truth_path = simulate_session(nwb_path, preset=preset, seed=seed)
     if config is None:
-        # One initialisation per model keeps the demo within a few minutes on 2 cores;
-        # `nwb-subspace run` uses the full recipe (best of 3).
-        config = AnalysisConfig(training=TrainingConfig(n_initializations=1))
+        # The default recipe, as `nwb-subspace run` uses it: 3 initialisations per model,
+        # the CNN's dSTRFs averaged over its 3 fits.
+        config = AnalysisConfig()
     config = replace(config, seed=seed, device=device, run_name="demo")
     print(
         "analysing it (spectrogram, units, LN and CNN fits, dSTRFs, subspaces, SRFs, sites) ...",
