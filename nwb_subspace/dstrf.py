@@ -251,8 +251,8 @@ def dstrf_moments(
     chunk_size : int, optional
         Bins per batch (default sized for a ~64 MB gradient buffer).
     unit_batch : int, optional
-        Units per group (default: all units when their ``(F*D)^2`` float64 moments fit in
-        1 GiB, else groups that do).
+        Units per group (default: all units when their ``(F*D)^2`` float64 moments, two
+        sets for an ensemble, fit in 1 GiB, else groups that do).
 
     Returns
     -------
@@ -284,7 +284,8 @@ def dstrf_moments(
         raise ValueError(f"outlier_threshold must be > 0 or None; got {outlier_threshold!r}")
     p = n_freq * d
     if unit_batch is None:
-        unit_batch = max(1, int(2**30 // (8 * p * p)))
+        n_acc = 2 if len(members) > 1 else 1  # an ensemble also accumulates its error
+        unit_batch = max(1, int(2**30 // (8 * p * p * n_acc)))
     elif isinstance(unit_batch, bool) or not isinstance(unit_batch, int) or unit_batch < 1:
         raise ValueError(f"unit_batch must be a positive int; got {unit_batch!r}")
     length = max(int(model.memory), d)

@@ -227,3 +227,13 @@ def test_bad_ensembles_are_refused():
         dstrf_moments([_small_cnn(), "model"], X)
     with pytest.raises(TypeError, match="sequence"):
         dstrf_moments(3.0, X)
+
+
+def test_ensemble_moments_do_not_depend_on_unit_groups():
+    members = [_small_cnn(seed=s).eval() for s in range(2)]
+    X = np.random.default_rng(7).random((70, 8)).astype(np.float32)
+    whole = dstrf_moments(members, X, n_lags=4)
+    grouped = dstrf_moments(members, X, n_lags=4, unit_batch=2)
+    np.testing.assert_allclose(grouped.covariance, whole.covariance, atol=1e-10)
+    np.testing.assert_allclose(grouped.noise_covariance, whole.noise_covariance, atol=1e-10)
+    np.testing.assert_array_equal(grouped.n_outliers, whole.n_outliers)
