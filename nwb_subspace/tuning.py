@@ -23,8 +23,10 @@ floor. When the dSTRFs are the average over several model fits
 (:func:`nwb_subspace.dstrf.dstrf_moments` with an ensemble), the cumulative ratio is that of
 the variance the fits **agree on**: along each principal axis the fit-to-fit error variance
 (from the moments' ``noise_covariance``) is subtracted first (a cross-validated PCA), so
-directions in which only the fits' noise varies do not inflate the dimensionality. A unit with a flat (all-zero) dSTRF, or fewer than 2 kept frames, gets dimensionality
-0, NaN ratios and a note in ``status``.
+directions in which only the fits' noise varies do not inflate the dimensionality.
+
+A unit with a flat (all-zero) dSTRF, or fewer than 2 kept frames, gets dimensionality 0, NaN
+ratios and a note in ``status``.
 """
 
 from __future__ import annotations

@@ -105,21 +105,18 @@ def test_cnn_fits_on_cuda_and_predicts_like_its_cpu_copy():
 
 @pytest.mark.slow
 def test_whole_session_on_cuda(tmp_path):
-    from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
+    from dataclasses import replace
+
+    from test_pipeline import QUICK  # the quick recipe of the CPU pipeline test
+
+    from nwb_subspace.config import SiteSettings
     from nwb_subspace.io.writer import read_results
     from nwb_subspace.pipeline import run_session
     from nwb_subspace.simulate import simulate_session
 
     path, _ = simulate_session(tmp_path / "tiny.nwb", preset="tiny", seed=0)
-    config = AnalysisConfig(
-        training=TrainingConfig(
-            n_initializations=2, max_epochs_stage1=15, max_epochs_stage2=8, patience=5
-        ),
-        subspace=SubspaceSettings(n_components=6, min_noise_corrected_r=0.0),
-        sites=SiteSettings(n_null=20, n_shifts=20),
-        run_name="gpu",
-        device="cuda",
-    )
+    sites = SiteSettings(n_null=20, n_shifts=20)
+    config = replace(QUICK, sites=sites, run_name="gpu", device="cuda")
     result = run_session(path, config)
     back = read_results(path, "gpu")  # rebuilt on the CPU
     models = {m.name: m for m in back.models}
