@@ -13,7 +13,7 @@ Prints, for a simulated session (default: the ``paper`` preset):
 
 Usage::
 
-    python benchmarks/training_speed.py                 # paper preset (~30 min)
+    python benchmarks/training_speed.py                 # paper preset (~20 min)
     python benchmarks/training_speed.py --preset small  # quicker
     python benchmarks/training_speed.py --no-total      # skip the full fits
     python benchmarks/training_speed.py --threads 1     # on a machine shared with other jobs
