@@ -20,6 +20,24 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+def pytest_addoption(parser):
+    parser.addoption(
+        "--paper",
+        action="store_true",
+        help="also run the science checks on the paper preset (marked 'paper'; about 45 min "
+        "on 2 CPU cores: 30 min of sound, 60 units)",
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--paper"):
+        return
+    skip = pytest.mark.skip(reason="paper-preset science check: run with --paper")
+    for item in items:
+        if "paper" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture
 def mock_file(tmp_path: Path) -> Path:
     """A plain-pynwb session file with 5 units, waveforms, electrodes and a sound."""
