@@ -34,7 +34,7 @@ def pytest_collection_modifyitems(config, items):
         return
     skip = pytest.mark.skip(reason="paper-preset science check: run with --paper")
     for item in items:
-        if "paper" in item.keywords:
+        if item.get_closest_marker("paper") is not None:
             item.add_marker(skip)
 
 
