@@ -24,7 +24,7 @@ def pytest_addoption(parser):
     parser.addoption(
         "--paper",
         action="store_true",
-        help="also run the science checks on the paper preset (marked 'paper'; about 45 min "
+        help="also run the science checks on the paper preset (marked 'paper'; about 30 min "
         "on 2 CPU cores: 30 min of sound, 60 units)",
     )
 
