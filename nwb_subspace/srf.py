@@ -26,6 +26,7 @@ import warnings
 
 import numpy as np
 
+from .projection import causal_projection
 from .results import SubspaceRFs, TuningSubspaces
 
 __all__ = [
@@ -64,13 +65,7 @@ def project_stimulus(X: np.ndarray, components: np.ndarray) -> np.ndarray:
             f"need X (n_bins, F) and components (K, F, D) with the same F; got {X.shape} and "
             f"{comps.shape}"
         )
-    n, (k, _, d) = X.shape[0], comps.shape
-    out = np.zeros((n, k))
-    for j in range(d):
-        shift = d - 1 - j  # component lag j multiplies bin t - shift
-        if shift < n:
-            out[shift:] += X[: n - shift] @ comps[:, :, j].T
-    return out
+    return causal_projection(X, comps[:, :, ::-1])  # model lag j multiplies bin t - (D-1-j)
 
 
 def _smooth(m: np.ndarray, sigma: float = 1.0) -> np.ndarray:

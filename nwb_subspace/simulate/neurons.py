@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..projection import causal_projection as project
+
 __all__ = [
     "K_MAX",
     "draw_strf",
@@ -40,7 +42,6 @@ __all__ = [
 
 #: Largest tuning dimensionality; per-unit arrays are padded to this size.
 K_MAX = 6
-_BLOCK_ELEMENTS = 2e7  # float64 elements of a projection work buffer (160 MB)
 
 
 def draw_strf(
@@ -94,41 +95,6 @@ def orthonormal_basis(filters: np.ndarray) -> np.ndarray:
     q, r = np.linalg.qr(flat)
     q = q * np.sign(np.diag(r))[None, :]
     return q.T.reshape(filters.shape)
-
-
-def project(spec: np.ndarray, filters: np.ndarray) -> np.ndarray:
-    """Causal projection of a spectrogram on filters (see the module conventions).
-
-    Parameters
-    ----------
-    spec : ndarray, shape (n_bins, n_channels)
-    filters : ndarray, shape (n_filters, n_channels, n_lags)
-
-    Returns
-    -------
-    ndarray of float64, shape (n_bins, n_filters)
-        ``out[t, j] = sum_{c, l} filters[j, c, l] * spec[t - l, c]`` (zero before the start).
-    """
-    spec = np.asarray(spec, dtype=np.float64)
-    filters = np.asarray(filters, dtype=np.float64)
-    if spec.ndim != 2 or filters.ndim != 3 or filters.shape[1] != spec.shape[1]:
-        raise ValueError(
-            f"need spec (n_bins, n_channels) and filters (n, n_channels, n_lags) with matching "
-            f"n_channels, got {spec.shape} and {filters.shape}"
-        )
-    n, (n_filt, n_ch, n_lags) = spec.shape[0], filters.shape
-    weights = np.ascontiguousarray(filters.transpose(1, 2, 0).reshape(n_ch, n_lags * n_filt))
-    out = np.zeros((n, n_filt))
-    block = max(1024, int(_BLOCK_ELEMENTS // (n_lags * n_filt)))  # bounded memory
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        lo = max(start - n_lags + 1, 0)
-        per_lag = (spec[lo:stop] @ weights).reshape(stop - lo, n_lags, n_filt)
-        for lag in range(n_lags):
-            first = max(start, lo + lag)  # out[t] += per_lag[t - lag - lo, lag]
-            if first < stop:
-                out[first:stop] += per_lag[first - lag - lo : stop - lag - lo, lag]
-    return out
 
 
 def whiten_filters(
