@@ -57,15 +57,10 @@ def project_stimulus(X: np.ndarray, components: np.ndarray) -> np.ndarray:
     Returns
     -------
     ndarray of float64, shape (n_bins, K)
+        Model lag ``j`` multiplies bin ``t - (D - 1 - j)``: the components reversed in lag,
+        then :func:`~nwb_subspace.projection.causal_projection` (which checks the shapes).
     """
-    X = np.asarray(X, dtype=np.float64)
-    comps = np.asarray(components, dtype=np.float64)
-    if comps.ndim != 3 or X.ndim != 2 or comps.shape[1] != X.shape[1]:
-        raise ValueError(
-            f"need X (n_bins, F) and components (K, F, D) with the same F; got {X.shape} and "
-            f"{comps.shape}"
-        )
-    return causal_projection(X, comps[:, :, ::-1])  # model lag j multiplies bin t - (D-1-j)
+    return causal_projection(X, np.flip(np.asarray(components), axis=-1))
 
 
 def _smooth(m: np.ndarray, sigma: float = 1.0) -> np.ndarray:
