@@ -7,12 +7,26 @@ from typing import Any
 
 from ..stimulus import SpectrogramSettings
 
-__all__ = ["NONLINEARITIES", "PRESETS", "SimulationConfig", "resolve_config"]
+__all__ = [
+    "DESIGNS",
+    "LAYOUTS",
+    "NONLINEARITIES",
+    "PRESETS",
+    "SOUND_FORMATS",
+    "SimulationConfig",
+    "resolve_config",
+]
 
 #: Nonlinearity kinds, in the order of :attr:`SimulationConfig.nonlinearity_mix`.
 NONLINEARITIES = ("hill", "bowl", "monotonic")
 _SUBSPACES = ("shared", "independent")
 _TILINGS = ("scattered", "clustered")
+#: Presentation designs (see :attr:`SimulationConfig.design`).
+DESIGNS = ("mixed", "all-repeated", "none-repeated")
+#: How the sound is written to the NWB file (see :attr:`SimulationConfig.layout`).
+LAYOUTS = ("continuous", "per-presentation", "templates")
+#: Number format of the written sound (see :attr:`SimulationConfig.sound_format`).
+SOUND_FORMATS = ("float", "int16")
 
 
 def _range(name: str, value: Any, low: float, high: float) -> None:
@@ -40,7 +54,33 @@ class SimulationConfig:
     gap_s : float
         Silence before every presentation (>= the filter memory, so repeats are identical).
     sound_rms : float
-        RMS level of the synthesised sounds in the waveform's units (a.u.).
+        RMS level of the synthesised sounds in the waveform's units (a.u.). The analysis
+        spectrogram (and so the ground truth) is level-free: the sound is scaled to the
+        spectrogram's reference RMS first (``SpectrogramSettings.level``).
+
+    Design and file layout
+    ----------------------
+    design : {"mixed", "all-repeated", "none-repeated"}
+        ``"mixed"``: estimation sounds once, validation sounds ``validation_repeats`` times
+        (the reference design). ``"all-repeated"``: every sound is presented ``repeats``
+        times and the session keeps the mixed design's total presented duration
+        (``estimation_s + n_validation * validation_s * validation_repeats``): there are
+        ``round(total / (sequence_s * repeats))`` distinct sounds of ``sequence_s`` each.
+        ``"none-repeated"``: the mixed design's sounds, each presented once.
+        Only ``"mixed"`` writes the ``is_validation`` trials column (the others leave the
+        choice of validation sounds to the analysis).
+    repeats : int
+        Presentations of every sound in the ``"all-repeated"`` design (>= 2).
+    layout : {"continuous", "per-presentation", "templates"}
+        ``"continuous"``: one ``TimeSeries`` of the whole session in
+        ``stimulus/presentation``. ``"per-presentation"``: one ndx-sound
+        ``AcousticWaveformSeries`` per presentation (as NeuroConv's audio interface writes
+        them), each with its own ``starting_time``. ``"templates"``: each distinct sound
+        once in ``stimulus/templates``, named by its sound id, played at the trials' start
+        times.
+    sound_format : {"float", "int16"}
+        ``"float"``: float32 samples; ``"int16"``: samples scaled to int16 full scale and
+        written without a ``conversion`` factor (as NeuroConv writes WAV files).
 
     Spectrogram and filters
     -----------------------
@@ -98,6 +138,10 @@ class SimulationConfig:
     validation_repeats: int = 10
     gap_s: float = 0.3
     sound_rms: float = 0.3
+    design: str = "mixed"
+    repeats: int = 3
+    layout: str = "continuous"
+    sound_format: str = "float"
     spectrogram: SpectrogramSettings = field(default_factory=SpectrogramSettings)
     n_lags: int = 20
     n_units: int = 8
@@ -147,6 +191,15 @@ class SimulationConfig:
             )
         if not 0.0 <= self.fraction_narrow <= 1.0:
             raise ValueError(f"fraction_narrow must be in [0, 1], got {self.fraction_narrow!r}")
+        for name, allowed in (
+            ("design", DESIGNS),
+            ("layout", LAYOUTS),
+            ("sound_format", SOUND_FORMATS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 2:
+            raise ValueError(f"repeats must be an int >= 2, got {self.repeats!r}")
         if self.subspace not in _SUBSPACES:
             raise ValueError(f"subspace must be one of {_SUBSPACES}, got {self.subspace!r}")
         if self.tiling not in _TILINGS:
@@ -182,6 +235,16 @@ class SimulationConfig:
     def n_estimation(self) -> int:
         """Number of estimation sequences."""
         return max(1, int(round(self.estimation_s / self.sequence_s)))
+
+    @property
+    def presented_s(self) -> float:
+        """Total presented sound of the mixed design, in seconds (kept by "all-repeated")."""
+        return self.estimation_s + self.n_validation * self.validation_s * self.validation_repeats
+
+    @property
+    def n_repeated_sounds(self) -> int:
+        """Distinct sounds of the "all-repeated" design."""
+        return max(2, int(round(self.presented_s / (self.sequence_s * self.repeats))))
 
     def replace(self, **changes: Any) -> SimulationConfig:
         """Return a copy with some settings changed (validated again)."""

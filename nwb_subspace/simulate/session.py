@@ -50,19 +50,28 @@ _MS_BEFORE = 1.0
 
 
 def plan_presentations(rng: np.random.Generator, cfg: SimulationConfig) -> list[dict]:
-    """Presentation order and timing: estimation sounds once, validation sounds repeated.
+    """Presentation order and timing of ``cfg.design`` (see :class:`SimulationConfig`).
 
     Returns a list of dicts (``sound_id``, ``is_validation``, ``repeat``, ``start``,
     ``n_samples``) in time order; ``start`` is a sample index aligned to spectrogram bins and
-    preceded by at least ``gap_s`` of silence.
+    preceded by at least ``gap_s`` of silence. ``is_validation`` is the mixed design's
+    label (False for every presentation of the other designs).
     """
     fs = cfg.audio_fs
     hop = int(round(cfg.spectrogram.bin_s * fs))
-    items = [(f"est_{i:03d}", False, 0, cfg.sequence_s) for i in range(cfg.n_estimation)]
-    for v in range(cfg.n_validation):
-        items += [
-            (f"val_{v:02d}", True, r, cfg.validation_s) for r in range(cfg.validation_repeats)
+    if cfg.design == "all-repeated":
+        items = [
+            (f"snd_{i:03d}", False, r, cfg.sequence_s)
+            for i in range(cfg.n_repeated_sounds)
+            for r in range(cfg.repeats)
         ]
+    else:
+        items = [(f"est_{i:03d}", False, 0, cfg.sequence_s) for i in range(cfg.n_estimation)]
+        n_rep = 1 if cfg.design == "none-repeated" else cfg.validation_repeats
+        for v in range(cfg.n_validation):
+            items += [
+                (f"val_{v:02d}", cfg.design == "mixed", r, cfg.validation_s) for r in range(n_rep)
+            ]
     order = rng.permutation(len(items))
     gap = int(np.ceil(cfg.gap_s * fs / hop)) * hop
     t, plan = 0, []
@@ -207,6 +216,20 @@ def simulate_session(
     return path, truth_path
 
 
+def _design_text(cfg: SimulationConfig) -> str:
+    """One sentence on the presentation design, for ``experiment_description``."""
+    if cfg.design == "all-repeated":
+        how = f"every sound presented {cfg.repeats} times"
+    elif cfg.design == "none-repeated":
+        how = "every sound presented once"
+    else:
+        how = (
+            "estimation sounds presented once, validation sounds repeated "
+            f"{cfg.validation_repeats} times"
+        )
+    return f"Encoding-model benchmark: {how}, interleaved in random order."
+
+
 def _build_nwbfile(
     cfg: SimulationConfig,
     seed: int,
@@ -240,10 +263,7 @@ def _build_nwbfile(
         session_start_time=datetime(2024, 3, 4, 10, 0, 0, tzinfo=timezone(timedelta(hours=-8))),
         session_id=f"sim-{cfg.name}-seed{seed}",
         experimenter=["Simulator, Nwb-Subspace"],
-        experiment_description=(
-            "Encoding-model benchmark: estimation sounds presented once, validation sounds "
-            f"repeated {cfg.validation_repeats} times, interleaved in random order."
-        ),
+        experiment_description=_design_text(cfg),
         institution="nwb-subspace (simulated data)",
         lab="nwb-subspace simulation",
         keywords=["auditory cortex", "natural sounds", "simulation", "ground truth", "ferret"],
@@ -283,16 +303,19 @@ def _build_nwbfile(
             description="Sound waveform played to the animal over the whole session.",
         )
     )
+    mixed = cfg.design == "mixed"
     nwbfile.add_trial_column("sound_id", "Name of the sound presented.")
-    nwbfile.add_trial_column("is_validation", "True for validation sounds (repeated).")
+    if mixed:
+        nwbfile.add_trial_column("is_validation", "True for validation sounds (repeated).")
     nwbfile.add_trial_column("repeat", "Presentation index of this sound (0-based).")
     for p in plan:
+        row = {"is_validation": bool(p["is_validation"])} if mixed else {}
         nwbfile.add_trial(
             start_time=p["start"] / fs,
             stop_time=(p["start"] + p["n_samples"]) / fs,
             sound_id=p["sound_id"],
-            is_validation=bool(p["is_validation"]),
             repeat=int(p["repeat"]),
+            **row,
         )
 
     nwbfile.units = Units(
