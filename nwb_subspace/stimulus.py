@@ -6,13 +6,26 @@ log-spaced channels from 200 Hz to 20 kHz, read out in 10 ms bins (window = hop 
 
 What is computed, exactly
 -------------------------
-For channel ``c`` with filter output ``y_c(t)`` and bin ``i`` covering the samples
-``[i * hop, (i + 1) * hop)``:
-
-1. power: ``p = mean(y_c[t] ** 2)`` over the bin's samples;
-2. "RMS-amplitude^0.5 step": ``x = p ** 0.5`` (the RMS amplitude of the filter output
-   in the bin, in the units of the waveform);
-3. compression: ``log((x + offset) / offset)`` with ``offset = 0.1`` (natural log), so that
+0. channels: a multi-channel sound ``(n_samples, n_channels)`` is reduced to one channel
+   first, the mean of the channels (``channel="mean"``) or one of them (``channel=k``);
+1. level (``level="rms"``, the default): the waveform ``w`` is multiplied by
+   ``g = reference_rms / rms``, where ``rms = sqrt(mean(w[t] ** 2))`` over the *presented*
+   samples only (those inside the presentation intervals; a sound presented 20 times
+   counts 20 times; by default every sample is presented). The filterbank is linear, so
+   this is the same as scaling the channel amplitudes by ``g`` before compression: the
+   result no longer depends on the file's number format (int16 counts or float in
+   [-1, 1]) or the recording gain. With ``reference_rms = 0.3`` and ``log_offset = 0.1``
+   a typical sound sits at the knee of the log. ``level="none"`` skips this step (``g =
+   1``, amplitudes in the waveform's units). The measured ``rms`` and ``g`` are recorded
+   as ``sound_rms`` and ``level_gain`` in :attr:`Spectrogram.settings`. Measuring the RMS
+   is a first pass over the presented samples, before the filterbank pass, so a sound
+   on disk is read twice (chunk by chunk both times);
+2. power: for channel ``c`` with filter output ``y_c(t)`` (of ``g * w``) and bin ``i``
+   covering the samples ``[i * hop, (i + 1) * hop)``, ``p = mean(y_c[t] ** 2)`` over the
+   bin's samples;
+3. "RMS-amplitude^0.5 step": ``x = p ** 0.5`` (the RMS amplitude of the filter output
+   in the bin);
+4. compression: ``log((x + offset) / offset)`` with ``offset = 0.1`` (natural log), so that
    silence maps to 0 (up to 1e-13, see below) and loud bins grow logarithmically.
 
 The trailing partial bin (fewer than ``hop`` samples at the end of the waveform) is dropped.
@@ -51,9 +64,13 @@ __all__ = [
     "NYQUIST_FRACTION",
     "Spectrogram",
     "SpectrogramSettings",
+    "channel_used",
     "compute_spectrogram",
     "gammatone_filterbank",
     "gammatone_sos",
+    "interval_rms",
+    "level_gain",
+    "mix_channels",
 ]
 
 #: The top centre frequency is capped at this fraction of the Nyquist frequency.
@@ -63,6 +80,9 @@ DENORMAL_GUARD = 1e-12
 
 _COMPRESSIONS = ("log", "none")
 _FILTERBANKS = ("gammatone",)
+_LEVELS = ("rms", "none")
+#: Samples read at a time by :func:`interval_rms` (60 s at 44.1 kHz).
+_RMS_CHUNK = 2_646_000
 
 
 @dataclass(frozen=True)
@@ -84,6 +104,15 @@ class SpectrogramSettings:
         Offset of the log compression, in units of the waveform's RMS amplitude.
     filterbank : {"gammatone"}, default "gammatone"
         Filterbank family.
+    level : {"rms", "none"}, default "rms"
+        ``"rms"``: scale the sound so that its RMS over the presented samples equals
+        ``reference_rms`` before filtering (level-free; see the module notes);
+        ``"none"``: use the samples as they are (in the file's units).
+    reference_rms : float, default 0.3
+        RMS the presented sound is scaled to when ``level="rms"``.
+    channel : "mean" or int, default "mean"
+        For a multi-channel sound ``(n_samples, n_channels)``: the mean of the channels, or
+        the channel with this (0-based) index. Ignored for a one-channel sound.
     """
 
     n_channels: int = 32
@@ -93,6 +122,9 @@ class SpectrogramSettings:
     compression: str = "log"
     log_offset: float = 0.1
     filterbank: str = "gammatone"
+    level: str = "rms"
+    reference_rms: float = 0.3
+    channel: str | int = "mean"
 
     def __post_init__(self) -> None:
         if isinstance(self.n_channels, bool) or not isinstance(self.n_channels, int | np.integer):
@@ -114,12 +146,27 @@ class SpectrogramSettings:
             raise ValueError(f"log_offset must be > 0, got {self.log_offset!r}; e.g. 0.1")
         if self.filterbank not in _FILTERBANKS:
             raise ValueError(f"filterbank must be one of {_FILTERBANKS}, got {self.filterbank!r}")
+        if self.level not in _LEVELS:
+            raise ValueError(f"level must be one of {_LEVELS}, got {self.level!r}")
+        ref = self.reference_rms
+        if isinstance(ref, bool) or not isinstance(ref, int | float) or not 0 < ref < np.inf:
+            raise ValueError(f"reference_rms must be a number > 0, got {ref!r}; e.g. 0.3")
+        channel = self.channel
+        if isinstance(channel, np.integer):
+            object.__setattr__(self, "channel", int(channel))
+        elif channel != "mean" and (
+            isinstance(channel, bool) or not isinstance(channel, int) or channel < 0
+        ):
+            raise ValueError(
+                f"channel must be 'mean' or a channel index >= 0, got {channel!r}; 'mean' "
+                "averages the channels of a multi-channel sound"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Return every setting as a plain JSON-serialisable dict."""
         out = asdict(self)
         out["n_channels"] = int(out["n_channels"])
-        for key in ("f_min", "f_max", "bin_s", "log_offset"):
+        for key in ("f_min", "f_max", "bin_s", "log_offset", "reference_rms"):
             out[key] = float(out[key])
         return out
 
@@ -253,26 +300,63 @@ def gammatone_filterbank(
     return freqs, sos
 
 
-def _as_1d_source(wave: Any) -> tuple[Any, int]:
-    """Validate a waveform source without reading it; return (source, n_samples)."""
+def _as_source(wave: Any) -> tuple[Any, int, int]:
+    """Validate a waveform source without reading it; return (source, n_samples, n_channels)."""
     shape = getattr(wave, "shape", None)
     if shape is None:
         wave = np.asarray(wave)
         shape = wave.shape
-    if len(shape) == 2 and shape[1] == 1:
-        return wave, int(shape[0])
-    if len(shape) != 1:
+    if len(shape) == 1:
+        return wave, int(shape[0]), 1
+    if len(shape) == 2 and shape[1] >= 1:
+        return wave, int(shape[0]), int(shape[1])
+    raise ValueError(
+        f"wave must be (n_samples,) or (n_samples, n_channels), got shape {tuple(shape)}"
+    )
+
+
+def _check_channel(channel: str | int, n_channels: int) -> None:
+    if n_channels > 1 and channel != "mean" and not 0 <= int(channel) < n_channels:
         raise ValueError(
-            f"wave must be one-dimensional (mono), got shape {tuple(shape)}; "
-            "average or pick a channel first"
+            f"channel={channel!r} but the sound has {n_channels} channels (0 to "
+            f"{n_channels - 1}); pass channel='mean' or an index below {n_channels}"
         )
-    return wave, int(shape[0])
 
 
-def _read(source: Any, start: int, stop: int) -> np.ndarray:
-    block = np.asarray(source[start:stop], dtype=np.float64)
-    if block.ndim == 2:
-        block = block[:, 0]
+def channel_used(channel: str | int, n_channels: int) -> str | int:
+    """What :func:`mix_channels` does for a sound with ``n_channels``, for the record:
+    ``"mono"``, ``"mean of N"`` or the channel index."""
+    if n_channels == 1:
+        return "mono"
+    return f"mean of {n_channels}" if channel == "mean" else int(channel)
+
+
+def mix_channels(block: np.ndarray, channel: str | int = "mean") -> np.ndarray:
+    """One channel of a block of samples.
+
+    Parameters
+    ----------
+    block : ndarray, shape (n,) or (n, n_channels)
+        Samples (float64 is returned as a view where possible).
+    channel : "mean" or int
+        The mean of the channels, or the channel with this index.
+
+    Returns
+    -------
+    ndarray of float64, shape (n,)
+    """
+    block = np.asarray(block, dtype=np.float64)
+    if block.ndim == 1:
+        return block
+    if block.shape[1] == 1:
+        return block[:, 0]
+    if channel == "mean":
+        return block.mean(axis=1)
+    return block[:, int(channel)]
+
+
+def _read(source: Any, start: int, stop: int, channel: str | int = "mean") -> np.ndarray:
+    block = mix_channels(source[start:stop], channel)
     bad = ~np.isfinite(block)
     if bad.any():
         idx = start + int(np.argmax(bad))
@@ -281,6 +365,96 @@ def _read(source: Any, start: int, stop: int) -> np.ndarray:
             "replace NaN/inf samples (e.g. with 0) before computing the spectrogram"
         )
     return block
+
+
+def _as_intervals(intervals: Any) -> np.ndarray:
+    arr = np.asarray(intervals)
+    if arr.size == 0:
+        return np.zeros((0, 2), dtype=np.int64)
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise ValueError(
+            f"presentation intervals must have shape (n, 2) ([start, stop) sample indices), "
+            f"got shape {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"presentation intervals must be integer sample indices, got {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def interval_rms(
+    wave: Any,
+    intervals: Any = None,
+    channel: str | int = "mean",
+    chunk: int = _RMS_CHUNK,
+) -> tuple[float, int]:
+    """RMS of the samples inside presentation intervals, read chunk by chunk.
+
+    Parameters
+    ----------
+    wave : array-like, shape (n_samples,) or (n_samples, n_channels)
+        Any object sliceable as ``wave[start:stop]`` (numpy array, h5py dataset, lazy view).
+        Several channels are reduced first with :func:`mix_channels`.
+    intervals : array-like of int, shape (n_intervals, 2), optional
+        ``[start, stop)`` sample indices of each presentation; clipped to the waveform.
+        Every interval counts, so a sound presented 20 times weighs 20 times; overlapping
+        intervals count their common samples twice. Default: the whole waveform.
+    channel : "mean" or int, default "mean"
+        See :func:`mix_channels`.
+    chunk : int
+        Samples read at a time.
+
+    Returns
+    -------
+    rms : float
+        ``sqrt(sum of squares / n)`` over the presented samples.
+    n : int
+        Number of presented samples counted.
+
+    Raises
+    ------
+    ValueError
+        When no interval holds a sample of the waveform, or on a non-finite sample.
+    """
+    source, n_samples, n_channels = _as_source(wave)
+    _check_channel(channel, n_channels)
+    if intervals is None:
+        spans = np.array([[0, n_samples]], dtype=np.int64)
+    else:
+        spans = np.clip(_as_intervals(intervals), 0, n_samples)
+    total, count = 0.0, 0
+    for a, b in spans:
+        for lo in range(int(a), int(b), max(int(chunk), 1)):
+            hi = min(lo + int(chunk), int(b))
+            x = _read(source, lo, hi, channel)
+            total += float(np.dot(x, x))
+            count += x.size
+    if count == 0:
+        raise ValueError(
+            f"no presented sample lies inside the sound ({n_samples} samples; "
+            f"{len(spans)} presentation interval(s)); check that the presentations and the "
+            "sound are on the same clock"
+        )
+    return float(np.sqrt(total / count)), count
+
+
+def level_gain(sound_rms: float, settings: SpectrogramSettings | None = None) -> float:
+    """Gain applied to the samples: ``reference_rms / sound_rms`` (1.0 for ``level="none"``).
+
+    Raises
+    ------
+    ValueError
+        When ``level="rms"`` and the sound is silent (``sound_rms`` is 0) or not finite.
+    """
+    settings = settings or SpectrogramSettings()
+    if settings.level == "none":
+        return 1.0
+    if not (np.isfinite(sound_rms) and sound_rms > 0):
+        raise ValueError(
+            f"the presented sound is silent (RMS {sound_rms!r} over the presented samples): "
+            "it cannot be scaled to reference_rms; check the sound and the presentation times, "
+            "or pass level='none'"
+        )
+    return float(settings.reference_rms) / float(sound_rms)
 
 
 def _compress(power: np.ndarray, settings: SpectrogramSettings) -> np.ndarray:
@@ -302,14 +476,17 @@ def compute_spectrogram(
     settings: SpectrogramSettings | None = None,
     chunk_s: float = 60.0,
     starting_time: float = 0.0,
+    presented: Any = None,
+    sound_rms: float | None = None,
 ) -> Spectrogram:
-    """Compressed gammatone spectrogram of a mono waveform, computed in chunks.
+    """Compressed gammatone spectrogram of a waveform, computed in chunks.
 
     Parameters
     ----------
-    wave : array-like, shape (n_samples,) or (n_samples, 1)
+    wave : array-like, shape (n_samples,) or (n_samples, n_channels)
         The sound. Any object sliceable as ``wave[start:stop]`` works (numpy array, h5py
-        dataset, memmap): only one chunk is read into memory at a time.
+        dataset, memmap): only one chunk is read into memory at a time. Several channels
+        are reduced to one by ``settings.channel``.
     fs : float
         Sampling rate in Hz.
     settings : SpectrogramSettings, optional
@@ -320,18 +497,27 @@ def compute_spectrogram(
         (up to float rounding).
     starting_time : float, default 0.0
         Time of the first sample, in seconds; copied to the result.
+    presented : array-like of int, shape (n_presentations, 2), optional
+        ``[start, stop)`` sample indices of the presentations, over which the RMS of
+        ``level="rms"`` is measured (:func:`interval_rms`). Default: every sample.
+    sound_rms : float, optional
+        The RMS to scale by, measured by the caller (e.g. over a whole session when ``wave``
+        is one presented sound); ``presented`` is then not used.
 
     Returns
     -------
     Spectrogram
         ``data`` has ``n_samples // hop`` rows (the trailing partial bin is dropped), where
-        ``hop = round(bin_s * fs)``; ``rate = fs / hop``.
+        ``hop = round(bin_s * fs)``; ``rate = fs / hop``. ``settings`` records, beyond
+        the settings, ``fs``, ``hop``, ``f_max_effective``, ``channel_used`` and, with
+        ``level="rms"``, ``sound_rms`` and ``level_gain``.
 
     Raises
     ------
     ValueError
-        On a non-finite sample (naming its index), a non-mono input, a too-low ``fs`` or a
-        too-short ``chunk_s``.
+        On a non-finite sample (naming its index), a bad ``channel``, a too-low ``fs``, a
+        too-short ``chunk_s``, a silent presented sound or no presented sample (with
+        ``level="rms"``).
     """
     settings = settings or SpectrogramSettings()
     if not isinstance(settings, SpectrogramSettings):
@@ -342,7 +528,18 @@ def compute_spectrogram(
         raise ValueError(f"bin_s={settings.bin_s} s is shorter than one sample at fs={fs} Hz")
     if not chunk_s > 0:
         raise ValueError(f"chunk_s must be > 0 seconds, got {chunk_s!r}; e.g. 60.0")
-    source, n_samples = _as_1d_source(wave)
+    source, n_samples, n_channels = _as_source(wave)
+    channel = settings.channel
+    _check_channel(channel, n_channels)
+    info = settings.to_dict()
+    info.update(fs=float(fs), hop=hop, f_max_effective=float(freqs[-1]))
+    info["channel_used"] = channel_used(channel, n_channels)
+    gain = 1.0
+    if settings.level == "rms":
+        if sound_rms is None:  # first pass: the RMS of the presented samples
+            sound_rms = interval_rms(source, presented, channel)[0]
+        gain = level_gain(float(sound_rms), settings)
+        info.update(sound_rms=float(sound_rms), level_gain=gain)
     chunk = max(int(round(chunk_s * fs)), 1)
     n_ch = settings.n_channels
     zi = np.zeros((n_ch, sos.shape[1], 2))
@@ -352,7 +549,10 @@ def compute_spectrogram(
     row = 0
     starts = range(0, n_samples, chunk)
     for start in track(starts, len(starts), "spectrogram", unit="chunk"):
-        x = _read(source, start, min(start + chunk, n_samples)) + DENORMAL_GUARD
+        x = _read(source, start, min(start + chunk, n_samples), channel)
+        if gain != 1.0:
+            x = x * gain
+        x = x + DENORMAL_GUARD
         n_total = carry.shape[1] + x.size
         n_bins = n_total // hop
         power = np.empty((n_bins, n_ch))
@@ -365,8 +565,6 @@ def compute_spectrogram(
         carry = new_carry
         data[row : row + n_bins] = _compress(power, settings)
         row += n_bins
-    info = settings.to_dict()
-    info.update(fs=float(fs), hop=hop, f_max_effective=float(freqs[-1]))
     return Spectrogram(
         data=data,
         frequencies=freqs,

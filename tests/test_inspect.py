@@ -68,8 +68,10 @@ def test_simulated_session_has_everything(tiny_session: Path) -> None:
     assert s.trials > 0
     assert s.sound_column == "sound_id"
     assert s.missing == []
+    assert s.layout == "continuous" and "/stimulus/presentation/sound" in s.layout_detail
     text = describe_file(tiny_session)
     assert f"  trials: {s.trials} (sound column: sound_id)" in text.splitlines()
+    assert "  sound layout: continuous (one sound series, /stimulus/presentation/sound" in text
     assert text.endswith("  everything the analysis needs is present")
 
 

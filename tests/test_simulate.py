@@ -56,8 +56,12 @@ def tiny_data(tiny):
     with NWBHDF5IO(path, "r") as io:
         nwb = io.read()
         sound = nwb.stimulus["sound"]
-        spec = compute_spectrogram(sound.data, sound.rate, settings)
         trials = nwb.trials.to_dataframe()
+        # level="rms": the analysis measures the RMS over the presented samples
+        presented = np.round(trials[["start_time", "stop_time"]].to_numpy() * sound.rate)
+        spec = compute_spectrogram(
+            sound.data, sound.rate, settings, presented=presented.astype(np.int64)
+        )
         units = nwb.units.to_dataframe()
         waveforms = np.asarray(nwb.units["waveform_mean"].data[:])
         electrodes = nwb.electrodes.to_dataframe()
@@ -403,7 +407,7 @@ def test_config_replace_and_dict_roundtrip():
         MINI.replace(n_neurons=3)
     for cfg in PRESETS.values():
         assert SimulationConfig.from_dict(cfg.to_dict()) == cfg
-    assert set(PRESETS) == {"tiny", "small", "paper"}
+    assert set(PRESETS) == {"tiny", "small", "realistic", "paper"}
     assert PRESETS["small"].n_units == 30 and PRESETS["paper"].n_units == 60
 
 

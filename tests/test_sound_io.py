@@ -145,8 +145,12 @@ def test_foreign_48k_file_loads(foreign):
         wave = nwb.stimulus["sound"].data[:]
     expected = [np.sum((s >= 0) & (s < 9.0)) for s in spikes]
     np.testing.assert_array_equal(data.counts.sum(axis=0), expected)
-    ref = compute_spectrogram(wave, FS, SMALL)
+    # level="rms": the RMS is taken over the presented samples (inside the trials)
+    presented = np.ceil(np.stack([data.trials.start, data.trials.stop], 1) * FS - 1e-6)
+    ref = compute_spectrogram(wave, FS, SMALL, presented=presented.astype(np.int64))
     np.testing.assert_allclose(data.spectrogram.data, ref.data, rtol=1e-6, atol=1e-6)
+    assert data.spectrogram.settings["sound_rms"] == pytest.approx(ref.settings["sound_rms"])
+    assert data.spectrogram.settings["layout"] == "continuous"
     fit = data.segments("fit")
     assert all(b - a == 40 for a, b in fit)
     assert data.info["split"]["n_validation_trials"] == 8

@@ -36,8 +36,12 @@ def test_settings_defaults_and_dict_roundtrip():
         "compression": "log",
         "log_offset": 0.1,
         "filterbank": "gammatone",
+        "level": "rms",
+        "reference_rms": 0.3,
+        "channel": "mean",
     }
     assert SpectrogramSettings.from_dict(d) == s
+    assert SpectrogramSettings.from_dict(SpectrogramSettings(channel=1).to_dict()).channel == 1
 
 
 @pytest.mark.parametrize(
@@ -49,6 +53,10 @@ def test_settings_defaults_and_dict_roundtrip():
         {"compression": "cube"},
         {"log_offset": 0.0},
         {"filterbank": "mel"},
+        {"level": "peak"},
+        {"reference_rms": 0.0},
+        {"channel": "left"},
+        {"channel": -1},
     ],
 )
 def test_settings_reject_bad_values(kwargs):
@@ -101,7 +109,9 @@ def test_low_channel_has_unit_gain_at_centre():
 
 
 def test_channel_output_matches_filter_then_rms_log():
-    s = SpectrogramSettings(n_channels=4, f_min=1000.0, f_max=8000.0)
+    # level="none": the filter outputs in the waveform's units (the level step is tested in
+    # tests/test_sound_layouts.py)
+    s = SpectrogramSettings(n_channels=4, f_min=1000.0, f_max=8000.0, level="none")
     rng = np.random.default_rng(1)
     x = rng.standard_normal(int(0.3 * FS)) * 0.3
     spec = compute_spectrogram(x, FS, s)
@@ -170,9 +180,19 @@ def test_nan_raises_with_index():
         compute_spectrogram(x, FS, SpectrogramSettings(n_channels=2))
 
 
-def test_rejects_multichannel_and_bad_settings():
-    with pytest.raises(ValueError, match="mono"):
-        compute_spectrogram(np.zeros((100, 2)), FS)
+def test_multichannel_is_mixed_and_bad_settings_rejected():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((int(0.2 * FS), 2))
+    s = SpectrogramSettings(n_channels=4)
+    mean = compute_spectrogram(x, FS, s)
+    np.testing.assert_allclose(mean.data, compute_spectrogram(x.mean(axis=1), FS, s).data)
+    assert mean.settings["channel_used"] == "mean of 2"
+    right = compute_spectrogram(x, FS, SpectrogramSettings(n_channels=4, channel=1))
+    np.testing.assert_allclose(right.data, compute_spectrogram(x[:, 1], FS, s).data)
+    with pytest.raises(ValueError, match="channel=2 but the sound has 2 channels"):
+        compute_spectrogram(x, FS, SpectrogramSettings(n_channels=4, channel=2))
+    with pytest.raises(ValueError, match="n_samples, n_channels"):
+        compute_spectrogram(np.zeros((100, 2, 2)), FS)
     with pytest.raises(TypeError):
         compute_spectrogram(np.zeros(100), FS, settings={"n_channels": 3})
     with pytest.raises(ValueError, match="chunk_s"):
@@ -180,7 +200,11 @@ def test_rejects_multichannel_and_bad_settings():
 
 
 def test_silence_is_zero_and_short_input_empty():
-    spec = compute_spectrogram(np.zeros(2000), FS)
+    # level="rms" refuses a silent sound (tests/test_sound_layouts.py); without it silence
+    # gives zeros
+    raw = SpectrogramSettings(level="none")
+    spec = compute_spectrogram(np.zeros(2000), FS, raw)
     assert spec.data.shape == (4, 32)
     assert np.all(np.abs(spec.data) < 1e-10)  # only the denormal guard remains
-    assert compute_spectrogram(np.zeros(100), FS).data.shape == (0, 32)
+    assert compute_spectrogram(np.zeros(100), FS, raw).data.shape == (0, 32)
+    assert compute_spectrogram(np.ones(100), FS).data.shape == (0, 32)

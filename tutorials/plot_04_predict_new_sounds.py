@@ -97,7 +97,8 @@ print("spectrogram settings:", settings)
 # -----------
 # Three seconds the neurons never heard: an upward frequency sweep, then a harmonic stack,
 # then a band of noise, at the recorded sound's sampling rate and RMS level (the log
-# compression of the spectrogram is not level-invariant, so levels must match).
+# compression of the spectrogram is not level-invariant, so levels must match; below, the
+# new sound also gets the session's level gain, not one of its own).
 rng = np.random.default_rng(7)
 t = np.arange(int(fs)) / fs
 sweep = np.sin(2 * np.pi * 500 * (16**t - 1) / np.log(16))  # 500 Hz -> 8 kHz in 1 s
@@ -115,7 +116,10 @@ from nwb_subspace.stimulus import SpectrogramSettings, compute_spectrogram
 
 known = {f.name for f in fields(SpectrogramSettings)}
 spec_settings = SpectrogramSettings(**{k: v for k, v in settings.items() if k in known})
-spec = compute_spectrogram(new_sound, fs, spec_settings)
+# The session's sound was scaled by reference_rms / its RMS over the presented samples
+# (level normalisation, stored as "sound_rms"); passing that RMS applies the same gain to the
+# new sound, so it is heard at the level the neurons heard the recording.
+spec = compute_spectrogram(new_sound, fs, spec_settings, sound_rms=settings.get("sound_rms"))
 print(f"new spectrogram: {spec.data.shape[0]} bins x {spec.data.shape[1]} channels")
 
 # %%

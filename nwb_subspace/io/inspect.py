@@ -9,7 +9,8 @@ from pynwb import NWBHDF5IO, NWBFile
 
 from .. import ndx
 from .sound import sound_candidates
-from .trials import SOUND_COLUMNS, find_sound_column
+from .sound_layouts import detect_layout
+from .trials import SOUND_COLUMNS, find_sound_column, read_trials
 
 
 @dataclass
@@ -22,6 +23,8 @@ class FileSummary:
     electrode_positions: bool = False
     unit_columns: list[str] = field(default_factory=list)
     sounds: list[str] = field(default_factory=list)
+    layout: str | None = None  # the sound layout layout="auto" chooses (None: undecided)
+    layout_detail: str = ""  # what was found, or what to pass when undecided
     raw_series: list[str] = field(default_factory=list)
     trials: int = 0
     sound_column: str | None = None
@@ -36,8 +39,19 @@ def _sound_lines(nwbfile: NWBFile) -> list[str]:
     for ts in sound_candidates(nwbfile)[0]:
         where = "stimulus" if nwbfile.stimulus.get(ts.name) is ts else "acquisition"
         rate = ts.rate if ts.rate is not None else float("nan")
-        out.append(f"{where}/{ts.name} ({rate:g} Hz, {ts.data.shape[0]} samples)")
+        shape = ts.data.shape
+        channels = f", {shape[1]} channels" if len(shape) == 2 and shape[1] > 1 else ""
+        out.append(f"{where}/{ts.name} ({rate:g} Hz, {shape[0]} samples{channels})")
     return out
+
+
+def _layout(nwbfile: NWBFile) -> tuple[str | None, str]:
+    """:func:`~nwb_subspace.io.sound_layouts.detect_layout`, with the trials if readable."""
+    try:
+        trials = read_trials(nwbfile)
+    except ValueError:
+        trials = None
+    return detect_layout(nwbfile, trials)
 
 
 def summarize_file(path: str | os.PathLike) -> FileSummary:
@@ -54,6 +68,7 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
         elec = nwbfile.electrodes
         s.electrode_positions = elec is not None and {"rel_x", "rel_y"} <= set(elec.colnames)
         s.sounds = _sound_lines(nwbfile)
+        s.layout, s.layout_detail = _layout(nwbfile)
         s.raw_series = [
             n for n, o in nwbfile.acquisition.items() if o.neurodata_type == "ElectricalSeries"
         ]
@@ -71,8 +86,10 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
                     s.runs.append(f"{module.name}/{name}")
     if not s.n_units or not s.has_spike_times:
         s.missing.append("a units table with spike_times (needed for everything)")
-    if not s.sounds:
+    if not s.sounds and s.layout is None:
         s.missing.append("a sound waveform TimeSeries in stimulus or acquisition")
+    elif s.layout is None:
+        s.missing.append(f"an unambiguous sound: {s.layout_detail}")
     if not s.trials:
         s.missing.append("a trials (or epochs) table naming each sound")
     elif s.sound_column_problem is not None:
@@ -86,6 +103,12 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
     return s
 
 
+def _sounds_text(sounds: list[str]) -> str:
+    if len(sounds) > 3:  # e.g. one series per presentation
+        return f"{len(sounds)} series: {sounds[0]} ... {sounds[-1]}"
+    return "; ".join(sounds) or "none found"
+
+
 def describe_file(path: str | os.PathLike) -> str:
     """A short human-readable report of :func:`summarize_file`."""
     s = summarize_file(path)
@@ -96,7 +119,8 @@ def describe_file(path: str | os.PathLike) -> str:
         f"waveform_mean: {yes[s.has_waveforms]})",
         f"  electrode positions (rel_x/rel_y): {yes[s.electrode_positions]}",
         f"  raw voltage: {', '.join(s.raw_series) or 'none'}",
-        f"  sound: {'; '.join(s.sounds) or 'none found'}",
+        f"  sound: {_sounds_text(s.sounds)}",
+        f"  sound layout: {s.layout or 'undecided'} ({s.layout_detail})",
         f"  trials: {s.trials} (sound column: {s.sound_column or 'none'})",
         f"  earlier nwb-subspace runs: {', '.join(s.runs) or 'none'}",
     ]

@@ -11,6 +11,7 @@ written to the file.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,9 +66,12 @@ class SessionData:
     noise_ceiling : ndarray of float64, shape (n_units,)
         Per-unit ceiling on the correlation with the mean validation PSTH
         (:func:`nwb_subspace.responses.noise_ceiling`, Schoppe et al. 2016); NaN for units
-        without repeatable responses.
+        without repeatable responses, and for every unit when some validation sound is
+        presented once (``split.has_noise_ceiling`` False; ``split.noise_ceiling_note``
+        says why).
     info : dict
-        Plain summary (settings, split, spans) for run configs.
+        Plain summary (settings, split, spans) for run configs; ``design`` is the split
+        rule that applied and ``has_noise_ceiling`` whether a noise ceiling exists.
     """
 
     path: str
@@ -186,7 +190,11 @@ def load_session_data(
     seed: int = 0,
     chunk_s: float = 60.0,
     reuse_spectrogram: bool = True,
+    layout: str = "auto",
+    sound_dir: str | os.PathLike | None = None,
     trials_table: str | None = None,
+    validation_sounds: Sequence[str] | None = None,
+    validation_fraction: float = 0.2,
 ) -> SessionData:
     """Spectrogram, binned spikes, trials, split, validation PSTHs and noise ceilings.
 
@@ -211,8 +219,19 @@ def load_session_data(
         Seconds of sound per spectrogram chunk.
     reuse_spectrogram : bool, default True
         Reuse a stored spectrogram with the same settings.
+    layout : str, default "auto"
+        How the presented sound is stored: ``"auto"``, ``"continuous"``,
+        ``"per-presentation"``, ``"templates"``, ``"sound-dir"`` or ``"stored"`` (see
+        :mod:`nwb_subspace.io.sound`).
+    sound_dir : path-like, optional
+        Folder of ``<sound id>.wav`` files (``layout="sound-dir"``).
     trials_table : str, optional
         Interval table to read instead of ``trials`` (default: ``trials``, else ``epochs``).
+    validation_sounds : sequence of str, optional
+        The validation sounds by name; default: chosen from the repeat counts
+        (:func:`nwb_subspace.responses.split_trials`).
+    validation_fraction : float, default 0.2
+        Fraction of sounds drawn to validate when every sound is repeated or none is.
 
     Returns
     -------
@@ -224,7 +243,8 @@ def load_session_data(
         If ``path`` does not exist.
     ValueError
         No sound / ambiguous sound, no trials or sound column, sound not overlapping the
-        spikes, trials outside the sound, no validation sounds, NaN/inf samples, a rate too
+        spikes, trials outside the sound, a split that cannot be made (unknown validation
+        sounds, fewer than 3 sounds to draw from), NaN/inf samples, a rate too
         low for ``f_min``, irregular sound timestamps.
     """
     if not is_remote(path):
@@ -234,11 +254,26 @@ def load_session_data(
     with open_nwb(path) as nwbfile:
         spikes, unit_ids = read_spike_times(nwbfile)
         trials = read_trials(nwbfile, sound_column=sound_column, table=trials_table)
-        plan = plan_spectrogram(nwbfile, spectrogram_settings, sound_name, reuse_spectrogram)
+        plan = plan_spectrogram(
+            nwbfile,
+            spectrogram_settings,
+            sound_name,
+            reuse_spectrogram,
+            trials=trials,
+            layout=layout,
+            sound_dir=sound_dir,
+        )
         # every check that needs only the spectrogram's clock runs before computing it
         _check_spans(spikes, trials, plan.span, str(plan.source))
         bins = trial_bins(trials, plan.rate, plan.starting_time, n_bins=plan.n_bins)
-        split = split_trials(trials, min_repeats, holdout_fraction, seed)
+        split = split_trials(
+            trials,
+            min_repeats,
+            holdout_fraction,
+            seed,
+            validation_sounds=validation_sounds,
+            validation_fraction=validation_fraction,
+        )
         spec = plan.load(chunk_s)
     if spec.n_bins != plan.n_bins or not np.isclose(spec.rate, plan.rate):
         raise RuntimeError(  # internal consistency, not user input
@@ -259,7 +294,9 @@ def load_session_data(
         "trials_table": trials.table,
         "sound_column": trials.sound_column,
         "split": split.to_dict(),
-        "noise_ceiling_method": "schoppe",
+        "design": split.design,
+        "has_noise_ceiling": split.has_noise_ceiling,
+        "noise_ceiling_method": "schoppe" if split.has_noise_ceiling else None,
     }
     return SessionData(
         path=str(path),

@@ -2,8 +2,19 @@
 
 File layout (what readers can rely on)
 --------------------------------------
-- ``stimulus/presentation/sound``: ``TimeSeries`` of the whole session's sound, float32,
-  unit ``"a.u."``, rate ``audio_fs``, starting at 0 s; silences between presentations.
+- the sound, as ``SimulationConfig.layout`` says:
+
+  - ``"continuous"``: ``stimulus/presentation/sound``, a ``TimeSeries`` of the whole
+    session's sound, rate ``audio_fs``, starting at 0 s; silences between presentations;
+  - ``"per-presentation"``: ``stimulus/presentation/sound_0001``, ``sound_0002``, ... (in
+    time order), one ndx-sound ``AcousticWaveformSeries`` per presentation with
+    ``starting_time`` = its onset;
+  - ``"templates"``: ``stimulus/templates/<sound id>``, one ``TimeSeries`` per distinct
+    sound (``starting_time`` 0), played at the trials' ``start_time``;
+
+  samples are float32 in a.u. (``sound_format="float"``), or int16 scaled so that the
+  session's loudest sample is 32767, without a ``conversion`` factor (``"int16"``). The
+  analysis spectrogram is level-free, so every layout and format gives the same one;
 - ``intervals/trials``: one row per presentation, in time order: ``start_time``,
   ``stop_time`` (sound on/off), ``sound_id`` (``"est_000"``..., ``"val_00"``...),
   ``is_validation`` (bool) and ``repeat`` (0-based presentation index of that sound).
@@ -27,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from ..stimulus import compute_spectrogram
+from ..stimulus import SpectrogramSettings, compute_spectrogram
 from .neurons import poisson_spikes
 from .population import draw_population
 from .presets import SimulationConfig, resolve_config
@@ -43,7 +54,7 @@ from .waveforms import (
     trough_to_peak,
 )
 
-__all__ = ["plan_presentations", "simulate_session"]
+__all__ = ["plan_presentations", "presented_samples", "simulate_session", "truth_spectrogram"]
 
 _RAW_LSB_V = 0.195e-6  # volts per int16 step (Intan-like)
 _MS_BEFORE = 1.0
@@ -102,6 +113,20 @@ def _session_sound(rng: np.random.Generator, cfg: SimulationConfig, plan: list[d
     return wave
 
 
+def presented_samples(plan: list[dict]) -> np.ndarray:
+    """``[start, stop)`` sample indices of every presentation of ``plan``, shape (n, 2)."""
+    return np.array([[p["start"], p["start"] + p["n_samples"]] for p in plan], dtype=np.int64)
+
+
+def truth_spectrogram(
+    wave: np.ndarray, fs: float, settings: SpectrogramSettings, plan: list[dict]
+) -> Any:
+    """The spectrogram the ground-truth rates are computed on: the one the analysis computes
+    from the written file (with ``level="rms"``, scaled by the RMS over the presented
+    samples, whatever ``sound_rms`` is)."""
+    return compute_spectrogram(wave, fs, settings, presented=presented_samples(plan))
+
+
 def simulate_session(
     path: str | Path,
     preset: str | SimulationConfig = "tiny",
@@ -144,7 +169,7 @@ def simulate_session(
     rng_plan, rng_sound, rng_units, rng_spikes, rng_wave, rng_raw = streams
     plan = plan_presentations(rng_plan, cfg)
     wave = _session_sound(rng_sound, cfg, plan)
-    spec = compute_spectrogram(wave, cfg.audio_fs, cfg.spectrogram)
+    spec = truth_spectrogram(wave, cfg.audio_fs, cfg.spectrogram, plan)
 
     pop = draw_population(rng_units, cfg, spec.data.astype(np.float64))
     probe = make_probe(cfg.n_electrodes, cfg.pitch_um)
@@ -243,7 +268,7 @@ def _build_nwbfile(
 ) -> Any:
     """Assemble the in-memory ``pynwb.NWBFile`` (layout in the module docstring)."""
     from hdmf.backends.hdf5 import H5DataIO
-    from pynwb import NWBFile, TimeSeries
+    from pynwb import NWBFile
     from pynwb.ecephys import ElectricalSeries
     from pynwb.file import Subject
     from pynwb.misc import Units
@@ -292,17 +317,7 @@ def _build_nwbfile(
             group=group, location="auditory cortex", rel_x=float(x), rel_y=float(y)
         )
 
-    chunk = int(min(fs, wave.size))
-    nwbfile.add_stimulus(
-        TimeSeries(
-            name="sound",
-            data=H5DataIO(wave, compression="gzip", compression_opts=4, chunks=(chunk,)),
-            unit="a.u.",
-            rate=float(fs),
-            starting_time=0.0,
-            description="Sound waveform played to the animal over the whole session.",
-        )
-    )
+    _add_sound(nwbfile, cfg, wave, plan)
     mixed = cfg.design == "mixed"
     nwbfile.add_trial_column("sound_id", "Name of the sound presented.")
     if mixed:
@@ -351,6 +366,65 @@ def _build_nwbfile(
             )
         )
     return nwbfile
+
+
+def _sound_samples(cfg: SimulationConfig, wave: np.ndarray) -> np.ndarray:
+    """The samples as written: float32, or int16 at full scale (``cfg.sound_format``)."""
+    if cfg.sound_format == "float":
+        return wave.astype(np.float32, copy=False)
+    peak = float(np.max(np.abs(wave))) or 1.0
+    return np.round(wave * (32767.0 / peak)).astype(np.int16)
+
+
+def _add_sound(nwbfile: Any, cfg: SimulationConfig, wave: np.ndarray, plan: list[dict]) -> None:
+    """Write the sound in ``cfg.layout`` (see the module docstring)."""
+    from hdmf.backends.hdf5 import H5DataIO
+    from pynwb import TimeSeries
+
+    fs = float(cfg.audio_fs)
+    samples = _sound_samples(cfg, wave)
+
+    def packed(x: np.ndarray) -> H5DataIO:
+        return H5DataIO(x, compression="gzip", compression_opts=4, chunks=(int(min(fs, x.size)),))
+
+    if cfg.layout == "continuous":
+        nwbfile.add_stimulus(
+            TimeSeries(
+                name="sound",
+                data=packed(samples),
+                unit="a.u.",
+                rate=fs,
+                starting_time=0.0,
+                description="Sound waveform played to the animal over the whole session.",
+            )
+        )
+    elif cfg.layout == "per-presentation":
+        from ndx_sound import AcousticWaveformSeries
+
+        for k, p in enumerate(plan):
+            a = p["start"]
+            nwbfile.add_stimulus(
+                AcousticWaveformSeries(
+                    name=f"sound_{k + 1:04d}",
+                    data=packed(samples[a : a + p["n_samples"]]),
+                    rate=fs,
+                    starting_time=a / fs,
+                    description=f"Sound {p['sound_id']} as played in presentation {k + 1}.",
+                )
+            )
+    else:  # templates
+        for sid in sorted({p["sound_id"] for p in plan}):
+            p = next(q for q in plan if q["sound_id"] == sid)
+            nwbfile.add_stimulus_template(
+                TimeSeries(
+                    name=sid,
+                    data=packed(samples[p["start"] : p["start"] + p["n_samples"]]),
+                    unit="a.u.",
+                    rate=fs,
+                    starting_time=0.0,
+                    description=f"Sound {sid}; played at the start_time of its trials.",
+                )
+            )
 
 
 def _write_atomic(nwbfile: Any, path: Path) -> None:
