@@ -12,16 +12,43 @@ there; a spike at ``t0 + n_bins / rate`` (the end of the last bin) is outside an
 
 Split rule
 ----------
-A sound presented at least ``min_repeats`` times is a *validation* sound; all its
-presentations form the validation set and none of them is ever used for fitting. By
-default ``min_repeats = max(3, ceil(max_repeats / 2))`` where ``max_repeats`` is the
-repeat count of the most repeated sound: estimation sounds (presented once or a few times)
-and validation sounds (5-30 times in the reference data) then fall apart even when every
-estimation sound is itself repeated two or three times, and a validation sound always has
-at least 3 repeats for the noise ceiling. The remaining sounds are *estimation* sounds; of
-those, whole sounds (all their presentations, so a repeated estimation sound cannot leak
-between the two) are drawn at random (seeded) until ``holdout_fraction`` of the estimation
-trials are held out for early stopping.
+Which sounds validate the models depends on the presentation design. ``min_repeats``
+defaults to ``max(3, ceil(max_repeats / 2))`` where ``max_repeats`` is the repeat count of
+the most repeated sound (:func:`default_min_repeats`); :attr:`Split.design` records which
+of the four rules below applied.
+
+``"explicit"``
+    A list of validation sounds was given (``[session] validation_sounds``): those sounds
+    validate, every other sound is an estimation sound. An unknown name is an error that
+    lists the file's sounds.
+``"mixed"`` (the reference design)
+    Some sounds are presented at least ``min_repeats`` times and some are not. The former
+    are the *validation* sounds; all their presentations form the validation set and none
+    of them is ever used for fitting. Estimation sounds (presented once or a few times) and
+    validation sounds (5-30 times in the reference data) fall apart by default even when
+    every estimation sound is itself repeated two or three times, and a validation sound
+    always has at least 3 repeats for the noise ceiling.
+``"all-repeated"`` / ``"none-repeated"``
+    Every sound reaches ``min_repeats`` (e.g. 20 sounds x 20 repeats in random order), or
+    none does (in particular: every sound presented once). Validation sounds are then
+    chosen *by sound*: ``max(1, round(validation_fraction * n_sounds))`` of them (default
+    fraction 0.2; Python's ``round``, halves to even), capped so that at least 2 estimation
+    sounds remain, taken in order of decreasing repeat count with ties drawn at random
+    (seeded). With equal repeat counts this is a plain random draw of whole sounds. Every
+    presentation of the other sounds is an estimation trial of its own (repeats are not
+    averaged). Fewer than 3 sounds in total cannot be split this way (name the validation
+    sounds instead).
+
+In every design, whole estimation sounds (all their presentations, so a repeated
+estimation sound cannot leak between the two) are then drawn at random (seeded) until
+``holdout_fraction`` of the estimation trials are held out for early stopping; the fit
+and holdout sets never share a sound, and neither shares one with the validation set.
+
+A noise ceiling needs every validation sound presented at least twice. When some
+validation sound is presented once (``"none-repeated"``, or an explicit list naming such
+a sound), :attr:`Split.has_noise_ceiling` is False, :attr:`Split.noise_ceiling_note` says
+why, and :func:`noise_ceiling` returns NaN for every unit: correlations with the
+validation responses are still defined, noise-corrected ones are not.
 
 Noise ceiling
 -------------
@@ -37,7 +64,8 @@ variance is the across-repeat variance (``ddof=1``) averaged over bins, and
 correlation of the two half-means, applies the Spearman-Brown step to the full number of
 repeats (reliability ``rho = 2 r / (1 + r)``) and returns ``sqrt(rho)``. Both are NaN for
 a unit with no measurable signal (estimated signal variance <= 0, or a non-positive
-split-half correlation).
+split-half correlation), and NaN for every unit when a sound has a single presentation
+(no across-repeat variance can be measured).
 """
 
 from __future__ import annotations
@@ -55,7 +83,9 @@ __all__ = [
     "ValidationPSTH",
     "bin_edges",
     "bin_spikes",
+    "DESIGNS",
     "default_min_repeats",
+    "describe_split",
     "noise_ceiling",
     "segments",
     "split_trials",
@@ -140,7 +170,16 @@ class Split:
     holdout_fraction : float
         Requested fraction of estimation trials held out.
     seed : int
-        Seed of the holdout draw.
+        Seed of the holdout draw (and of the validation draw of the by-sound designs).
+    design : {"mixed", "all-repeated", "none-repeated", "explicit"}
+        Which split rule applied (see the module notes).
+    validation_fraction : float
+        Requested fraction of sounds that validate (used by the by-sound designs only).
+    noise_ceiling_note : str
+        Empty when a noise ceiling can be estimated; otherwise why not (some validation
+        sound is presented once) and what would give one.
+    validation_repeats : tuple of int
+        Presentations of each validation sound, in ``validation_sounds`` order.
     """
 
     validation_sounds: tuple[str, ...]
@@ -152,6 +191,15 @@ class Split:
     min_repeats: int
     holdout_fraction: float
     seed: int
+    design: str = "mixed"
+    validation_fraction: float = 0.2
+    noise_ceiling_note: str = ""
+    validation_repeats: tuple[int, ...] = ()
+
+    @property
+    def has_noise_ceiling(self) -> bool:
+        """Whether every validation sound is repeated, so a noise ceiling can be estimated."""
+        return not self.noise_ceiling_note
 
     @property
     def estimation_trials(self) -> np.ndarray:
@@ -170,6 +218,11 @@ class Split:
             "min_repeats": int(self.min_repeats),
             "holdout_fraction": float(self.holdout_fraction),
             "seed": int(self.seed),
+            "design": self.design,
+            "validation_fraction": float(self.validation_fraction),
+            "validation_repeats": [int(n) for n in self.validation_repeats],
+            "has_noise_ceiling": self.has_noise_ceiling,
+            "noise_ceiling_note": self.noise_ceiling_note,
         }
 
 
@@ -342,71 +395,203 @@ def default_min_repeats(repeat_counts: dict[str, int] | Sequence[int]) -> int:
     return max(3, math.ceil(max(values) / 2))
 
 
+#: Split rules recorded in :attr:`Split.design` (see the module notes).
+DESIGNS = ("mixed", "all-repeated", "none-repeated", "explicit")
+
+#: Config keys named in messages (the ``[session]`` table of the TOML config).
+_KEY_SOUNDS = "[session] validation_sounds"
+_KEY_REPEATS = "[session] min_repeats"
+_KEY_FRACTION = "[session] validation_fraction"
+
+
+def _names(names: Sequence[str], limit: int = 20) -> str:
+    """``['a', 'b', ...]``, shortened to ``limit`` names (with the total) for long lists."""
+    names = list(names)
+    if len(names) <= limit:
+        return repr(names)
+    return f"{repr(names[:limit])[:-1]}, ... ({len(names)} in all)]"
+
+
+def _repeat_summary(counts: dict[str, int]) -> str:
+    hist = dict(sorted(Counter(counts.values()).items()))
+    return ", ".join(f"{n} sound(s) x {r}" for r, n in hist.items())
+
+
+def _explicit_validation(
+    validation_sounds: Sequence[str], counts: dict[str, int], trials: Trials
+) -> tuple[str, ...]:
+    """The listed validation sounds, checked against the sounds in ``trials``."""
+    if isinstance(validation_sounds, str | bytes) or not isinstance(
+        validation_sounds, Sequence | np.ndarray | set | frozenset
+    ):
+        raise TypeError(
+            f"validation_sounds ({_KEY_SOUNDS}) must be a list of sound names, got "
+            f"{validation_sounds!r}"
+        )
+    names = []
+    for v in validation_sounds:
+        if isinstance(v, bool) or not isinstance(v, str | int | np.integer):
+            raise TypeError(
+                f"validation_sounds ({_KEY_SOUNDS}) must hold sound names (str), got {v!r}"
+            )
+        if str(v) not in names:
+            names.append(str(v))
+    where = f"column {trials.sound_column!r} of the {trials.table} table"
+    if not names:
+        raise ValueError(
+            f"validation_sounds ({_KEY_SOUNDS}) is empty; list the validation sounds, or leave "
+            "it out to choose them from the repeat counts"
+        )
+    unknown = [s for s in names if s not in counts]
+    if unknown:
+        raise ValueError(
+            f"validation_sounds ({_KEY_SOUNDS}) names {len(unknown)} sound(s) not in {where}: "
+            f"{_names(unknown)}; its sounds are {_names(list(counts))}"
+        )
+    if len(names) == len(counts):
+        raise ValueError(
+            f"validation_sounds ({_KEY_SOUNDS}) lists every sound in {where} "
+            f"({len(counts)}), so nothing is left to fit on; list fewer sounds"
+        )
+    return tuple(sorted(names))
+
+
+def _draw_validation(
+    counts: dict[str, int],
+    validation_fraction: float,
+    rng: np.random.Generator,
+    situation: str,
+) -> tuple[str, ...]:
+    """Validation sounds of the by-sound designs: the most repeated sounds, ties at random."""
+    n = len(counts)
+    if n < 3:
+        raise ValueError(
+            f"{situation}, and with only {n} sound(s) validation sounds cannot be drawn by "
+            "sound (that needs >= 3: 1 to validate, 2 to fit); name the validation sound(s) "
+            f"in {_KEY_SOUNDS}, or set {_KEY_REPEATS} so that some sounds reach it and "
+            "some do not"
+        )
+    k = min(max(1, round(validation_fraction * n)), n - 2)
+    shuffled = [list(counts)[i] for i in rng.permutation(n)]
+    ranked = sorted(shuffled, key=lambda s: -counts[s])  # stable: ties stay in random order
+    return tuple(sorted(ranked[:k]))
+
+
+def _ceiling_note(val: tuple[str, ...], counts: dict[str, int], design: str) -> str:
+    """Why no noise ceiling can be estimated ("" when every validation sound is repeated)."""
+    once = [s for s in val if counts[s] < 2]
+    if not once:
+        return ""
+    note = (
+        f"{len(once)} of {len(val)} validation sound(s) presented once ({_names(once, 5)}): "
+        "no noise ceiling can be estimated and noise-corrected scores are NaN"
+    )
+    repeated = [s for s, c in counts.items() if c >= 2]
+    if not repeated:
+        return f"{note} (no sound in the file is presented more than once)"
+    if design == "none-repeated":
+        return (
+            f"{note}; set {_KEY_REPEATS} = 2 to validate on the {len(repeated)} sound(s) "
+            f"presented at least twice, or name repeated sounds in {_KEY_SOUNDS}"
+        )
+    return f"{note}; name only repeated sounds in {_KEY_SOUNDS}"
+
+
 def split_trials(
     trials: Trials,
     min_repeats: int | None = None,
     holdout_fraction: float = 0.2,
     seed: int = 0,
+    *,
+    validation_sounds: Sequence[str] | None = None,
+    validation_fraction: float = 0.2,
 ) -> Split:
-    """Split trials into validation (repeated sounds), fit and early-stopping holdout.
+    """Split trials into validation sounds, fit and early-stopping holdout.
 
     Parameters
     ----------
     trials : Trials
     min_repeats : int, optional
-        A sound presented at least this many times is a validation sound. Default:
+        A sound presented at least this many times counts as repeated. Default:
         ``max(3, ceil(max_repeats / 2))`` (:func:`default_min_repeats`). Must be >= 2.
     holdout_fraction : float, default 0.2
         Fraction of estimation trials held out for early stopping, in ``[0, 1)``. Whole
         sounds are held out, so the realised fraction is the closest reachable one.
     seed : int, default 0
-        Seed of the holdout draw (same seed, same trials -> same holdout).
+        Seed of the draws (same seed, same trials -> same split).
+    validation_sounds : sequence of str, optional
+        The validation sounds, by name (design ``"explicit"``); every other sound is an
+        estimation sound. Default: chosen from the repeat counts (see the module notes).
+    validation_fraction : float, default 0.2
+        Fraction of the sounds that validate when every sound reaches ``min_repeats`` or
+        none does, in ``(0, 1)``: ``max(1, round(validation_fraction * n_sounds))`` sounds,
+        leaving at least 2 estimation sounds.
 
     Returns
     -------
     Split
+        ``design`` says which rule applied; ``has_noise_ceiling`` is False when some
+        validation sound is presented once.
 
     Raises
     ------
     ValueError
-        No sound reaches ``min_repeats`` (no validation set), every sound does (no
-        estimation set), or a parameter is out of range.
+        An empty table; a listed validation sound that is not in the table, or a list
+        naming every sound; fewer than 3 sounds when validation sounds must be drawn by
+        sound; or a parameter out of range. Each message names the ``[session]`` setting
+        that resolves it.
+    TypeError
+        A parameter of the wrong type.
     """
     if not isinstance(trials, Trials):
         raise TypeError(f"trials must be a Trials, got {type(trials).__name__}")
     if len(trials) == 0:
         raise ValueError(f"the {trials.table} table is empty; nothing to split")
-    if not (isinstance(holdout_fraction, int | float) and 0 <= holdout_fraction < 1):
-        raise ValueError(f"holdout_fraction must be in [0, 1), got {holdout_fraction!r}; e.g. 0.2")
+    if isinstance(holdout_fraction, bool) or not (
+        isinstance(holdout_fraction, int | float) and 0 <= holdout_fraction < 1
+    ):
+        raise ValueError(
+            f"holdout_fraction ([session] holdout_fraction) must be in [0, 1), got "
+            f"{holdout_fraction!r}; e.g. 0.2"
+        )
+    if isinstance(validation_fraction, bool) or not (
+        isinstance(validation_fraction, int | float) and 0 < validation_fraction < 1
+    ):
+        raise ValueError(
+            f"validation_fraction ({_KEY_FRACTION}) must be in (0, 1), got "
+            f"{validation_fraction!r}; e.g. 0.2"
+        )
     counts = trials.repeat_counts()
     if min_repeats is None:
         min_repeats = default_min_repeats(counts)
     elif isinstance(min_repeats, bool) or not isinstance(min_repeats, int | np.integer):
-        raise TypeError(f"min_repeats must be an int, got {min_repeats!r}")
+        raise TypeError(f"min_repeats ({_KEY_REPEATS}) must be an int, got {min_repeats!r}")
     elif min_repeats < 2:
         raise ValueError(
-            f"min_repeats must be >= 2 (a noise ceiling needs repeats), got {min_repeats}"
+            f"min_repeats ({_KEY_REPEATS}) must be >= 2 (a noise ceiling needs repeats), got "
+            f"{min_repeats}"
         )
-    hist = dict(sorted(Counter(counts.values()).items()))
-    summary = ", ".join(f"{n} sound(s) x {r}" for r, n in hist.items())
-    val = tuple(s for s, n in counts.items() if n >= min_repeats)
-    est = tuple(s for s, n in counts.items() if n < min_repeats)
-    if not val:
-        raise ValueError(
-            f"no sound in column {trials.sound_column!r} is presented >= {min_repeats} times "
-            f"(repeats: {summary}), so there is no validation set; pass a lower "
-            "min_repeats (>= 2) if some sounds are repeated"
-        )
-    if not est:
-        raise ValueError(
-            f"every sound is presented >= {min_repeats} times (repeats: {summary}), so "
-            "nothing is left to fit on; pass a higher min_repeats"
-        )
+    rng = np.random.default_rng(seed)
+    if validation_sounds is not None:
+        design = "explicit"
+        val = _explicit_validation(validation_sounds, counts, trials)
+    else:
+        reaching = tuple(s for s, n in counts.items() if n >= min_repeats)
+        if reaching and len(reaching) < len(counts):
+            design, val = "mixed", reaching
+        else:
+            design = "all-repeated" if reaching else "none-repeated"
+            situation = (
+                f"{'every' if reaching else 'no'} sound in column {trials.sound_column!r} is "
+                f"presented >= {min_repeats} times (repeats: {_repeat_summary(counts)})"
+            )
+            val = _draw_validation(counts, validation_fraction, rng, situation)
+    val_set = set(val)
+    est = tuple(s for s in counts if s not in val_set)
     sid = trials.sound_id
     val_trials = np.flatnonzero(np.isin(sid, val))
     est_mask = np.isin(sid, est)
     n_est = int(est_mask.sum())
-    rng = np.random.default_rng(seed)
     order = [est[i] for i in rng.permutation(len(est))]
     target = holdout_fraction * n_est
     hold: list[str] = []
@@ -430,7 +615,68 @@ def split_trials(
         min_repeats=int(min_repeats),
         holdout_fraction=float(holdout_fraction),
         seed=int(seed),
+        design=design,
+        validation_fraction=float(validation_fraction),
+        noise_ceiling_note=_ceiling_note(val, counts, design),
+        validation_repeats=tuple(int(counts[s]) for s in val),
     )
+
+
+_DESIGN_TEXT = {
+    "mixed": "the sounds presented >= {m} times validate, the others are fitted",
+    "all-repeated": (
+        "every sound is presented >= {m} times, so {k} whole sound(s) were drawn to validate "
+        "(validation_fraction {f}, seed {seed}); every presentation of the others is fitted"
+    ),
+    "none-repeated": (
+        "no sound is presented >= {m} times, so {k} whole sound(s) were drawn to validate "
+        "(validation_fraction {f}, most repeated first, seed {seed}); the others are fitted"
+    ),
+    "explicit": "the {k} listed validation sound(s) validate, the others are fitted",
+}
+
+
+def describe_split(split: Split) -> str:
+    """A few lines saying how the trials are split (for ``nwb-subspace inspect``).
+
+    Parameters
+    ----------
+    split : Split
+        As returned by :func:`split_trials`.
+
+    Returns
+    -------
+    str
+        The design and why, sounds and presentations in each part, and whether there is
+        a noise ceiling; no trailing newline.
+    """
+    if not isinstance(split, Split):
+        raise TypeError(f"split must be a Split, got {type(split).__name__}")
+    reps = dict(sorted(Counter(split.validation_repeats).items()))
+    rep_text = ", ".join(f"{n} x {r}" for r, n in reps.items())
+    n_fit = len(split.estimation_sounds) - len(split.holdout_sounds)
+    why = _DESIGN_TEXT.get(split.design, "{k} validation sound(s)").format(
+        m=split.min_repeats,
+        k=len(split.validation_sounds),
+        f=split.validation_fraction,
+        seed=split.seed,
+    )
+    if split.has_noise_ceiling:
+        ceiling = "noise ceiling: yes (every validation sound is repeated)"
+    else:
+        ceiling = f"noise ceiling: none ({split.noise_ceiling_note})"
+    lines = [
+        f"split: {split.design} design: {why}",
+        f"  validation: {len(split.validation_sounds)} sound(s), "
+        f"{split.validation_trials.size} presentation(s) (sounds x repeats: {rep_text})",
+        f"  fit: {n_fit} sound(s), {split.fit_trials.size} presentation(s)",
+        f"  early-stopping holdout: {len(split.holdout_sounds)} sound(s), "
+        f"{split.holdout_trials.size} presentation(s) (whole sounds)",
+        f"  {ceiling}",
+        f"  change with {_KEY_SOUNDS}, {_KEY_REPEATS}, {_KEY_FRACTION} or "
+        "[session] holdout_fraction",
+    ]
+    return "\n".join(lines)
 
 
 def validation_psth(
@@ -490,10 +736,9 @@ def _as_repeat_list(repeats) -> list[np.ndarray]:
             a = a[:, :, None]
         if a.ndim != 3:
             raise ValueError(f"repeats must be (n_repeats, n_bins, n_units), got shape {a.shape}")
-        if a.shape[0] < 2:
+        if a.shape[0] < 1:
             raise ValueError(
-                f"a noise ceiling needs >= 2 repeats per sound, got {a.shape[0]}; "
-                "leave out sounds presented once"
+                f"a sound has no repeats (shape {a.shape}); pass at least one repeat per sound"
             )
         out.append(a)
     if not out:
@@ -528,10 +773,15 @@ def noise_ceiling(
     -------
     ndarray of float64, shape (n_units,)
         Expected correlation of the true rate with the mean PSTH, in ``(0, 1]``; NaN where
-        the unit shows no repeatable signal. A model's noise-corrected correlation is
-        ``r / ceiling``.
+        the unit shows no repeatable signal, and for every unit when some sound has a
+        single repeat (no noise variance can be measured; :attr:`Split.has_noise_ceiling`
+        says so beforehand). A model's noise-corrected correlation is ``r / ceiling``.
     """
+    if method not in ("schoppe", "split_half"):
+        raise ValueError(f"method must be 'schoppe' or 'split_half', got {method!r}")
     arrays = _as_repeat_list(repeats)
+    if min(a.shape[0] for a in arrays) < 2:
+        return np.full(arrays[0].shape[2], np.nan)
     if method == "schoppe":
         means = [a.mean(axis=0) for a in arrays]
         m = np.concatenate(means, axis=0)

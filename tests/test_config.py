@@ -53,6 +53,19 @@ def test_toml_file(tmp_path):
         ("[spectrogram]\nf_min = 0\n", "f_min"),
         ("[sites]\nn_null = 0\n", r"\[sites\] n_null must be an integer >= 1"),
         ("[sites]\ncolour = 1\n", r"unknown keys \['colour'\] in \[sites\]"),
+        ('[session]\nvalidation_sounds = "a"\n', r"\[session\] validation_sounds must be a list"),
+        ("[session]\nvalidation_sounds = []\n", r"\[session\] validation_sounds must list one"),
+        ("[session]\nvalidation_sounds = [1.5]\n", r"\[session\] validation_sounds must list"),
+        ("[session]\nvalidation_fraction = 1.0\n", r"\[session\] validation_fraction must be in"),
+        ("[session]\nvalidation_fraction = 0\n", r"\[session\] validation_fraction must be in"),
+        ('[session]\nvalidation_fraction = "0.2"\n', r"\[session\] validation_fraction"),
+        ("[session]\ntrials_table = 3\n", r"\[session\] trials_table must be a name"),
+        ('[session]\ntrials_table = ""\n', r"\[session\] trials_table must be a name"),
+        ("[session]\nmin_repeats = 1\n", r"\[session\] min_repeats must be an integer >= 2"),
+        ("[session]\nholdout_fraction = 1.0\n", r"\[session\] holdout_fraction must be in"),
+        ('[session]\nlayout = "wav"\n', r"\[session\] layout must be one of"),
+        ("[session]\nsound_dir = 1\n", r"\[session\] sound_dir must be a folder"),
+        ("[session]\nchunk_s = 0\n", r"\[session\] chunk_s must be a positive"),
         ("seed = \n", "not valid TOML"),
     ],
 )
@@ -61,6 +74,26 @@ def test_bad_config(tmp_path, text, match):
     path.write_text(text)
     with pytest.raises(ValueError, match=match):
         AnalysisConfig.from_toml(path)
+
+
+def test_session_split_and_table_settings(tmp_path):
+    cfg = AnalysisConfig()
+    assert cfg.session.trials_table is None and cfg.session.validation_sounds is None
+    assert cfg.session.validation_fraction == 0.2
+    assert cfg.session.layout == "auto" and cfg.session.sound_dir is None
+    path = tmp_path / "run.toml"
+    path.write_text(
+        '[session]\ntrials_table = "presentations"\nvalidation_sounds = ["ripple_1", 7]\n'
+        'validation_fraction = 0.25\nmin_repeats = 4\nlayout = "sound-dir"\n'
+        'sound_dir = "sounds"\n'
+    )
+    s = AnalysisConfig.from_toml(path).session
+    assert s.trials_table == "presentations"
+    assert s.validation_sounds == ("ripple_1", "7")  # a TOML list becomes a tuple of str
+    assert s.validation_fraction == 0.25 and s.min_repeats == 4
+    assert s.layout == "sound-dir" and s.sound_dir == "sounds"
+    stored = json.loads(json.dumps(AnalysisConfig.from_toml(path).to_dict()))
+    assert stored["session"]["validation_sounds"] == ["ripple_1", "7"]
 
 
 def test_missing_file(tmp_path):
