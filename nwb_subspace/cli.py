@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelFitError
 from .progress import set_progress
 
 EXIT_OK = 0
@@ -41,8 +43,14 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise CLIError(f"{out} exists; pass --overwrite to replace it")
+    changes = {
+        key: getattr(args, key)
+        for key in ("design", "repeats", "layout", "sound_format")
+        if getattr(args, key) is not None
+    }
+    preset = PRESETS[args.preset].replace(**changes) if changes else args.preset
     nwb_path, truth_path = simulate_session(
-        out, preset=args.preset, seed=args.seed, raw=args.raw, overwrite=args.overwrite
+        out, preset=preset, seed=args.seed, raw=args.raw, overwrite=args.overwrite
     )
     print(f"wrote {nwb_path}")
     print(f"ground truth: {truth_path}")
@@ -71,16 +79,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     config = (config_file or AnalysisConfig()).with_overrides(
         seed=args.seed, device=args.device, run_name=args.run_name
     )
+    if args.trials_table is not None:  # overrides [session] trials_table
+        config = replace(config, session=replace(config.session, trials_table=args.trials_table))
+    if args.keep_partial:
+        config = replace(config, keep_partial=True)
     result = run_session(path, config, output=args.output, overwrite=args.overwrite)
-    cnn = result.scores["cnn"]
     print(f"results written to {result.output} (processing/misc/{config.run_name})")
-    print(
-        f"CNN median noise-corrected correlation: "
-        f"{float(np.nanmedian(cnn.noise_corrected_correlation)):.2f}"
-    )
+    print(score_summary("CNN", result.scores["cnn"]))
     for note in result.notes:
         print(f"note: {note}")
     return EXIT_OK
+
+
+def score_summary(name: str, scores) -> str:
+    """One line on a model's validation scores that never prints NaN as a result.
+
+    The median noise-corrected correlation when some unit has a noise ceiling; else the
+    median raw correlation, saying why it is not noise-corrected; else that there is no
+    finite score.
+    """
+    nc = np.asarray(scores.noise_corrected_correlation, dtype=float)
+    r = np.asarray(scores.correlation, dtype=float)
+    if np.isfinite(nc).any():
+        n = int(np.isfinite(nc).sum())
+        return (
+            f"{name} median noise-corrected correlation: {float(np.nanmedian(nc)):.2f} "
+            f"({n} of {nc.size} units with a noise ceiling)"
+        )
+    if np.isfinite(r).any():
+        return (
+            f"{name} median validation correlation: {float(np.nanmedian(r)):.2f} (not "
+            "noise-corrected: no unit has a noise ceiling; validation sounds need repeats)"
+        )
+    return f"{name}: no finite validation score (every prediction or response is constant)"
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -129,9 +160,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="write a simulated recording session with ground truth")
     p.add_argument("output", help="NWB file to write")
-    p.add_argument("--preset", default="tiny", help="tiny, small or paper (default: tiny)")
+    p.add_argument(
+        "--preset", default="tiny", help="tiny, small, realistic or paper (default: tiny)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--raw", action="store_true", help="also write a short raw ElectricalSeries")
+    from .simulate.presets import DESIGNS, LAYOUTS, SOUND_FORMATS
+
+    p.add_argument(
+        "--design",
+        choices=DESIGNS,
+        default=None,
+        help="mixed (estimation sounds once, validation sounds repeated; the presets' "
+        "default), all-repeated (every sound --repeats times, same total duration) or "
+        "none-repeated",
+    )
+    p.add_argument(
+        "--repeats", type=int, default=None, help="repeats of every sound (all-repeated)"
+    )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        help="how the sound is written: one continuous series (default), one "
+        "AcousticWaveformSeries per presentation, or templates played at the trials' times",
+    )
+    p.add_argument(
+        "--sound-format",
+        choices=SOUND_FORMATS,
+        default=None,
+        help="float (default) or int16 without a conversion factor",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=_cmd_simulate)
 
@@ -142,7 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
     p.add_argument("--run-name", default=None, help="name of the results container")
+    p.add_argument(
+        "--trials-table",
+        metavar="NAME",
+        default=None,
+        help="interval table holding the sound presentations (overrides the config's "
+        "[session] trials_table; default: trials, else epochs)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a run of the same name")
+    p.add_argument(
+        "--keep-partial",
+        action="store_true",
+        help="store the results even when the CNN fit fails (default: stop, write nothing)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -182,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as err:
         print(f"nwb-subspace: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ModelFitError as err:
+        print(f"nwb-subspace: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
     except (ValueError, TypeError, OSError) as err:
         print(f"nwb-subspace: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -13,6 +13,10 @@ Example::
     n_channels = 32
     f_min = 200.0
 
+    [session]
+    trials_table = "presentations"  # default: trials, else epochs
+    validation_sounds = ["ripple_03", "speech_07"]  # default: chosen from repeat counts
+
     [training]
     n_initializations = 3
 
@@ -41,15 +45,93 @@ from .stimulus import SpectrogramSettings
 MODEL_KINDS = ("ln", "cnn")
 
 
+#: Values of ``[session] layout`` (how the sound presented in each trial is found).
+SOUND_LAYOUTS = ("auto", "continuous", "per-presentation", "templates", "sound-dir", "stored")
+
+
+def _check_name(key: str, value: Any, what: str) -> None:
+    if value is not None and not (isinstance(value, str) and value.strip()):
+        raise ValueError(f"[session] {key} must be {what}; got {value!r}")
+
+
 @dataclass(frozen=True)
 class SessionSettings:
-    """How the session is read: which sound, which trials column, how trials are split."""
+    """How the session is read: which sound, which trials table and column, how trials are
+    split (see ``nwb_subspace.responses`` for the split rule).
+
+    Attributes
+    ----------
+    sound_name : str or None
+        Name of the sound series when the file holds several.
+    sound_column : str or None
+        Trials column naming the sound (default: auto-detected).
+    trials_table : str or None
+        Interval table holding the presentations (default: ``trials``, else ``epochs``).
+    min_repeats : int or None
+        A sound presented at least this often counts as repeated (>= 2; default
+        ``max(3, ceil(max_repeats / 2))``).
+    holdout_fraction : float, default 0.2
+        Fraction of estimation trials held out (as whole sounds) for early stopping, in
+        ``[0, 1)``.
+    validation_sounds : tuple of str or None
+        The validation sounds by name (a TOML list); default: chosen from repeat counts.
+    validation_fraction : float, default 0.2
+        Fraction of sounds drawn to validate when every sound reaches ``min_repeats`` or
+        none does, in ``(0, 1)``.
+    chunk_s : float, default 60.0
+        Seconds of sound per spectrogram chunk.
+    layout : str, default "auto"
+        How the sound of each presentation is stored: one of :data:`SOUND_LAYOUTS`.
+    sound_dir : str or None
+        Folder of sound files (for ``layout = "sound-dir"``).
+    """
 
     sound_name: str | None = None
     sound_column: str | None = None
     min_repeats: int | None = None
     holdout_fraction: float = 0.2
     chunk_s: float = 60.0
+    trials_table: str | None = None
+    validation_sounds: tuple[str, ...] | None = None
+    validation_fraction: float = 0.2
+    layout: str = "auto"
+    sound_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for key in ("sound_name", "sound_column", "trials_table"):
+            _check_name(key, getattr(self, key), "a name (a non-empty string) or left out")
+        _check_name("sound_dir", self.sound_dir, "a folder (a non-empty string) or left out")
+        if self.min_repeats is not None:
+            _check_int("session", "min_repeats", self.min_repeats, 2)
+        h = self.holdout_fraction
+        if isinstance(h, bool) or not isinstance(h, int | float) or not 0 <= h < 1:
+            raise ValueError(f"[session] holdout_fraction must be in [0, 1); got {h!r}, e.g. 0.2")
+        v = self.validation_fraction
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:
+            raise ValueError(
+                f"[session] validation_fraction must be in (0, 1); got {v!r}, e.g. 0.2"
+            )
+        c = self.chunk_s
+        if isinstance(c, bool) or not isinstance(c, int | float) or not c > 0:
+            raise ValueError(f"[session] chunk_s must be a positive number of seconds; got {c!r}")
+        if self.validation_sounds is not None:
+            sounds = self.validation_sounds
+            if isinstance(sounds, str) or not isinstance(sounds, list | tuple):
+                raise ValueError(
+                    "[session] validation_sounds must be a list of sound names, e.g. "
+                    f'["a", "b"]; got {sounds!r}'
+                )
+            bad = [x for x in sounds if isinstance(x, bool) or not isinstance(x, str | int)]
+            if bad or not sounds or any(not str(x).strip() for x in sounds):
+                raise ValueError(
+                    "[session] validation_sounds must list one or more sound names (strings); "
+                    f"got {list(sounds)!r}; leave it out to choose them from the repeat counts"
+                )
+            object.__setattr__(self, "validation_sounds", tuple(str(x) for x in sounds))
+        if self.layout not in SOUND_LAYOUTS:
+            raise ValueError(
+                f"[session] layout must be one of {list(SOUND_LAYOUTS)}; got {self.layout!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -185,6 +267,12 @@ class AnalysisConfig:
         ``threshold_ms`` for narrow/broad (default: probe-dependent, see celltypes).
     layers : dict or None
         Layer boundaries: ``{"l34_rel_y": ...}`` or ``{"layers": {name: [top, bottom]}}``.
+    keep_partial : bool, default False
+        When the CNN fit fails (every initialisation non-finite, constant, runaway or
+        uncorrelated with every unit, after the retries), the run normally stops with
+        :class:`~nwb_subspace.models.training.ModelFitError` and writes nothing; true
+        stores the failed fit and the other models, marked in the run's notes, without
+        dSTRFs or subspaces.
     """
 
     seed: int = 0
@@ -198,8 +286,11 @@ class AnalysisConfig:
     sites: SiteSettings = field(default_factory=SiteSettings)
     cell_types: dict = field(default_factory=dict)
     layers: dict | None = None
+    keep_partial: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.keep_partial, bool):
+            raise ValueError(f"keep_partial must be true or false; got {self.keep_partial!r}")
         if self.device not in ("cpu", "cuda", "auto"):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {self.device!r}")
         bad = [m for m in self.models if m not in MODEL_KINDS]

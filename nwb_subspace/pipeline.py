@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from .config import AnalysisConfig
+from .errors import ModelFitError
 from .io.remote import is_remote, open_binary, probe, remote_cache, remote_name, resolve_source
 from .io.session import SessionData, load_session_data
 from .io.units import UnitInfo, read_units, unit_columns
@@ -96,6 +97,7 @@ def session_masks(session: SessionData) -> dict[str, np.ndarray]:
 
 
 def load_session(path: Path, config: AnalysisConfig) -> SessionData:
+    """:func:`~nwb_subspace.io.session.load_session_data` with the ``[session]`` settings."""
     s = config.session
     return load_session_data(
         path,
@@ -106,6 +108,11 @@ def load_session(path: Path, config: AnalysisConfig) -> SessionData:
         holdout_fraction=s.holdout_fraction,
         seed=config.seed,
         chunk_s=s.chunk_s,
+        trials_table=s.trials_table,
+        validation_sounds=s.validation_sounds,
+        validation_fraction=s.validation_fraction,
+        layout=s.layout,
+        sound_dir=s.sound_dir,
     )
 
 
@@ -135,15 +142,46 @@ def ensemble_names(n_fits: int) -> list[str]:
 
 
 def fit_models(
-    session: SessionData, config: AnalysisConfig, masks: dict[str, np.ndarray], progress=None
+    session: SessionData,
+    config: AnalysisConfig,
+    masks: dict[str, np.ndarray],
+    progress=None,
+    notes: list[str] | None = None,
 ) -> dict[str, EncodingEstimator]:
+    """Fit every model of ``config.models``; failed attempts go into ``notes``.
+
+    Raises
+    ------
+    ModelFitError
+        If the CNN failed (every initialisation, after the retries) and
+        ``config.keep_partial`` is false.
+    """
+    notes = [] if notes is None else notes
     training = replace(config.training, seed=config.seed)
     X, Y = session.spectrogram.data, session.counts
     fits = {}
     for kind in config.models:
         log.info("fitting the %s model", kind)
         est = EncodingEstimator(kind, training=training, device=config.device, progress=progress)
-        fits[kind] = est.fit(X, Y, masks["fit"], masks["holdout"])
+        with warnings.catch_warnings():  # failed attempts are reported in the notes
+            warnings.filterwarnings(
+                "ignore", message=r".* attempt \d+ failed", category=UserWarning
+            )
+            fits[kind] = est.fit(X, Y, masks["fit"], masks["holdout"])
+        notes.extend(f"{kind} fit, {problem}" for problem in est.fit_problems_)
+        if est.failed_:
+            attempts = training.max_retries + 1
+            message = (
+                f"the {kind.upper()} fit failed: {est.history_.problem} (every one of "
+                f"{training.n_initializations} initialisation(s), {attempts} attempt(s) each)"
+            )
+            if kind == "cnn" and not config.keep_partial:
+                raise ModelFitError(
+                    f"{message}; nothing was written. Check that the units respond to the "
+                    "sound (spike counts, trial times on the sound's clock); keep_partial = "
+                    "true (nwb-subspace run --keep-partial) stores the failed fit anyway"
+                )
+            notes.append(f"{message}; its scores must not be trusted")
     return fits
 
 
@@ -163,7 +201,15 @@ def analyse_subspaces(
     from .tuning import TuningSubspaceEstimator
 
     sub = config.subspace
-    nc = np.nan_to_num(cnn_scores.noise_corrected_correlation, nan=-1.0)
+    quality = np.asarray(cnn_scores.noise_corrected_correlation, dtype=float)
+    if not np.isfinite(quality).any():  # no noise ceiling at all (validation sounds once)
+        quality = np.asarray(cnn_scores.correlation, dtype=float)
+        notes.append(
+            "no unit has a noise ceiling (the validation sounds are not repeated): the "
+            f"quality cut {sub.min_noise_corrected_r} is applied to the raw validation "
+            "correlation instead"
+        )
+    nc = np.nan_to_num(quality, nan=-1.0)
     passing = np.flatnonzero(nc >= sub.min_noise_corrected_r)  # indices into cnn.units_
     stim = masks["fit"] | masks["holdout"] | masks["validation"]
     if passing.size == 0:
@@ -213,6 +259,10 @@ def analyse_subspaces(
     sm = SubspaceModelEstimator(training=training, device=config.device).fit(
         tuning, X, session.counts[:, rows], masks["fit"], masks["holdout"]
     )
+    if sm.history_.failed:
+        notes.append(
+            f"the subspace model fit failed ({sm.history_.problem}); its scores must not be trusted"
+        )
     pred = validation_predictions(sm.predict(X), session.validation)
     psth = validation_psths(session.validation, rows)
     ceiling = np.asarray(session.noise_ceiling)[rows]
@@ -354,13 +404,18 @@ def _run_session(
         main = None if units is None else units.main_channel
         with open_binary(path) as handle:
             labels = read_site_labels(handle, config.sites.group_by, main)
-    fits = fit_models(session, config, masks, progress)
+    fits = fit_models(session, config, masks, progress, notes)
     X = session.spectrogram.data
     scores = {
         k: est.score(X, session.validation, session.noise_ceiling, seed=config.seed)
         for k, est in fits.items()
     }
-    step = analyse_subspaces(session, fits["cnn"], scores["cnn"], config, masks, notes)
+    if fits["cnn"].failed_:  # kept only with keep_partial
+        notes.append("no dSTRFs, tuning subspaces or site step: the CNN fit failed")
+        step = SubspaceStep()
+        labels = None
+    else:
+        step = analyse_subspaces(session, fits["cnn"], scores["cnn"], config, masks, notes)
     tuning, srfs, sm = step.tuning, step.srfs, step.model
     sites = None
     if labels is not None:

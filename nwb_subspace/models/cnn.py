@@ -110,6 +110,20 @@ class CNNCore(nn.Module):
             self.spectral, self.temporal1.weight, self.mix, self.temporal2.weight, self.dense.weight
         )
 
+    @torch.no_grad()
+    def fold_input_standardization(self, mean: Tensor, std: Tensor) -> None:
+        """Make a core trained on ``(x - mean) / std`` act on ``x`` itself.
+
+        ``spectral @ ((x - m) / s) = (spectral / s) @ x - (spectral / s) @ m``: the spectral
+        weightings are divided by ``std`` and the constant goes into the first temporal
+        filters' bias (times the sum of their taps). Exact, except in the ``memory - 1``
+        zero-padded bins before the first bin of a recording. Returns None (nothing is left
+        for the readout).
+        """
+        self.spectral.div_(std[None, :])
+        shift = self.spectral @ mean  # (n_channels1,)
+        self.temporal1.bias.sub_(shift * self.temporal1.weight.sum(dim=1))
+
     def roughness(self) -> Tensor:
         """Squared second differences of the first layer's filters: the spectral weightings
         along frequency and the first temporal filters along lag (the layer that sets the

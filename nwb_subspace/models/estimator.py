@@ -76,6 +76,13 @@ class EncodingEstimator:
         ``model_``); for dSTRFs averaged over fits.
     member_histories_ : list of FitHistory
         Their histories, in the same order.
+    failed_ : bool
+        True when every initialisation failed (:func:`~nwb_subspace.models.training.
+        fit_problem`: non-finite, runaway, constant or uncorrelated with every unit, after
+        the retries); ``model_`` is then the least bad fit and must not be
+        trusted. ``history_.problem`` says why.
+    fit_problems_ : list of str
+        Every failed attempt (including ones a retry recovered from), for the run's notes.
     units_ : ndarray of int
         Columns of ``Y`` that were fitted (units with spikes in the training bins).
     excluded_units_ : ndarray of int
@@ -153,9 +160,17 @@ class EncodingEstimator:
             progress=self.progress,
             every_fit=runs,
         )
-        runs.sort(key=lambda run: run[1].best_holdout_loss)  # stable: the best comes first
-        self.members_ = [m for m, _ in runs]
-        self.member_histories_ = [h for _, h in runs]
+        # stable: the best comes first; failed fits last, and only kept if nothing worked
+        runs.sort(key=lambda run: (run[1].failed, _loss_key(run[1].best_holdout_loss)))
+        working = [run for run in runs if not run[1].failed] or runs
+        self.members_ = [m for m, _ in working]
+        self.member_histories_ = [h for _, h in working]
+        self.fit_problems_ = [
+            f"initialisation {h.initialization + 1}: {problem}"
+            for _, h in runs
+            for problem in h.failed_attempts
+        ]
+        self.failed_ = self.history_.failed
         return self
 
     def predict(self, X: np.ndarray, *, member: int = 0) -> np.ndarray:
@@ -213,6 +228,11 @@ class EncodingEstimator:
             spectrogram=spectrogram,
             architecture=architecture or {"cnn": "1D-CNN x2", "ln": "population LN"}[self.kind],
         )
+
+
+def _loss_key(value: float) -> float:
+    """Sort key of a holdout loss: NaN sorts last."""
+    return value if value == value else float("inf")
 
 
 def score_predictions(

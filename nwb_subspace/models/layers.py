@@ -543,6 +543,47 @@ class EncodingModel(nn.Module):
                 bias.copy_(torch.as_tensor(values, dtype=bias.dtype, device=bias.device))
         return self
 
+    @property
+    def can_standardize_input(self) -> bool:
+        """Whether :meth:`fold_input_standardization` is available for this core."""
+        return hasattr(self.core, "fold_input_standardization")
+
+    @torch.no_grad()
+    def fold_input_standardization(self, mean: Tensor, std: Tensor) -> EncodingModel:
+        """Turn a model fitted on ``(x - mean) / std`` into one that takes ``x``.
+
+        Training on a spectrogram standardised per channel makes the fit independent of the
+        spectrogram's level and spread; folding the scaling into the first layer afterwards
+        keeps every stored weight, prediction and Jacobian on the spectrogram itself.
+
+        Parameters
+        ----------
+        mean, std : Tensor, shape (n_frequencies,)
+            The per-channel mean and standard deviation the model was trained with.
+
+        Returns
+        -------
+        EncodingModel
+            ``self``.
+
+        Raises
+        ------
+        TypeError
+            If the core cannot fold a scaling (see :attr:`can_standardize_input`).
+        """
+        if not self.can_standardize_input:
+            raise TypeError(f"{type(self.core).__name__} cannot fold an input standardisation")
+        ref = next(self.parameters())
+        mean = torch.as_tensor(mean, dtype=ref.dtype, device=ref.device)
+        std = torch.as_tensor(std, dtype=ref.dtype, device=ref.device)
+        const = self.core.fold_input_standardization(mean, std)
+        if const is not None:
+            bias = self.readout.offset()
+            if bias is None:
+                raise TypeError("the readout has no bias to absorb the input offset")
+            bias.add_(self.readout.weight @ const)
+        return self
+
     def freeze_output(self) -> EncodingModel:
         """Hold the output nonlinearity fixed (no-op without one); returns ``self``."""
         if self.output is not None:

@@ -76,6 +76,18 @@ class LNCore(nn.Module):
         """Sum of squared weights."""
         return _sum_of_squares(self.spectral, self.temporal.weight)
 
+    @torch.no_grad()
+    def fold_input_standardization(self, mean: Tensor, std: Tensor) -> Tensor:
+        """Make a core trained on ``(x - mean) / std`` act on ``x`` itself.
+
+        The spectral weightings are divided by ``std``; the constant this leaves on each
+        output channel (``-(spectral / s) @ m`` times the sum of its temporal taps; the
+        temporal filters have no bias) is returned for the readout to absorb.
+        """
+        self.spectral.div_(std[None, :])
+        shift = self.spectral @ mean
+        return -shift * self.temporal.weight.sum(dim=1)
+
     def roughness(self) -> Tensor:
         """Squared second differences of the spectral weightings (along frequency) and the
         temporal filters (along lag)."""

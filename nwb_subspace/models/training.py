@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
@@ -27,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..denormals import flushed_denormals
+from ..errors import ModelFitError  # noqa: F401  (raised by callers; re-exported here)
 from ..progress import progress_bar
 from .layers import EncodingModel
 
@@ -78,6 +80,19 @@ class TrainingConfig:
     seed : int
         Seed of initialisation and window order; the same seed gives bitwise-equal fits on
         the CPU.
+    standardize : bool
+        Fit on the spectrogram centred per channel and scaled to a common spread of
+        :data:`INPUT_SPREAD` (statistics over the fit bins), then fold the scaling into the
+        first layer, so that the stored model takes the spectrogram itself (models whose
+        core supports it: CNN and LN). This makes the fit independent of the spectrogram's
+        level and spread: on a simulated session with a per-channel spread of ~0.01 (a quiet
+        recording) the CNN's prediction collapsed to a constant without it (median
+        noise-corrected r NaN; with it 0.69, LN 0.47).
+    max_retries : int
+        A fit that fails (:func:`fit_problem`: non-finite, a loss that ran away, a prediction
+        that is constant on the holdout bins or correlates with no unit's response) is
+        retried this many times, each time with a new initialisation and a learning rate 4x
+        smaller; if every attempt fails the fit is reported as failed (``FitHistory.problem``).
     """
 
     loss: str = "poisson"
@@ -92,6 +107,8 @@ class TrainingConfig:
     window: int = 128
     batch_windows: int = 16
     seed: int = 0
+    standardize: bool = True
+    max_retries: int = 2
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -103,6 +120,14 @@ class TrainingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
                 raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+        if not isinstance(self.standardize, bool):
+            raise ValueError(f"standardize must be true or false; got {self.standardize!r}")
+        if (
+            isinstance(self.max_retries, bool)
+            or not isinstance(self.max_retries, int)
+            or self.max_retries < 0
+        ):
+            raise ValueError(f"max_retries must be an integer >= 0; got {self.max_retries!r}")
         for name in (
             "max_epochs_stage1",
             "max_epochs_stage2",
@@ -134,6 +159,14 @@ class FitHistory:
     best_holdout_loss: float = math.inf
     initialization: int = 0
     seconds: float = 0.0
+    attempts: int = 1
+    problem: str | None = None
+    failed_attempts: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        """True when every attempt of this fit failed (see :attr:`problem`)."""
+        return self.problem is not None
 
 
 def check_training_data(
@@ -324,6 +357,147 @@ def _fresh_like(model: EncodingModel) -> EncodingModel:
     return fresh
 
 
+#: Spread (RMS over channels of the per-channel standard deviation) of the standardised
+#: spectrogram the models are fitted on; about that of a reference-level spectrogram, for
+#: which the default step sizes and penalties were chosen (see ``TrainingConfig``).
+INPUT_SPREAD = 0.25
+
+#: A unit whose holdout prediction varies by less than this fraction of its mean is flat.
+FLAT_PREDICTION = 1e-3
+
+
+def _holdout_prediction(model: EncodingModel, hold: _Batches, chunk: int) -> Tensor:
+    """The model's prediction at every scored holdout bin, ``(n_scored, N)``."""
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(hold), chunk):
+            out = model(hold.x[i : i + chunk])[:, hold.ctx :]
+            outs.append(out[hold.w[i : i + chunk] > 0])
+    return torch.cat(outs)
+
+
+def _loss_floor(hold: _Batches, kind: str) -> float:
+    """Lowest value the per-bin loss can take on these bins (a prediction equal to the
+    counts): ``sum(y - y log y)`` for the Poisson loss, 0 for squared error."""
+    if kind != "poisson":
+        return 0.0
+    y = hold.y
+    per = y - torch.xlogy(y, y)
+    return float((per * hold.w[..., None]).sum()) / max(hold.n_scored, 1.0)
+
+
+def fit_problem(
+    model: EncodingModel,
+    train: _Batches,
+    hold: _Batches,
+    history: FitHistory,
+    loss_kind: str,
+    chunk: int,
+) -> str | None:
+    """Why a fitted model must not be used (None if it may).
+
+    A fit fails when
+
+    - its weights, its holdout loss or any training loss are not finite;
+    - its training loss fell below the lowest value the loss can take on the training data
+      (``sum(y - y log y)`` per bin for the Poisson loss, 0 for squared error): the loss ran
+      away numerically;
+    - its prediction on the holdout bins is constant: every unit's prediction varies by less
+      than :data:`FLAT_PREDICTION` of its mean;
+    - no unit's prediction on the holdout bins correlates positively with its response.
+    """
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        return "non-finite weights"
+    if not math.isfinite(history.best_holdout_loss):
+        return f"non-finite holdout loss ({history.best_holdout_loss})"
+    losses = np.asarray(history.train_loss, dtype=float)
+    if losses.size and not np.isfinite(losses).all():
+        return "non-finite training loss"
+    floor = min(_loss_floor(train, "mse"), _loss_floor(train, loss_kind))
+    if losses.size and losses.min() < floor - 1e-3 * max(abs(floor), 1.0):
+        return (
+            f"the training loss ran away: it fell to {losses.min():.4g}, below the lowest "
+            f"value it can take on these data ({floor:.4g})"
+        )
+    pred = _holdout_prediction(model, hold, chunk)
+    if not bool(torch.isfinite(pred).all()):
+        return "non-finite prediction on the holdout bins"
+    spread = pred.std(dim=0) / pred.mean(dim=0).abs().clamp_min(1e-12)
+    if bool((spread < FLAT_PREDICTION).all()):
+        return (
+            "constant prediction: every unit's prediction on the holdout bins varies by less "
+            f"than {FLAT_PREDICTION:g} of its mean (largest {float(spread.max()):.2g})"
+        )
+    y = torch.cat([hold.y[i][hold.w[i] > 0] for i in range(len(hold))])
+    pc, yc = pred - pred.mean(0), y - y.mean(0)
+    r = (pc * yc).sum(0) / (pc.norm(dim=0) * yc.norm(dim=0)).clamp_min(1e-30)
+    if not bool((r > 0).any()):
+        return "no unit's prediction on the holdout bins correlates with its response"
+    return None
+
+
+def _standardizer(X: Tensor, train_mask: np.ndarray) -> tuple[Tensor, Tensor]:
+    """Per-channel mean and one common scale over the training bins (float64 sums).
+
+    Every channel is centred; all are divided by one number, the RMS over channels of their
+    standard deviations, times ``1 / INPUT_SPREAD``. One scale keeps the spectrogram's
+    spectral shape (a per-channel scale would blow channels the sound barely reaches up to
+    the spread of the loud ones); :data:`INPUT_SPREAD` is the spread the recipe's step sizes
+    and penalties were set for. Returned as per-channel vectors.
+    """
+    fit = X[torch.from_numpy(train_mask).to(X.device)].double()
+    mean = fit.mean(dim=0)
+    spread = float(fit.std(dim=0).square().mean().sqrt())
+    scale = spread / INPUT_SPREAD if spread > 1e-30 else 1.0
+    std = torch.full_like(mean, scale)
+    return mean.to(X.dtype), std.to(X.dtype)
+
+
+def _train_once(
+    candidate: EncodingModel,
+    train: _Batches,
+    hold: _Batches,
+    cfg: TrainingConfig,
+    lr_factor: float,
+    gen: torch.Generator,
+    hist: FitHistory,
+    train_mean: Tensor,
+    progress,
+) -> None:
+    """One attempt of the two-stage recipe on ``candidate`` (in place)."""
+    candidate.set_drive_offset(train_mean)
+    _run_stage(
+        candidate,
+        candidate.drive,
+        train,
+        hold,
+        "mse",
+        cfg.lr_stage1 * lr_factor,
+        cfg.max_epochs_stage1,
+        cfg,
+        gen,
+        hist,
+        1,
+        progress,
+    )
+    if candidate.output is not None:
+        _init_output(candidate, train)
+        _run_stage(
+            candidate,
+            candidate.forward,
+            train,
+            hold,
+            cfg.loss,
+            cfg.lr_stage2 * lr_factor,
+            cfg.max_epochs_stage2,
+            cfg,
+            gen,
+            hist,
+            2,
+            progress,
+        )
+
+
 @flushed_denormals()
 def fit_model(
     model: EncodingModel,
@@ -366,7 +540,10 @@ def fit_model(
     Returns
     -------
     model, history
-        Of the initialisation with the lowest holdout loss.
+        Of the initialisation with the lowest holdout loss among those that did not fail
+        (:func:`fit_problem`); if every initialisation failed after ``config.max_retries``
+        retries each, the least bad one, with ``history.problem`` saying why (a warning is
+        issued for every failed attempt).
     """
     cfg = config or TrainingConfig()
     X = np.asarray(X, dtype=np.float32)
@@ -378,56 +555,65 @@ def fit_model(
         raise ValueError("train_mask and holdout_mask overlap; holdout bins must be unseen")
     dev = torch.device(device)
     Xt, Yt = torch.from_numpy(X).to(dev), torch.from_numpy(Y).to(dev)
+    standardize = cfg.standardize and model.can_standardize_input
+    if standardize:
+        x_mean, x_std = _standardizer(Xt, train_mask)
+        Xt = (Xt - x_mean) / x_std
     train = _Batches(Xt, Yt, train_mask, cfg.window, model.memory)
     hold = _Batches(Xt, Yt, holdout_mask, cfg.window, model.memory)
     build = build or (lambda: _fresh_like(model))
     train_mean = Yt[torch.from_numpy(train_mask).to(dev)].mean(0)
+    chunk = cfg.batch_windows * 4
+    loss_kind = cfg.loss if model.output is not None else "mse"
     best_model, best_hist = None, None
     start = time.perf_counter()
     for init in range(cfg.n_initializations):
-        torch.manual_seed(cfg.seed * 1000 + init)
-        gen = torch.Generator().manual_seed(cfg.seed * 1000 + init)
-        candidate = model if init == 0 else build()
-        torch.manual_seed(cfg.seed * 1000 + init)
-        candidate = candidate.to(dev).train()
-        hist = FitHistory(initialization=init)
-        candidate.set_drive_offset(train_mean)
-        _run_stage(
-            candidate,
-            candidate.drive,
-            train,
-            hold,
-            "mse",
-            cfg.lr_stage1,
-            cfg.max_epochs_stage1,
-            cfg,
-            gen,
-            hist,
-            1,
-            progress,
-        )
-        if candidate.output is not None:
-            _init_output(candidate, train)
-            _run_stage(
-                candidate,
-                candidate.forward,
-                train,
-                hold,
-                cfg.loss,
-                cfg.lr_stage2,
-                cfg.max_epochs_stage2,
-                cfg,
-                gen,
-                hist,
-                2,
-                progress,
+        failures: list[str] = []
+        for attempt in range(cfg.max_retries + 1):
+            seed = cfg.seed * 1000 + init + 100_000 * attempt
+            torch.manual_seed(seed)
+            gen = torch.Generator().manual_seed(seed)
+            candidate = model if init == 0 and attempt == 0 else build()
+            torch.manual_seed(seed)
+            candidate = candidate.to(dev).train()
+            hist = FitHistory(initialization=init, attempts=attempt + 1)
+            _train_once(candidate, train, hold, cfg, 0.25**attempt, gen, hist, train_mean, progress)
+            candidate.eval()
+            problem = fit_problem(candidate, train, hold, hist, loss_kind, chunk)
+            if problem is None:
+                break
+            failures.append(f"attempt {attempt + 1}: {problem}")
+            warnings.warn(
+                f"{getattr(candidate, 'kind', 'model')} fit, initialisation {init + 1}, "
+                f"attempt {attempt + 1} failed ({problem})"
+                + (
+                    "; retrying with a new initialisation and a 4x smaller step"
+                    if attempt < cfg.max_retries
+                    else ""
+                ),
+                UserWarning,
+                stacklevel=2,
             )
+        hist.failed_attempts = failures
+        hist.problem = problem
+        if standardize:
+            candidate.fold_input_standardization(x_mean, x_std)
         if every_fit is not None:
-            every_fit.append((candidate.eval(), hist))
-        if best_hist is None or hist.best_holdout_loss < best_hist.best_holdout_loss:
+            every_fit.append((candidate, hist))
+        if best_hist is None or _better(hist, best_hist):
             best_model, best_hist = candidate, hist
     best_hist.seconds = time.perf_counter() - start
     return best_model.eval(), best_hist
+
+
+def _better(a: FitHistory, b: FitHistory) -> bool:
+    """Whether fit ``a`` beats fit ``b``: a working fit beats a failed one, then the lower
+    holdout loss wins (NaN never wins)."""
+    if a.failed != b.failed:
+        return not a.failed
+    if not math.isfinite(b.best_holdout_loss):
+        return math.isfinite(a.best_holdout_loss)
+    return a.best_holdout_loss < b.best_holdout_loss
 
 
 def training_info(config: TrainingConfig, history: FitHistory, device: str):

@@ -293,6 +293,23 @@ PRESETS: dict[str, SimulationConfig] = {
         gap_s=0.5,
         n_units=30,
     ),
+    # Real-like statistics, for tests (~4 min of session, 12 units): a quiet sound
+    # (without level normalisation its spectrogram spreads ~0.01 per channel, as in a real
+    # recording written as float in [-1, 1]) and sparse, bursty units of 2-80 spikes/s.
+    "realistic": SimulationConfig(
+        name="realistic",
+        estimation_s=120.0,
+        sequence_s=5.0,
+        n_validation=2,
+        validation_s=5.0,
+        validation_repeats=10,
+        sound_rms=0.01,
+        n_units=12,
+        mean_rate_broad=(2.0, 20.0),
+        mean_rate_narrow=(5.0, 80.0),
+        response_cv=(2.0, 4.0),
+        raw_s=3.0,
+    ),
     # Benchmarks: 30 min of estimation sound, 60 units.
     "paper": SimulationConfig(
         name="paper",
