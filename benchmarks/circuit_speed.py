@@ -3,7 +3,7 @@
 Synthetic moments: each unit's covariance has rank 4 inside a shared 7-dim subspace plus a
 private direction, on the reference grid (32 channels x 20 lags = 640 pixels). Times, with
 one BLAS thread, ``SiteSubspaceAnalysis.fit`` (pooled PCA, 200 random-subspace and 200
-pixel-shuffle draws) and :func:`nwb_subspace.tiling.tiling` (every unit's SRF on site PCs 1-2
+pixel-shuffle draws) and :func:`nwb_subspace.site.tiling.tiling` (every unit's SRF on site PCs 1-2
 over 30,000 bins of a random spectrogram, with a smooth synthetic prediction; 500 shift
 draws), and their sum: the site analysis of one site.
 Run: ``python benchmarks/circuit_speed.py [15 30 60 120]``.
@@ -17,8 +17,8 @@ import time
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from nwb_subspace.circuit import SiteSubspaceAnalysis
-from nwb_subspace.tiling import tiling
+from nwb_subspace.site.subspace import SiteSubspaceAnalysis
+from nwb_subspace.site.tiling import tiling
 
 
 def moments(n_units: int, f: int = 32, d: int = 20, seed: int = 0):

@@ -2,7 +2,7 @@
 
 Prints, in one run:
 
-1. time per (unit x bin) of :func:`nwb_subspace.dstrf.compute_dstrf` against the reference
+1. time per (unit x bin) of :func:`nwb_subspace.dstrf.compute.compute_dstrf` against the reference
    implementations' way, ``torch.autograd.functional.jacobian`` on one window per time
    point, at N = 60 and N = 300 units (reference CNN, F = 32, memory 24);
 2. total dSTRF + PCA time at every bin of a ``paper``-preset-sized recording (N = 60 units;
@@ -26,10 +26,10 @@ import time
 import numpy as np
 import torch
 
-from nwb_subspace.dstrf import compute_dstrf, dstrf_moments
+from nwb_subspace.dstrf.compute import compute_dstrf, dstrf_moments
 from nwb_subspace.models import PopulationCNN
 from nwb_subspace.simulate.presets import PRESETS
-from nwb_subspace.tuning import TuningSubspaceEstimator
+from nwb_subspace.subspace.tuning import TuningSubspaceEstimator
 
 F = 32
 

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 
-from nwb_subspace.dstrf import dstrf_moments
+from nwb_subspace.dstrf.compute import dstrf_moments
 from nwb_subspace.io.session import load_session_data
 from nwb_subspace.models.estimator import (
     EncodingEstimator,
@@ -49,10 +49,10 @@ from nwb_subspace.models.estimator import (
 from nwb_subspace.models.training import TrainingConfig
 from nwb_subspace.pipeline import session_masks
 from nwb_subspace.simulate import load_truth, simulate_session
-from nwb_subspace.srf import srf_shape_classes, subspace_rfs
-from nwb_subspace.subspace_fit import SubspaceModelEstimator, explained_variance_fraction
+from nwb_subspace.subspace.model import SubspaceModelEstimator, explained_variance_fraction
+from nwb_subspace.subspace.srf import srf_shape_classes, subspace_rfs
+from nwb_subspace.subspace.tuning import TuningSubspaceEstimator, subspace_similarity
 from nwb_subspace.testing.truth_model import truth_filters_model_order
-from nwb_subspace.tuning import TuningSubspaceEstimator, subspace_similarity
 
 
 def recovery(tu, truth, units: np.ndarray, good: np.ndarray) -> dict:

@@ -11,6 +11,6 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
-from . import ndx  # noqa: E402,F401  (loads the namespace; must come before any NWB I/O)
+from nwb_subspace import ndx  # noqa: E402,F401  (loads the namespace; must come before any NWB I/O)
 
 __all__ = ["__version__", "ndx"]

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import AnalysisConfig
-from .io.remote import dandiset_nwb_urls, is_remote, parse_dandi_spec, remote_name
+from nwb_subspace.config import AnalysisConfig
+from nwb_subspace.io.remote import dandiset_nwb_urls, is_remote, parse_dandi_spec, remote_name
 
 log = logging.getLogger("nwb_subspace")
 
@@ -117,7 +117,7 @@ def _plan(sources: list[tuple[str, str]], outdir: Path) -> list[BatchSession]:
 
 def _finished(output: Path, run_name: str) -> bool | None:
     """True: the output holds the run; False: no output; None: an output without the run."""
-    from .io.writer import list_runs
+    from nwb_subspace.io.writer import list_runs
 
     if not output.exists():
         return False
@@ -130,7 +130,7 @@ def _finished(output: Path, run_name: str) -> bool | None:
 def _stored_score(output: Path, run_name: str) -> float:
     """Median noise-corrected correlation of the CNN stored in a finished output (NaN if
     it cannot be read)."""
-    from .io.writer import read_results
+    from nwb_subspace.io.writer import read_results
 
     try:
         results = read_results(output, run_name)
@@ -160,7 +160,7 @@ def run_one_session(source: str, output: str, config: AnalysisConfig) -> dict[st
     """
     import torch
 
-    from .pipeline import run_session
+    from nwb_subspace.pipeline import run_session
 
     torch.set_num_threads(1)
     start = time.perf_counter()

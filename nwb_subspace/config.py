@@ -38,9 +38,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from .circuit import SiteSubspaceAnalysis as _SiteAnalysis
-from .models.training import TrainingConfig
-from .stimulus import SpectrogramSettings
+from nwb_subspace.models.training import TrainingConfig
+from nwb_subspace.site.subspace import SiteSubspaceAnalysis as _SiteAnalysis
+from nwb_subspace.stimulus.spectrogram import SpectrogramSettings
 
 MODEL_KINDS = ("ln", "cnn")
 
@@ -57,7 +57,7 @@ def _check_name(key: str, value: Any, what: str) -> None:
 @dataclass(frozen=True)
 class SessionSettings:
     """How the session is read: which sound, which trials table and column, how trials are
-    split (see ``nwb_subspace.responses`` for the split rule).
+    split (see ``nwb_subspace.stimulus.responses`` for the split rule).
 
     Attributes
     ----------

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import AnalysisConfig
-from .pipeline import SessionResult, run_session
-from .simulate import load_truth, simulate_session
+from nwb_subspace.config import AnalysisConfig
+from nwb_subspace.pipeline import SessionResult, run_session
+from nwb_subspace.simulate import load_truth, simulate_session
 
 
 def recovery_report(result: SessionResult, truth) -> list[str]:
     """Plain-language lines comparing the analysis with the simulation's ground truth."""
-    from .testing.truth_model import truth_filters_model_order
-    from .tuning import subspace_similarity
+    from nwb_subspace.subspace.tuning import subspace_similarity
+    from nwb_subspace.testing.truth_model import truth_filters_model_order
 
     lines = []
     cnn = result.scores["cnn"]
@@ -97,7 +97,7 @@ def run_demo(
     -------
     SessionResult
     """
-    from .report import make_report
+    from nwb_subspace.report.html import make_report
 
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)

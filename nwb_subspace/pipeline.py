@@ -17,21 +17,34 @@ from typing import Any
 
 import numpy as np
 
-from .config import AnalysisConfig
-from .errors import ModelFitError
-from .io.remote import is_remote, open_binary, probe, remote_cache, remote_name, resolve_source
-from .io.session import SessionData, load_session_data
-from .io.units import UnitInfo, read_units, unit_columns
-from .io.writer import ResultsExistError, default_output_path, list_runs, write_results
-from .models.estimator import (
+from nwb_subspace.config import AnalysisConfig
+from nwb_subspace.errors import ModelFitError
+from nwb_subspace.io.remote import (
+    is_remote,
+    open_binary,
+    probe,
+    remote_cache,
+    remote_name,
+    resolve_source,
+)
+from nwb_subspace.io.session import SessionData, load_session_data
+from nwb_subspace.io.units.reader import UnitInfo, read_units, unit_columns
+from nwb_subspace.io.writer import ResultsExistError, default_output_path, list_runs, write_results
+from nwb_subspace.models.estimator import (
     EncodingEstimator,
     score_predictions,
     validation_predictions,
     validation_psths,
 )
-from .results import FittedModel, ResultSet, SpectrogramResult, SubspaceRFs, TuningSubspaces
-from .sites import SiteInputs, SiteStep, SiteStepResult, read_site_labels
-from .summary import write_summary
+from nwb_subspace.results import (
+    FittedModel,
+    ResultSet,
+    SpectrogramResult,
+    SubspaceRFs,
+    TuningSubspaces,
+)
+from nwb_subspace.site.step import SiteInputs, SiteStep, SiteStepResult, read_site_labels
+from nwb_subspace.site.tables import write_summary
 
 log = logging.getLogger("nwb_subspace")
 
@@ -118,7 +131,7 @@ def load_session(path: Path, config: AnalysisConfig) -> SessionData:
 
 def read_unit_info(path: Path, config: AnalysisConfig, notes: list[str]) -> UnitInfo | None:
     """Cell types, depths and layers; a failure here is reported, not fatal."""
-    from .celltypes import CellTypeParams
+    from nwb_subspace.units.celltypes import CellTypeParams
 
     params = CellTypeParams(**config.cell_types) if config.cell_types else None
     try:
@@ -195,10 +208,10 @@ def analyse_subspaces(
 ) -> SubspaceStep:
     """dSTRF moments, tuning subspaces, SRFs and the subspace model for units passing the
     quality cut (noise-corrected correlation of the CNN >= ``min_noise_corrected_r``)."""
-    from .dstrf import dstrf_moments
-    from .srf import subspace_rfs
-    from .subspace_fit import SubspaceModelEstimator, explained_variance_fraction
-    from .tuning import TuningSubspaceEstimator
+    from nwb_subspace.dstrf.compute import dstrf_moments
+    from nwb_subspace.subspace.model import SubspaceModelEstimator, explained_variance_fraction
+    from nwb_subspace.subspace.srf import subspace_rfs
+    from nwb_subspace.subspace.tuning import TuningSubspaceEstimator
 
     sub = config.subspace
     quality = np.asarray(cnn_scores.noise_corrected_correlation, dtype=float)
@@ -302,7 +315,7 @@ def analyse_sites(
     units: UnitInfo | None,
     config: AnalysisConfig,
 ) -> SiteStepResult:
-    """The site step (:mod:`nwb_subspace.sites`) on the moments of :func:`analyse_subspaces`."""
+    """The site step (:mod:`nwb_subspace.site.step`) on the moments of :func:`analyse_subspaces`."""
     rows = step.unit_rows
     excluded = {r: why for r, why in exclusions.items() if r not in set(rows.tolist())}
     inputs = SiteInputs(

@@ -12,7 +12,7 @@ import pytest
 from conftest import file_sha256
 
 from nwb_subspace.batch import SUMMARY_COLUMNS, SUMMARY_FILE, expand_sources, run_batch
-from nwb_subspace.cli_batch import add_batch_parser, run_batch_command
+from nwb_subspace.cli.batch import add_batch_parser, run_batch_command
 from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
 from nwb_subspace.io.writer import list_runs
 from nwb_subspace.models.training import TrainingConfig

@@ -1,11 +1,11 @@
-"""Pure numerics of nwb_subspace.celltypes: spike widths, narrow/broad classes, layers."""
+"""Pure numerics of nwb_subspace.units.celltypes: spike widths, narrow/broad classes, layers."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nwb_subspace.celltypes import (
+from nwb_subspace.units.celltypes import (
     LAYER_DEPTHS_UM,
     CellTypeParams,
     LayerBoundaries,

@@ -12,24 +12,24 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
-from nwb_subspace.circuit import (
-    SiteSubspaceAnalysis,
-    haar_subspaces,
-    pairwise_similarity,
-    tiling,
-)
-from nwb_subspace.groups import (
+from nwb_subspace.io.session import load_session_data
+from nwb_subspace.results import SiteStatistics, TuningSubspaces
+from nwb_subspace.simulate import PRESETS, load_truth, simulate_session
+from nwb_subspace.simulate.neurons import nonlinearity
+from nwb_subspace.site.groups import (
     compare_cell_types_and_layers,
     compare_site_subspaces,
     compare_site_tiling,
     to_site_statistics,
 )
-from nwb_subspace.io.session import load_session_data
-from nwb_subspace.results import SiteStatistics, TuningSubspaces
-from nwb_subspace.simulate import PRESETS, load_truth, simulate_session
-from nwb_subspace.simulate.neurons import nonlinearity
-from nwb_subspace.srf import subspace_rfs
-from nwb_subspace.tuning import pca_from_moments, subspace_similarity
+from nwb_subspace.site.subspace import (
+    SiteSubspaceAnalysis,
+    haar_subspaces,
+    pairwise_similarity,
+    tiling,
+)
+from nwb_subspace.subspace.srf import subspace_rfs
+from nwb_subspace.subspace.tuning import pca_from_moments, subspace_similarity
 
 
 def truth_moments(truth, spec: np.ndarray, eps: float = 1e-4):
@@ -270,7 +270,7 @@ def test_narrow_units_have_broader_srfs(tiling_sites):
 
 
 def test_two_unit_site_tiling_runs_and_says_little_power():
-    from nwb_subspace.srf import project_stimulus
+    from nwb_subspace.subspace.srf import project_stimulus
 
     rng = np.random.default_rng(6)
     mean, cov = _low_rank_site(rng, n_units=2, shared_dim=2)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from nwb_subspace.cli import main
+from nwb_subspace.cli.main import main
 
 COMMANDS = ["demo", "simulate", "run", "inspect", "report"]
 
@@ -24,7 +24,7 @@ def test_help_for_every_command(command, capsys):
 
 def test_top_level_help_lists_commands():
     proc = subprocess.run(
-        [sys.executable, "-m", "nwb_subspace.cli", "--help"],
+        [sys.executable, "-m", "nwb_subspace.cli.main", "--help"],
         capture_output=True,
         text=True,
         check=True,

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from nwb_subspace.dstrf import compute_dstrf, dstrf_moments
+from nwb_subspace.dstrf.compute import compute_dstrf, dstrf_moments
 from nwb_subspace.models import PopulationCNN
 from nwb_subspace.models.estimator import EncodingEstimator
 from nwb_subspace.models.training import TrainingConfig, predict

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from nwb_subspace.denormals import denormals_flushed, flushed_denormals
-from nwb_subspace.dstrf import dstrf_moments
+from nwb_subspace.dstrf.compute import dstrf_moments
 from nwb_subspace.models import PopulationCNN
 from nwb_subspace.models.training import predict
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nwb_subspace.dstrf import DSTRFMoments, compute_dstrf, dstrf_moments
+from nwb_subspace.dstrf.compute import DSTRFMoments, compute_dstrf, dstrf_moments
 from nwb_subspace.models import PopulationCNN, PopulationLN
 
 

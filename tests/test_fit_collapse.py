@@ -16,7 +16,7 @@ import pytest
 import torch
 from conftest import dataset_checksums
 
-from nwb_subspace.cli import main, score_summary
+from nwb_subspace.cli.main import main, score_summary
 from nwb_subspace.io.session import load_session_data
 from nwb_subspace.io.writer import list_runs
 from nwb_subspace.models import training

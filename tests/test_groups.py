@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from nwb_subspace.groups import (
+from nwb_subspace.results import STATISTIC_FIELDS, SiteStatistics
+from nwb_subspace.site.groups import (
     compare_cell_types_and_layers,
     compare_groups,
     compare_sites,
@@ -15,7 +16,6 @@ from nwb_subspace.groups import (
     to_site_statistics,
     wilcoxon_greater,
 )
-from nwb_subspace.results import STATISTIC_FIELDS, SiteStatistics
 
 
 def test_rank_biserial_extremes_and_sign():

@@ -16,7 +16,7 @@ from nwb_subspace.io.writer import read_results
 from nwb_subspace.models.training import TrainingConfig
 from nwb_subspace.pipeline import run_session
 from nwb_subspace.simulate import simulate_session
-from nwb_subspace.tiling import tiling_from_stored
+from nwb_subspace.site.tiling import tiling_from_stored
 
 pytestmark = pytest.mark.slow
 
@@ -119,7 +119,7 @@ def test_rerun_needs_overwrite(tiny_run):
 
 
 def test_ensemble_dstrfs_are_reproducible_from_the_stored_fits(tiny_run):
-    from nwb_subspace.dstrf import dstrf_moments
+    from nwb_subspace.dstrf.compute import dstrf_moments
     from nwb_subspace.pipeline import session_masks
 
     path, _, result = tiny_run

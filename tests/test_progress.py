@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nwb_subspace import progress
-from nwb_subspace.dstrf import dstrf_moments
+from nwb_subspace.dstrf.compute import dstrf_moments
 from nwb_subspace.models import build_model
 from nwb_subspace.models.training import TrainingConfig, fit_model
 
@@ -74,7 +74,7 @@ def test_bars_for_fits_and_dstrfs_when_on(capsys):
 
 
 def _spectrogram():
-    from nwb_subspace.stimulus import SpectrogramSettings, compute_spectrogram
+    from nwb_subspace.stimulus.spectrogram import SpectrogramSettings, compute_spectrogram
 
     wave = np.random.default_rng(0).standard_normal(44100 * 3)
     return compute_spectrogram(wave, 44100.0, SpectrogramSettings(n_channels=8), chunk_s=1.0)
@@ -97,7 +97,7 @@ def test_no_bars_when_off(capsys):
 
 
 def test_cli_quiet_turns_bars_off(tmp_path, monkeypatch):
-    from nwb_subspace.cli import main
+    from nwb_subspace.cli.main import main
 
     monkeypatch.setattr("sys.stderr", _Terminal())
     monkeypatch.delenv("CI", raising=False)

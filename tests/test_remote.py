@@ -206,7 +206,7 @@ def test_run_on_url_transfers_far_less_than_the_file(big_session, tmp_path):
 
 
 def test_cli_run_on_a_bad_url_is_one_line(served_mock, tmp_path, capsys):
-    from nwb_subspace.cli import main
+    from nwb_subspace.cli.main import main
 
     base, _, _ = served_mock
     code = main(["run", f"{base}/missing.nwb", "--output", str(tmp_path / "o.nwb")])

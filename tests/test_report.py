@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from conftest import dataset_checksums
 
-from nwb_subspace.cli import main
+from nwb_subspace.cli.main import main
 from nwb_subspace.io.writer import read_results, write_results
-from nwb_subspace.report import best_units, make_report
+from nwb_subspace.report.html import best_units, make_report
 from nwb_subspace.results import SubspaceRFs
+from nwb_subspace.site.tiling import TILING_STATISTIC
 from nwb_subspace.testing import mock_result_set, write_mock_nwbfile
-from nwb_subspace.tiling import TILING_STATISTIC
 
 N_BINS = 20
 

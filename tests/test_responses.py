@@ -1,11 +1,11 @@
-"""Tests of nwb_subspace.responses (spike binning, trial split, PSTHs, noise ceiling)."""
+"""Tests of nwb_subspace.stimulus.responses (spike binning, trial split, PSTHs, noise ceiling)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nwb_subspace.responses import (
+from nwb_subspace.stimulus.responses import (
     DESIGNS,
     Trials,
     bin_edges,

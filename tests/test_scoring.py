@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from nwb_subspace.scoring import (
+from nwb_subspace.stimulus.scoring import (
     correlation,
     explained_variance,
     noise_corrected,

@@ -23,7 +23,7 @@ from nwb_subspace.simulate.waveforms import (
     make_templates,
     trough_to_peak,
 )
-from nwb_subspace.stimulus import SpectrogramSettings, compute_spectrogram
+from nwb_subspace.stimulus.spectrogram import SpectrogramSettings, compute_spectrogram
 
 # A small, fast session for determinism and mode checks.
 MINI = SimulationConfig(
@@ -413,7 +413,7 @@ def test_config_replace_and_dict_roundtrip():
 
 @pytest.mark.slow
 def test_cli_simulate(tmp_path, capsys):
-    from nwb_subspace.cli import main
+    from nwb_subspace.cli.main import main
 
     out = tmp_path / "cli.nwb"
     assert main(["simulate", str(out), "--preset", "tiny", "--seed", "1"]) == 0

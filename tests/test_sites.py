@@ -19,15 +19,15 @@ from nwbinspector import Importance, inspect_nwbfile
 from pynwb import NWBHDF5IO, NWBFile
 from threadpoolctl import threadpool_limits
 
-from nwb_subspace.circuit import haar_subspaces
 from nwb_subspace.config import AnalysisConfig, SiteSettings
-from nwb_subspace.io.units import UnitInfo
+from nwb_subspace.io.units.reader import UnitInfo
 from nwb_subspace.io.writer import read_results, write_results
 from nwb_subspace.results import ResultSet, SubspaceRFs
-from nwb_subspace.sites import ALL_SITES, SiteInputs, SiteStep, read_site_labels
-from nwb_subspace.summary import SITE_COLUMNS, UNIT_COLUMNS, write_summary
+from nwb_subspace.site.step import ALL_SITES, SiteInputs, SiteStep, read_site_labels
+from nwb_subspace.site.subspace import haar_subspaces
+from nwb_subspace.site.tables import SITE_COLUMNS, UNIT_COLUMNS, write_summary
+from nwb_subspace.site.tiling import tiling_from_stored
 from nwb_subspace.testing import write_mock_nwbfile
-from nwb_subspace.tiling import tiling_from_stored
 
 F, D, RATE, N_BINS = 6, 10, 100.0, 3000
 FAST = SiteSettings(n_null=40, n_shifts=60)
@@ -95,7 +95,7 @@ def _inputs(
     for r in rows:
         a = planes[labels[r]] @ rng.standard_normal((2, 2))
         covs.append(a @ a.T + 1e-6 * np.eye(F * D))
-    from nwb_subspace.dstrf import DSTRFMoments
+    from nwb_subspace.dstrf.compute import DSTRFMoments
 
     n = rows.size
     moments = DSTRFMoments(

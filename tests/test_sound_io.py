@@ -17,7 +17,7 @@ from nwb_subspace.io.session import load_session_data
 from nwb_subspace.io.sound import find_sound, find_stored_spectrogram, load_spectrogram
 from nwb_subspace.io.trials import read_trials
 from nwb_subspace.results import ResultSet, SpectrogramResult
-from nwb_subspace.stimulus import SpectrogramSettings, compute_spectrogram
+from nwb_subspace.stimulus.spectrogram import SpectrogramSettings, compute_spectrogram
 
 FS = 48000.0
 SMALL = SpectrogramSettings(n_channels=8, f_min=300.0, f_max=12000.0)

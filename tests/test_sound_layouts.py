@@ -15,9 +15,9 @@ from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from nwb_subspace.io.inspect import describe_file, summarize_file
 from nwb_subspace.io.sound import find_stored_spectrogram, load_spectrogram, plan_spectrogram
 from nwb_subspace.io.trials import read_trials
-from nwb_subspace.responses import Trials
 from nwb_subspace.simulate import PRESETS, simulate_session
-from nwb_subspace.stimulus import (
+from nwb_subspace.stimulus.responses import Trials
+from nwb_subspace.stimulus.spectrogram import (
     SpectrogramSettings,
     compute_spectrogram,
     interval_rms,

@@ -6,9 +6,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from nwb_subspace.plots import plot_dstrf_pcs, plot_srf
+from nwb_subspace.report.plots import plot_dstrf_pcs, plot_srf
 from nwb_subspace.results import TuningSubspaces
-from nwb_subspace.srf import project_stimulus, srf_shape_classes, subspace_rfs
+from nwb_subspace.subspace.srf import project_stimulus, srf_shape_classes, subspace_rfs
 
 
 def _tuning(n_units: int, f: int = 6, d: int = 4) -> TuningSubspaces:

@@ -1,4 +1,4 @@
-"""Tests of nwb_subspace.stimulus (audio -> spectrogram)."""
+"""Tests of nwb_subspace.stimulus.spectrogram (audio -> spectrogram)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.signal
 
-from nwb_subspace.stimulus import (
+from nwb_subspace.stimulus.spectrogram import (
     Spectrogram,
     SpectrogramSettings,
     compute_spectrogram,

@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from nwb_subspace.dstrf import dstrf_moments
+from nwb_subspace.dstrf.compute import dstrf_moments
 from nwb_subspace.models.training import TrainingConfig
 from nwb_subspace.simulate import PRESETS, load_truth, simulate_session
-from nwb_subspace.subspace_fit import SubspaceModelEstimator, explained_variance_fraction
+from nwb_subspace.subspace.model import SubspaceModelEstimator, explained_variance_fraction
+from nwb_subspace.subspace.tuning import TuningSubspaceEstimator
 from nwb_subspace.testing.truth_model import TruthRateModel
-from nwb_subspace.tuning import TuningSubspaceEstimator
 
 pytestmark = pytest.mark.slow  # ~2 min: two fits of the subspace model
 

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import session_masks
 
-from nwb_subspace.dstrf import dstrf_moments
+from nwb_subspace.dstrf.compute import dstrf_moments
 from nwb_subspace.models.estimator import (
     EncodingEstimator,
     score_predictions,
@@ -27,10 +27,10 @@ from nwb_subspace.models.estimator import (
     validation_psths,
 )
 from nwb_subspace.models.training import TrainingConfig
-from nwb_subspace.srf import srf_shape_classes, subspace_rfs
-from nwb_subspace.subspace_fit import SubspaceModelEstimator, explained_variance_fraction
+from nwb_subspace.subspace.model import SubspaceModelEstimator, explained_variance_fraction
+from nwb_subspace.subspace.srf import srf_shape_classes, subspace_rfs
+from nwb_subspace.subspace.tuning import TuningSubspaceEstimator, subspace_similarity
 from nwb_subspace.testing.truth_model import truth_filters_model_order
-from nwb_subspace.tuning import TuningSubspaceEstimator, subspace_similarity
 
 # Both files share the session-scoped small-session fits: keep them on one xdist worker.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("small_session")]

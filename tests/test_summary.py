@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from nwb_subspace.circuit import SiteSubspaceAnalysis, TilingResult
-from nwb_subspace.groups import stat_row
-from nwb_subspace.plots_circuit import plot_breadth_groups, plot_tiling
-from nwb_subspace.summary import UNIT_COLUMNS, site_table, unit_table, write_summary
+from nwb_subspace.report.plots_site import plot_breadth_groups, plot_tiling
+from nwb_subspace.site.groups import stat_row
+from nwb_subspace.site.subspace import SiteSubspaceAnalysis, TilingResult
+from nwb_subspace.site.tables import UNIT_COLUMNS, site_table, unit_table, write_summary
 
 
 def _analysis():

@@ -176,7 +176,7 @@ def test_device_choice():
 
 
 def test_subspace_model_resolves_auto_device():
-    from nwb_subspace.subspace_fit import SubspaceModelEstimator
+    from nwb_subspace.subspace.model import SubspaceModelEstimator
     from nwb_subspace.testing import mock_result_set
 
     tuning = mock_result_set().subspaces[0]

@@ -6,16 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from nwb_subspace.dstrf import dstrf_moments
+from nwb_subspace.dstrf.compute import dstrf_moments
 from nwb_subspace.io.session import load_session_data
 from nwb_subspace.simulate import PRESETS, load_truth, simulate_session
-from nwb_subspace.testing.truth_model import TruthRateModel, truth_filters_model_order
-from nwb_subspace.tuning import (
+from nwb_subspace.subspace.tuning import (
     TuningSubspaceEstimator,
     jackknife_subspaces,
     noise_floor,
     subspace_similarity,
 )
+from nwb_subspace.testing.truth_model import TruthRateModel, truth_filters_model_order
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +74,7 @@ def test_noise_floor_matches_explicit_pixel_shuffle():
 
 
 def test_flat_unit_and_too_few_frames_recorded():
-    from nwb_subspace.dstrf import DSTRFMoments
+    from nwb_subspace.dstrf.compute import DSTRFMoments
 
     p = 4 * 3
     cov = np.zeros((3, p, p))
@@ -121,7 +121,7 @@ def test_jackknife_and_bad_settings(truth_session):
 
 
 def _moments(cov: np.ndarray, noise: np.ndarray | None, f: int = 5, d: int = 8):
-    from nwb_subspace.dstrf import DSTRFMoments
+    from nwb_subspace.dstrf.compute import DSTRFMoments
 
     n = cov.shape[0]
     return DSTRFMoments(

@@ -21,8 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nwb_subspace.celltypes import CellTypeParams, LayerBoundaries, trough_to_peak_ms
-from nwb_subspace.io.units import (
+from nwb_subspace.io.units.reader import (
     UnitInfo,
     UnitsReadWarning,
     add_unit_columns,
@@ -30,7 +29,8 @@ from nwb_subspace.io.units import (
     unit_columns,
     units_result_set,
 )
-from nwb_subspace.unit_columns import UNIT_COLUMNS
+from nwb_subspace.units.celltypes import CellTypeParams, LayerBoundaries, trough_to_peak_ms
+from nwb_subspace.units.columns import UNIT_COLUMNS
 
 FS = 30000.0
 

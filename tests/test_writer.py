@@ -27,7 +27,7 @@ from nwb_subspace.io.writer import (
 )
 from nwb_subspace.results import ResultSet, UnitColumn
 from nwb_subspace.testing import mock_result_set
-from nwb_subspace.unit_columns import UNIT_COLUMNS
+from nwb_subspace.units.columns import UNIT_COLUMNS
 
 
 def _leftovers(folder: Path) -> list[str]:

@@ -113,10 +113,10 @@ for line in recovery_report(result, load_truth(truth_path)):
 # %%
 # The report
 # ----------
-# :func:`~nwb_subspace.report.make_report` reads the stored results back from the file (no
+# :func:`~nwb_subspace.report.html.make_report` reads the stored results back from the file (no
 # refitting) and writes ``report.html`` with its PNG figures in ``figures/`` beside it. Open
 # it in a browser. The same from a shell: ``nwb-subspace report FILE.nwb --run quickstart``.
-from nwb_subspace.report import make_report
+from nwb_subspace.report.html import make_report
 
 html = make_report(nwb_path, run="quickstart", outdir=FOLDER / "report")
 print(f"report: {html}")

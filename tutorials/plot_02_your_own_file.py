@@ -110,7 +110,7 @@ print(own_path)
 # ----------------------------------
 # The command says what the file holds that the analysis can use, and what is missing. Here
 # it finds the sound but no trials column with a name it recognises.
-from nwb_subspace.cli import main
+from nwb_subspace.cli.main import main
 
 main(["inspect", str(own_path)])
 

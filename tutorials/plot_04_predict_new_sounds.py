@@ -112,7 +112,7 @@ new_sound *= level / np.sqrt(np.mean(new_sound**2))
 # -----------------------------------------
 from dataclasses import fields
 
-from nwb_subspace.stimulus import SpectrogramSettings, compute_spectrogram
+from nwb_subspace.stimulus.spectrogram import SpectrogramSettings, compute_spectrogram
 
 known = {f.name for f in fields(SpectrogramSettings)}
 spec_settings = SpectrogramSettings(**{k: v for k, v in settings.items() if k in known})

@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 
-from ..ndx import (
+from nwb_subspace.ndx import (
     EncodingModel,
     SiteStatisticsTable,
     SiteSubspace,
@@ -19,7 +19,7 @@ from ..ndx import (
     SubspaceRFTable,
     TuningSubspaceTable,
 )
-from ..results import (
+from nwb_subspace.results import (
     STATISTIC_FIELDS,
     FittedModel,
     ResultSet,
@@ -71,7 +71,7 @@ def rebuild_model(obj: EncodingModel, device: str = "cpu"):
     """
     import torch
 
-    from ..models import build_model
+    from nwb_subspace.models import build_model
 
     module = build_model(obj.model_kind, json.loads(obj.config_json))
     expected = module.state_dict()

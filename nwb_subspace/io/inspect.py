@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 
 from pynwb import NWBHDF5IO, NWBFile
 
-from .. import ndx
-from .sound import sound_candidates
-from .sound_layouts import detect_layout
-from .trials import SOUND_COLUMNS, find_sound_column, read_trials
+from nwb_subspace import ndx
+from nwb_subspace.io.sound import sound_candidates
+from nwb_subspace.io.sound_layouts import detect_layout
+from nwb_subspace.io.trials import SOUND_COLUMNS, find_sound_column, read_trials
 
 
 @dataclass

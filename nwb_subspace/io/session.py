@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 from pynwb import NWBFile
 
-from .. import ndx  # noqa: F401  (registers the extension types before reading)
-from ..responses import (
+from nwb_subspace import ndx  # noqa: F401  (registers the extension types before reading)
+from nwb_subspace.io.remote import is_remote, open_nwb
+from nwb_subspace.io.sound import SpectrogramSource, plan_spectrogram
+from nwb_subspace.io.trials import read_trials
+from nwb_subspace.stimulus.responses import (
     Split,
     Trials,
     ValidationPSTH,
@@ -30,10 +33,7 @@ from ..responses import (
     trial_bins,
     validation_psth,
 )
-from ..stimulus import Spectrogram, SpectrogramSettings
-from .remote import is_remote, open_nwb
-from .sound import SpectrogramSource, plan_spectrogram
-from .trials import read_trials
+from nwb_subspace.stimulus.spectrogram import Spectrogram, SpectrogramSettings
 
 __all__ = ["SessionData", "load_session_data", "read_spike_times"]
 
@@ -46,7 +46,7 @@ class SessionData:
     ----------
     path : str
         The NWB file.
-    spectrogram : nwb_subspace.stimulus.Spectrogram
+    spectrogram : nwb_subspace.stimulus.spectrogram.Spectrogram
         ``data`` is (n_bins, n_frequencies); bin ``i`` covers
         ``[starting_time + i / rate, starting_time + (i + 1) / rate)``.
     spectrogram_source : SpectrogramSource
@@ -65,7 +65,7 @@ class SessionData:
         Repeats and mean PSTH of each validation sound.
     noise_ceiling : ndarray of float64, shape (n_units,)
         Per-unit ceiling on the correlation with the mean validation PSTH
-        (:func:`nwb_subspace.responses.noise_ceiling`, Schoppe et al. 2016); NaN for units
+        (:func:`nwb_subspace.stimulus.responses.noise_ceiling`, Schoppe et al. 2016); NaN for units
         without repeatable responses, and for every unit when some validation sound is
         presented once (``split.has_noise_ceiling`` False; ``split.noise_ceiling_note``
         says why).
@@ -229,7 +229,7 @@ def load_session_data(
         Interval table to read instead of ``trials`` (default: ``trials``, else ``epochs``).
     validation_sounds : sequence of str, optional
         The validation sounds by name; default: chosen from the repeat counts
-        (:func:`nwb_subspace.responses.split_trials`).
+        (:func:`nwb_subspace.stimulus.responses.split_trials`).
     validation_fraction : float, default 0.2
         Fraction of sounds drawn to validate when every sound is repeated or none is.
 

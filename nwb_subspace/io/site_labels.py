@@ -3,7 +3,7 @@
 A units-table column chosen by the user (``[sites] group_by``), else the unit's electrode
 group (the ``electrode_group`` column, else the ``group_name`` of its electrodes, the main
 channel's when known): one site per probe insertion or shank. A file with neither forms one
-site, :data:`ALL_SITES`. Used by :mod:`nwb_subspace.sites`; the only part of the site step
+site, :data:`ALL_SITES`. Used by :mod:`nwb_subspace.site.step`; the only part of the site step
 that reads HDF5.
 """
 

@@ -23,7 +23,7 @@ assembled into the session's sound on a timeline (:mod:`nwb_subspace.io.timeline
 silence between presentations, bins on the grid of a continuous series starting at 0 s.
 
 The sound is read lazily: :func:`load_spectrogram` hands the HDF5-backed dataset to
-:func:`nwb_subspace.stimulus.compute_spectrogram`, which reads one chunk at a time, so a
+:func:`nwb_subspace.stimulus.spectrogram.compute_spectrogram`, which reads one chunk at a time, so a
 long recording never sits in memory at once. With ``level="rms"`` (the default) the
 presented samples are read twice: once for their RMS, once for the filterbank.
 """
@@ -40,10 +40,15 @@ from typing import Any
 import numpy as np
 from pynwb import NWBFile, TimeSeries
 
-from ..ndx import Spectrogram as NWBSpectrogram
-from ..responses import Trials
-from ..stimulus import Spectrogram, SpectrogramSettings, compute_spectrogram, gammatone_filterbank
-from .timeline import Clip, ScaledData, Timeline, build_timeline, sample_intervals
+from nwb_subspace.io.timeline import Clip, ScaledData, Timeline, build_timeline, sample_intervals
+from nwb_subspace.ndx import Spectrogram as NWBSpectrogram
+from nwb_subspace.stimulus.responses import Trials
+from nwb_subspace.stimulus.spectrogram import (
+    Spectrogram,
+    SpectrogramSettings,
+    compute_spectrogram,
+    gammatone_filterbank,
+)
 
 __all__ = [
     "LAYOUTS",
@@ -548,7 +553,7 @@ def plan_spectrogram(
 
     See :func:`load_spectrogram` for the parameters and errors.
     """
-    from . import sound_layouts as lay  # imports this module: not at the top
+    from nwb_subspace.io import sound_layouts as lay  # imports this module: not at the top
 
     if settings is None:
         settings = SpectrogramSettings()
@@ -560,7 +565,7 @@ def plan_spectrogram(
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {list(LAYOUTS)}, got {layout!r}")
     if trials is not None and not isinstance(trials, Trials):
-        raise TypeError(f"trials must be a nwb_subspace.responses.Trials, got {trials!r}")
+        raise TypeError(f"trials must be a nwb_subspace.stimulus.responses.Trials, got {trials!r}")
     if sound_dir is not None and layout not in ("auto", "sound-dir"):
         raise ValueError(
             f"sound_dir is given but layout={layout!r}; sound_dir is read by "
@@ -647,7 +652,7 @@ def load_spectrogram(
 
     Returns
     -------
-    spectrogram : nwb_subspace.stimulus.Spectrogram
+    spectrogram : nwb_subspace.stimulus.spectrogram.Spectrogram
         On the session clock: the sound's ``starting_time`` (or first timestamp), samples
         scaled by the series' ``conversion`` and ``offset``; for the assembled layouts, a
         timeline starting on the bin grid of a continuous series starting at 0 s.

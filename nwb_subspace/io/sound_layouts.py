@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 from pynwb import NWBFile, TimeSeries
 
-from ..responses import Trials
-from .sound import (
+from nwb_subspace.io.sound import (
     MIN_SOUND_RATE,
     SpectrogramSource,
     _describe,
@@ -24,7 +23,8 @@ from .sound import (
     _type_names,
     sound_candidates,
 )
-from .timeline import Clip, ScaledData, read_wav
+from nwb_subspace.io.timeline import Clip, ScaledData, read_wav
+from nwb_subspace.stimulus.responses import Trials
 
 __all__ = [
     "Assembly",

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..stimulus import (
+from nwb_subspace.stimulus.spectrogram import (
     Spectrogram,
     SpectrogramSettings,
     channel_used,
@@ -164,7 +164,7 @@ class Timeline:
     n_samples : int
         Length (a multiple of ``hop``).
     channel : "mean" or int
-        How multi-channel clips are reduced (:func:`~nwb_subspace.stimulus.mix_channels`).
+        How multi-channel clips are reduced (:func:`~nwb_subspace.stimulus.spectrogram.mix_channels`).
     """
 
     def __init__(

@@ -14,8 +14,8 @@ import numpy as np
 from hdmf.common import DynamicTableRegion
 from pynwb import NWBFile
 
-from .. import __version__
-from ..ndx import (
+from nwb_subspace import __version__
+from nwb_subspace.ndx import (
     EncodingModel,
     ModelLayerTable,
     ModelWeight,
@@ -28,7 +28,7 @@ from ..ndx import (
     TuningSubspaceTable,
     UnitScoresTable,
 )
-from ..results import (
+from nwb_subspace.results import (
     STATISTIC_FIELDS,
     FittedModel,
     ResultSet,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from pynwb import NWBFile
 
-from ..responses import Trials
+from nwb_subspace.stimulus.responses import Trials
 
 __all__ = ["SOUND_COLUMNS", "find_sound_column", "read_trials"]
 

@@ -23,12 +23,19 @@ import h5py
 import numpy as np
 from pynwb import NWBHDF5IO
 
-from .. import ndx  # noqa: F401  (the namespace must be loaded before opening in "a" mode)
-from ..results import ResultSet, UnitColumn
-from ..unit_columns import UNIT_COLUMNS
-from .from_nwb import analysis_from_nwb
-from .remote import copy_without_raw, is_remote, open_nwb, probe, remote_name, resolve_source
-from .to_nwb import analysis_to_nwb
+from nwb_subspace import ndx  # noqa: F401  (the namespace must be loaded before opening in "a" mode)
+from nwb_subspace.io.from_nwb import analysis_from_nwb
+from nwb_subspace.io.remote import (
+    copy_without_raw,
+    is_remote,
+    open_nwb,
+    probe,
+    remote_name,
+    resolve_source,
+)
+from nwb_subspace.io.to_nwb import analysis_to_nwb
+from nwb_subspace.results import ResultSet, UnitColumn
+from nwb_subspace.units.columns import UNIT_COLUMNS
 
 DEFAULT_MODULE = "misc"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
@@ -323,7 +330,7 @@ def read_results(
     """Read a stored run back into a ``ResultSet`` (models rebuilt, ready to predict).
 
     ``run_name`` may be omitted when the file holds exactly one run. Units columns written
-    by nwb-subspace (see ``nwb_subspace.unit_columns``) are returned in ``unit_columns``.
+    by nwb-subspace (see ``nwb_subspace.units.columns``) are returned in ``unit_columns``.
     """
     runs = list_runs(path, module)
     if run_name is None:

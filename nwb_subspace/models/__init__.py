@@ -7,11 +7,17 @@ Every model is a core, a readout and an optional per-unit double-exponential out
 the shape, causality and time-order conventions.
 """
 
-from .cnn import CNNCore, PopulationCNN
-from .layers import CausalDepthwiseConv1d, DoubleExponential, EncodingModel, Readout, causal_pad
-from .ln import LNCore, PopulationLN
-from .registry import MODEL_KINDS, build_model
-from .subspace import SubspaceModel, SubspaceProjection, UnitMLP
+from nwb_subspace.models.cnn import CNNCore, PopulationCNN
+from nwb_subspace.models.layers import (
+    CausalDepthwiseConv1d,
+    DoubleExponential,
+    EncodingModel,
+    Readout,
+    causal_pad,
+)
+from nwb_subspace.models.ln import LNCore, PopulationLN
+from nwb_subspace.models.registry import MODEL_KINDS, build_model
+from nwb_subspace.models.subspace import SubspaceModel, SubspaceProjection, UnitMLP
 
 __all__ = [
     "MODEL_KINDS",

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .layers import (
+from nwb_subspace.models.layers import (
     CausalDepthwiseConv1d,
     DoubleExponential,
     EncodingModel,

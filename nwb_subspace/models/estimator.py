@@ -8,11 +8,11 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from .. import scoring
-from ..results import FittedModel, UnitScores
-from .layers import EncodingModel
-from .registry import MODEL_KINDS, build_model
-from .training import TrainingConfig, fit_model, predict, training_info
+from nwb_subspace.models.layers import EncodingModel
+from nwb_subspace.models.registry import MODEL_KINDS, build_model
+from nwb_subspace.models.training import TrainingConfig, fit_model, predict, training_info
+from nwb_subspace.results import FittedModel, UnitScores
+from nwb_subspace.stimulus import scoring
 
 DEVICES = ("cpu", "cuda", "auto")
 
@@ -34,7 +34,7 @@ def validation_predictions(pred: np.ndarray, validation: Mapping) -> np.ndarray:
     """Concatenate, over validation sounds, the prediction averaged over each sound's repeats.
 
     ``validation`` maps sound ids to objects with ``start_bins`` and ``n_bins`` (see
-    ``nwb_subspace.responses.ValidationPSTH``); sounds are taken in sorted order.
+    ``nwb_subspace.stimulus.responses.ValidationPSTH``); sounds are taken in sorted order.
     """
     out = []
     for key in sorted(validation):
@@ -55,7 +55,7 @@ class EncodingEstimator:
     Parameters
     ----------
     kind : {"cnn", "ln"}
-        Model architecture (``"subspace"`` models are fitted by ``nwb_subspace.subspace_fit``).
+        Model architecture (``"subspace"`` models are fitted by ``nwb_subspace.subspace.model``).
     architecture : dict, optional
         Settings of the architecture other than ``n_frequencies`` and ``n_units`` (e.g.
         ``{"n_channels1": 70}``); defaults are the reference sizes.

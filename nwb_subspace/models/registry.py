@@ -12,10 +12,10 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
 
-from .cnn import PopulationCNN
-from .layers import EncodingModel
-from .ln import PopulationLN
-from .subspace import SubspaceModel
+from nwb_subspace.models.cnn import PopulationCNN
+from nwb_subspace.models.layers import EncodingModel
+from nwb_subspace.models.ln import PopulationLN
+from nwb_subspace.models.subspace import SubspaceModel
 
 __all__ = ["MODEL_KINDS", "build_model"]
 

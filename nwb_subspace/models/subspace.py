@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import (
+from nwb_subspace.models.layers import (
     DoubleExponential,
     EncodingModel,
     _check_bool,

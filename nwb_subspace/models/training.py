@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..denormals import flushed_denormals
-from ..errors import ModelFitError  # noqa: F401  (raised by callers; re-exported here)
-from ..progress import progress_bar
-from .layers import EncodingModel
+from nwb_subspace.denormals import flushed_denormals
+from nwb_subspace.errors import ModelFitError  # noqa: F401  (raised by callers; re-exported here)
+from nwb_subspace.models.layers import EncodingModel
+from nwb_subspace.progress import progress_bar
 
 LOSSES = ("poisson", "mse")
 
@@ -618,7 +618,7 @@ def _better(a: FitHistory, b: FitHistory) -> bool:
 
 def training_info(config: TrainingConfig, history: FitHistory, device: str):
     """The training record stored with a fitted model (``results.TrainingInfo``)."""
-    from ..results import TrainingInfo
+    from nwb_subspace.results import TrainingInfo
 
     return TrainingInfo(
         loss=config.loss,

@@ -9,8 +9,8 @@ Modules: :mod:`.sounds` (synthesis), :mod:`.neurons` (filters, nonlinearities, s
 :mod:`.truth` (the sidecar), :mod:`.session` (NWB writing), :mod:`.presets` (settings).
 """
 
-from .presets import PRESETS, SimulationConfig
-from .session import simulate_session
-from .truth import GroundTruth, load_truth
+from nwb_subspace.simulate.presets import PRESETS, SimulationConfig
+from nwb_subspace.simulate.session import simulate_session
+from nwb_subspace.simulate.truth import GroundTruth, load_truth
 
 __all__ = ["PRESETS", "GroundTruth", "SimulationConfig", "load_truth", "simulate_session"]

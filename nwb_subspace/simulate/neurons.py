@@ -3,7 +3,7 @@
 Conventions
 -----------
 A filter ``W`` has shape ``(n_channels, n_lags)`` over the spectrogram of
-:func:`nwb_subspace.stimulus.compute_spectrogram` (10 ms bins). The projection of a
+:func:`nwb_subspace.stimulus.spectrogram.compute_spectrogram` (10 ms bins). The projection of a
 spectrogram ``X`` (n_bins, n_channels) on it is causal and includes lag 0::
 
     z[t] = sum_{c, l} W[c, l] * X[t - l, c] - offset      (X[t < 0] = 0, i.e. silence)
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..projection import causal_projection as project
+from nwb_subspace.stimulus.projection import causal_projection as project
 
 __all__ = [
     "K_MAX",

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .neurons import (
+from nwb_subspace.simulate.neurons import (
     K_MAX,
     draw_strf,
     orthonormal_basis,
     population_drive,
     whiten_filters,
 )
-from .presets import NONLINEARITIES, SimulationConfig
+from nwb_subspace.simulate.presets import NONLINEARITIES, SimulationConfig
 
 __all__ = ["draw_population"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..stimulus import SpectrogramSettings
+from nwb_subspace.stimulus.spectrogram import SpectrogramSettings
 
 __all__ = [
     "DESIGNS",

@@ -38,13 +38,12 @@ from typing import Any
 
 import numpy as np
 
-from ..stimulus import SpectrogramSettings, compute_spectrogram
-from .neurons import poisson_spikes
-from .population import draw_population
-from .presets import SimulationConfig, resolve_config
-from .sounds import synthesize_sequence
-from .truth import GroundTruth, truth_path_for
-from .waveforms import (
+from nwb_subspace.simulate.neurons import poisson_spikes
+from nwb_subspace.simulate.population import draw_population
+from nwb_subspace.simulate.presets import SimulationConfig, resolve_config
+from nwb_subspace.simulate.sounds import synthesize_sequence
+from nwb_subspace.simulate.truth import GroundTruth, truth_path_for
+from nwb_subspace.simulate.waveforms import (
     assign_layers,
     draw_positions,
     layer_boundaries,
@@ -53,6 +52,7 @@ from .waveforms import (
     raw_traces,
     trough_to_peak,
 )
+from nwb_subspace.stimulus.spectrogram import SpectrogramSettings, compute_spectrogram
 
 __all__ = ["plan_presentations", "presented_samples", "simulate_session", "truth_spectrogram"]
 

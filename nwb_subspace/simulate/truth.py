@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .neurons import population_drive, project
+from nwb_subspace.simulate.neurons import population_drive, project
 
 __all__ = ["GroundTruth", "load_truth", "truth_path_for"]
 

@@ -12,7 +12,7 @@ from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.file import Subject
 from pynwb.misc import Units
 
-from ..results import (
+from nwb_subspace.results import (
     FittedModel,
     ResultSet,
     SiteStatistics,
@@ -24,7 +24,7 @@ from ..results import (
     UnitColumn,
     UnitScores,
 )
-from ..unit_columns import UNIT_COLUMNS
+from nwb_subspace.units.columns import UNIT_COLUMNS
 
 
 def mock_nwbfile(
@@ -103,7 +103,7 @@ def mock_result_set(n_units: int = 5, n_frequencies: int = 6, seed: int = 0) -> 
     """A result set holding one object of every kind (random but well-formed)."""
     import torch
 
-    from ..models import build_model
+    from nwb_subspace.models import build_model
 
     rng = np.random.default_rng(seed)
     freqs = np.geomspace(200.0, 4000.0, n_frequencies)

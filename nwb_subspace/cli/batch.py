@@ -1,0 +1,82 @@
+"""``nwb-subspace batch``: many sessions on Dask (see :mod:`nwb_subspace.batch`).
+
+Kept apart from ``cli.py``, which only registers it with :func:`add_batch_parser` and
+dispatches to :func:`run_batch_command`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from nwb_subspace.config import AnalysisConfig
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+
+__all__ = ["add_batch_parser", "run_batch_command"]
+
+
+def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``batch`` sub-command to an ``argparse`` sub-parsers object."""
+    p = subparsers.add_parser(
+        "batch",
+        help="run the analysis on many sessions (files, globs, URLs, a dandiset) with Dask",
+        description="Run the analysis on every session, one Dask task each; sessions whose "
+        "output already holds the run are skipped; a summary table is written to "
+        "OUTDIR/batch_summary.csv. Exit code 1 when a session failed.",
+    )
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="NWB files, folders, globs ('data/*.nwb'), http(s) URLs, DANDI asset specs, or a "
+        "dandiset (DANDI:000123; needs `pip install dandi`)",
+    )
+    p.add_argument("--outdir", required=True, help="folder for the per-session outputs")
+    p.add_argument("--config", help="TOML file with analysis settings")
+    p.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
+    p.add_argument(
+        "--scheduler", metavar="ADDRESS", help="use a running Dask scheduler (tcp://host:8786)"
+    )
+    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
+    p.add_argument("--run-name", default=None, help="name of the results container")
+    p.set_defaults(func=run_batch_command)
+    return p
+
+
+def run_batch_command(args: argparse.Namespace, *, config: AnalysisConfig | None = None) -> int:
+    """Run ``nwb-subspace batch``; print the summary; return the exit code.
+
+    ``config`` replaces ``--config`` (for use from Python); ``--device``, ``--seed`` and
+    ``--run-name`` still override it. Bad input ends with a one-line error and exit code 2;
+    exit code 1 when at least one session failed.
+    """
+    from nwb_subspace.batch import SUMMARY_FILE, run_batch
+
+    try:
+        if config is None:
+            config = AnalysisConfig.from_toml(args.config) if args.config else AnalysisConfig()
+        config = config.with_overrides(seed=args.seed, device=args.device, run_name=args.run_name)
+        table = run_batch(
+            args.sources, args.outdir, config, scheduler=args.scheduler, n_workers=args.workers
+        )
+    except (ValueError, TypeError, OSError, ImportError) as err:
+        print(f"nwb-subspace: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    logging.getLogger("nwb_subspace").info("summary written to %s/%s", args.outdir, SUMMARY_FILE)
+    with_pd = table.assign(median_cnn_score=table["median_cnn_score"].round(3))
+    print(with_pd.drop(columns=["error"]).to_string(index=False))
+    for row in table.itertuples():
+        if row.status == "failed":
+            print(f"failed: {row.source}: {row.error}")
+    counts = table["status"].value_counts()
+    print(
+        f"{counts.get('ok', 0)} ok, {counts.get('skipped', 0)} skipped, "
+        f"{counts.get('failed', 0)} failed; summary: {args.outdir}/{SUMMARY_FILE}"
+    )
+    return EXIT_FAILED if counts.get("failed", 0) else EXIT_OK

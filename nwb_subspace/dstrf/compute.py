@@ -1,0 +1,425 @@
+"""Exact dSTRFs (Jacobians of predicted rates) at every bin, with streaming moments.
+
+The dSTRF of unit ``u`` at bin ``t`` is ``d rate_u(t) / d X[t-D+1 .. t, :]``, an ``(F, D)``
+array in the **model lag order** (index ``j`` of the lag axis multiplies bin ``t-D+1+j``; the
+last index is the current bin). It is exact: computed from the model itself, not by finite
+differences or a linearised surrogate.
+
+How it is computed
+------------------
+A causal model's output at ``t`` depends only on ``X[t-M+1 .. t]`` (``M = model.memory``),
+so each bin of a chunk becomes one window of ``L = max(M, D)`` bins (zeros before the
+recording, as the model itself pads) and the model runs once on the whole window batch,
+keeping the last output bin. Then either
+
+* **gated** (default for :class:`~nwb_subspace.models.PopulationCNN` and
+  :class:`~nwb_subspace.models.PopulationLN`): the exact gated-linear map of the ReLU
+  network, composed with a few large GEMMs over all (bin, unit) pairs from the gates of one
+  forward pass (:mod:`nwb_subspace.dstrf.gated`); or
+* **reverse mode** (``N_sel <= F*D``): one vector-Jacobian product per unit, all units at
+  once through ``torch.autograd.grad(..., is_grads_batched=True)`` (a ``vmap`` over the
+  cotangents), batched over the windows; or
+* **forward mode** (``N_sel > F*D``): one Jacobian-vector product per input pixel
+  (``torch.func.jvp`` under ``vmap`` over a chunk of one-hot tangents).
+
+``mode="auto"`` picks the gated map when the model has one, else the autograd mode with
+fewer passes, ``min(units, F*D)`` (any causal module, e.g. the subspace model or a truth
+model).
+
+Streaming moments
+-----------------
+:func:`dstrf_moments` never holds a ``units x time x F x D`` array. Pass 1 accumulates, per
+unit, the count, the sum, the sum of squared norms, the largest deviation from a provisional
+centre, and the shifted second moment ``sum (J - c)(J - c)^T`` (``c`` = the mean of the
+first chunk, for numerical stability): chunk products in float32 (BLAS), accumulated in
+float64. Outlier frames (deviation from the mean dSTRF ``> outlier_threshold`` times the RMS
+deviation, the reference's "> 5x its spread") are then removed in a second pass that runs
+only for units whose largest deviation could exceed the threshold, subtracting those frames'
+contributions exactly. Non-finite Jacobian frames are dropped and counted. Memory is
+``O(units * (F*D)^2 + chunk * units * L * F)`` whatever the recording length; bound it with
+``unit_batch`` (units are processed in groups, one pass over time per group).
+
+Ensembles
+---------
+Both functions also take a sequence of fits of one architecture (e.g. every initialisation
+of the CNN): the dSTRF at a bin is then the mean of the fits' exact Jacobians, which is the
+exact Jacobian of the fits' mean prediction. Errors of the fits' gradients that differ from
+fit to fit average out. :func:`dstrf_moments` then also accumulates the covariance of the
+scaled difference between the two halves of the fits (``noise_covariance``), an estimate of
+the averaged dSTRF's remaining fit-to-fit error, which the tuning step subtracts before it
+sets the dimensionality.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from nwb_subspace.denormals import flushed_denormals
+from nwb_subspace.dstrf.accumulate import MomentAccumulator
+from nwb_subspace.dstrf.jacobian import (
+    _check_lags,
+    _check_units,
+    _check_X,
+    _choose_mode,
+    _chunk_size,
+    _ensemble_jacobian,
+    _members,
+    _model_device,
+    _windows,
+    jacobian_windows,
+)
+from nwb_subspace.progress import progress_bar
+
+__all__ = ["DSTRFMoments", "compute_dstrf", "dstrf_moments", "jacobian_windows"]
+
+
+@flushed_denormals()
+def compute_dstrf(
+    model: nn.Module | Sequence[nn.Module],
+    X: np.ndarray | Tensor,
+    bins: np.ndarray,
+    *,
+    units=None,
+    n_lags: int | None = None,
+    mode: str = "auto",
+    chunk_size: int | None = None,
+) -> np.ndarray:
+    """Raw dSTRFs at chosen bins (for plots, checks and small data).
+
+    Parameters
+    ----------
+    model : EncodingModel or sequence of EncodingModel
+        One model, or an ensemble (its mean dSTRF; see :func:`dstrf_moments`).
+    X : ndarray, shape (n_bins, F)
+        Spectrogram.
+    bins : array of int
+        Bins ``t`` at which to differentiate.
+    units : array of int, optional
+        Output units (default all).
+    n_lags : int, optional
+        D, default ``model.memory``.
+    mode : {"auto", "gated", "reverse", "forward"}
+        See :func:`jacobian_windows`.
+    chunk_size : int, optional
+        Bins per batch.
+
+    Returns
+    -------
+    ndarray of float32, shape (len(bins), N_sel, F, D)
+    """
+    members = _members(model)
+    model = members[0]
+    Xt = _check_X(model, X).to(_model_device(model))
+    units = _check_units(model, units)
+    d = _check_lags(model, n_lags)
+    bins = np.atleast_1d(np.asarray(bins))
+    if bins.size and (not np.issubdtype(bins.dtype, np.integer) or bins.min() < 0):
+        raise ValueError(f"bins must be non-negative integer bin indices; got {bins[:5]}")
+    if bins.size and bins.max() >= Xt.shape[0]:
+        raise ValueError(f"bins reach {bins.max()} but X has only {Xt.shape[0]} bins")
+    length = max(int(model.memory), d)
+    chosen = _choose_mode(mode, units.size, Xt.shape[1] * d, model)
+    step = _chunk_size(model, chosen, units.size, length, d, chunk_size)
+    out = np.empty((bins.size, units.size, Xt.shape[1], d), np.float32)
+    was_training = [m.training for m in members]
+    for m in members:
+        m.eval()
+    try:
+        for s in range(0, bins.size, step):
+            b = torch.as_tensor(bins[s : s + step], dtype=torch.long, device=Xt.device)
+            jac, _ = _ensemble_jacobian(members, _windows(Xt, b, length), units, d, chosen)
+            jac = jac.reshape(units.size, b.numel(), Xt.shape[1], d)
+            out[s : s + b.numel()] = jac.permute(1, 0, 2, 3).cpu().numpy()
+    finally:
+        for m, flag in zip(members, was_training, strict=True):
+            m.train(flag)
+    return out
+
+
+@dataclass
+class DSTRFMoments:
+    """Per-unit streaming statistics of dSTRFs (everything PCA needs; no per-frame arrays).
+
+    Attributes
+    ----------
+    units : ndarray of int, shape (n,)
+        Model output index of each row.
+    n_frequencies, n_lags : int
+        F and D; pixels are flattened as ``f * D + j`` (C order of ``(F, D)``).
+    count : ndarray of int, shape (n,)
+        Frames kept (finite, not outliers).
+    n_total : ndarray of int, shape (n,)
+        Frames differentiated.
+    n_outliers, n_nonfinite : ndarray of int, shape (n,)
+        Frames left out as outliers / for NaN or inf entries.
+    mean : ndarray of float64, shape (n, F, D)
+        Mean dSTRF of the kept frames.
+    covariance : ndarray of float64, shape (n, F*D, F*D)
+        Centred covariance of the kept frames (divided by ``count - 1``).
+    spread : ndarray of float64, shape (n,)
+        RMS deviation ``sqrt(mean ||J - mean||^2)`` over the finite frames (pass 1).
+    outlier_threshold : float
+    mode : str
+        "gated", "reverse" or "forward".
+    frames : ndarray of float32, shape (n_keep, n, F, D) or None
+        Raw dSTRFs at ``frame_bins`` (``keep_frames``).
+    frame_bins : ndarray of int or None
+    notes : list of str
+        What was handled (outliers, non-finite frames, passes).
+    timings : dict of str to float
+        Seconds spent computing Jacobians (``jacobian_s``), accumulating moments
+        (``accumulate_s``) and removing outliers (``outlier_pass_s``, Jacobians excluded).
+    n_models : int
+        Model fits whose Jacobians were averaged (1 for a single model).
+    noise_covariance : ndarray of float64, shape (n, F*D, F*D) or None
+        With two or more fits: the covariance of the averaged dSTRF's fit-to-fit error,
+        estimated from the difference of the two halves of the fits (see
+        :func:`dstrf_moments`); what the tuning step subtracts to find the variance that
+        the fits agree on. None for a single model.
+    """
+
+    units: np.ndarray
+    n_frequencies: int
+    n_lags: int
+    count: np.ndarray
+    n_total: np.ndarray
+    n_outliers: np.ndarray
+    n_nonfinite: np.ndarray
+    mean: np.ndarray
+    covariance: np.ndarray
+    spread: np.ndarray
+    outlier_threshold: float
+    mode: str
+    frames: np.ndarray | None = None
+    frame_bins: np.ndarray | None = None
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    n_models: int = 1
+    noise_covariance: np.ndarray | None = None
+
+
+@flushed_denormals()
+def dstrf_moments(
+    model: nn.Module | Sequence[nn.Module],
+    X: np.ndarray | Tensor,
+    *,
+    bins: np.ndarray | None = None,
+    units=None,
+    n_lags: int | None = None,
+    mode: str = "auto",
+    outlier_threshold: float | None = 5.0,
+    keep_frames: np.ndarray | None = None,
+    chunk_size: int | None = None,
+    unit_batch: int | None = None,
+) -> DSTRFMoments:
+    """Streaming per-unit mean and covariance of the exact dSTRFs at every requested bin.
+
+    Parameters
+    ----------
+    model : EncodingModel or sequence of EncodingModel
+        Fitted model (used in eval mode; its weights are not changed), or an **ensemble**:
+        several fits of one architecture to the same data (e.g. every initialisation, or
+        jackknife fits). An ensemble's dSTRF at a bin is the mean of its members' exact
+        Jacobians, i.e. the exact Jacobian of the ensemble's mean prediction; with two or
+        more members ``noise_covariance`` is filled too (the fits are split into halves A
+        (even) and B (odd) and the covariance of their scaled difference estimates the
+        fit-to-fit error of the mean).
+    X : ndarray, shape (n_bins, F)
+        Spectrogram of the whole recording (context before each bin is real stimulus).
+    bins : ndarray, optional
+        Boolean mask (n_bins,) or integer indices of the bins whose dSTRFs count; default
+        every bin.
+    units : array of int, optional
+        Output units (default all).
+    n_lags : int, optional
+        D, default ``model.memory`` (the whole memory).
+    mode : {"auto", "gated", "reverse", "forward"}
+        ``"auto"``: the gated-linear map for a PopulationCNN / PopulationLN, else reverse
+        if ``units <= F*D`` and forward otherwise.
+    outlier_threshold : float or None, default 5.0
+        Frames whose deviation from the mean dSTRF exceeds this many times the RMS deviation
+        are left out; ``None`` keeps all finite frames.
+    keep_frames : array of int, optional
+        Bins whose raw dSTRFs are returned in ``frames`` (for plotting).
+    chunk_size : int, optional
+        Bins per batch (default sized for a ~64 MB gradient buffer).
+    unit_batch : int, optional
+        Units per group (default: all units when their ``(F*D)^2`` float64 moments, two
+        sets for an ensemble, fit in 1 GiB, else groups that do).
+
+    Returns
+    -------
+    DSTRFMoments
+    """
+    members = _members(model)
+    model = members[0]
+    Xt = _check_X(model, X).to(_model_device(model))
+    units = _check_units(model, units)
+    d = _check_lags(model, n_lags)
+    n_bins, n_freq = Xt.shape
+    if bins is None:
+        idx = np.arange(n_bins)
+    else:
+        b = np.asarray(bins)
+        if b.dtype == bool:
+            if b.shape != (n_bins,):
+                raise ValueError(f"bins mask must have shape ({n_bins},); got {b.shape}")
+            idx = np.flatnonzero(b)
+        elif np.issubdtype(b.dtype, np.integer) and b.ndim == 1:
+            idx = np.unique(b)
+            if idx.size and (idx[0] < 0 or idx[-1] >= n_bins):
+                raise ValueError(f"bins must be in [0, {n_bins}); got {idx[0]}..{idx[-1]}")
+        else:
+            raise TypeError(f"bins must be a boolean mask or integer indices; got {b.dtype}")
+    if idx.size == 0:
+        raise ValueError("no bins selected; pass bins=None for every bin or a non-empty mask")
+    if outlier_threshold is not None and not outlier_threshold > 0:
+        raise ValueError(f"outlier_threshold must be > 0 or None; got {outlier_threshold!r}")
+    p = n_freq * d
+    if unit_batch is None:
+        n_acc = 2 if len(members) > 1 else 1  # an ensemble also accumulates its error
+        unit_batch = max(1, int(2**30 // (8 * p * p * n_acc)))
+    elif isinstance(unit_batch, bool) or not isinstance(unit_batch, int) or unit_batch < 1:
+        raise ValueError(f"unit_batch must be a positive int; got {unit_batch!r}")
+    length = max(int(model.memory), d)
+    chosen = _choose_mode(mode, min(units.size, unit_batch), p, model)
+    notes: list[str] = []
+    results = []
+    timings = {"jacobian_s": 0.0, "accumulate_s": 0.0, "outlier_pass_s": 0.0}
+    was_training = [m.training for m in members]
+    for m in members:
+        m.eval()
+    try:
+        for g0 in range(0, units.size, unit_batch):
+            group = units[g0 : g0 + unit_batch]
+            n_work = 64 if chosen == "forward" else group.size
+            step = _chunk_size(model, chosen, n_work, length, d, chunk_size)
+            results.append(
+                _group_moments(
+                    members, Xt, idx, group, d, length, chosen, step, outlier_threshold, timings
+                )
+            )
+        frames = None
+        if keep_frames is not None:
+            kf = np.asarray(keep_frames, dtype=np.int64)
+            frames = compute_dstrf(members, Xt, kf, units=units, n_lags=d, mode=chosen)
+    finally:
+        for m, flag in zip(members, was_training, strict=True):
+            m.train(flag)
+    cat = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
+    n_out, n_nf = cat["n_outliers"], cat["n_nonfinite"]
+    if n_nf.any():
+        notes.append(
+            f"non-finite Jacobian frames dropped for units {units[n_nf > 0].tolist()} "
+            f"(counts {n_nf[n_nf > 0].tolist()})"
+        )
+    if n_out.any():
+        notes.append(
+            f"{int(n_out.sum())} outlier frames left out over {int((n_out > 0).sum())} units"
+        )
+    return DSTRFMoments(
+        units=units,
+        n_frequencies=n_freq,
+        n_lags=d,
+        count=cat["count"],
+        n_total=cat["n_total"],
+        n_outliers=n_out,
+        n_nonfinite=n_nf,
+        mean=cat["mean"].reshape(units.size, n_freq, d),
+        covariance=cat["covariance"],
+        spread=cat["spread"],
+        outlier_threshold=math.inf if outlier_threshold is None else float(outlier_threshold),
+        mode=chosen,
+        frames=frames,
+        frame_bins=None if keep_frames is None else np.asarray(keep_frames, dtype=np.int64),
+        notes=notes,
+        timings=timings,
+        n_models=len(members),
+        noise_covariance=cat.get("noise_covariance"),
+    )
+
+
+def _group_moments(
+    members: list[nn.Module],
+    Xt: Tensor,
+    idx: np.ndarray,
+    group: np.ndarray,
+    d: int,
+    length: int,
+    mode: str,
+    step: int,
+    threshold: float | None,
+    timings: dict[str, float],
+) -> dict[str, np.ndarray]:
+    n_freq = Xt.shape[1]
+    p = n_freq * d
+    acc = MomentAccumulator(group.size, p, device=Xt.device)
+    noise = MomentAccumulator(group.size, p, device=Xt.device) if len(members) > 1 else None
+
+    def jac_chunk(s: int, units: np.ndarray) -> tuple[Tensor, Tensor | None]:
+        t0 = time.perf_counter()
+        b = torch.as_tensor(idx[s : s + step], dtype=torch.long, device=Xt.device)
+        jac, diff = _ensemble_jacobian(members, _windows(Xt, b, length), units, d, mode)
+        timings["jacobian_s"] += time.perf_counter() - t0
+        return jac, diff
+
+    desc = f"dSTRFs of {group.size} unit(s)"
+    with torch.no_grad(), progress_bar(idx.size, desc, unit="bin") as bar:
+        for s in range(0, idx.size, step):
+            jac, diff = jac_chunk(s, group)
+            t0 = time.perf_counter()
+            acc.add(jac)
+            if noise is not None:
+                noise.add(diff)
+            timings["accumulate_s"] += time.perf_counter() - t0
+            bar.update(jac.shape[1])
+    mean = acc.mean()
+    spread = acc.rms_deviation()
+    n_outliers = torch.zeros(group.size, dtype=torch.long, device=Xt.device)
+    if threshold is not None:
+        bound = acc.max_dev + (mean - acc.centre.double()).norm(dim=1)
+        limit = threshold * spread
+        suspect = np.flatnonzero(((bound > limit) & (spread > 0)).cpu().numpy())
+        t_pass2 = time.perf_counter()
+        j_before = timings["jacobian_s"]
+        if suspect.size:  # pass 2, only for units that may hold outliers
+            sub = group[suspect]
+            for s in range(0, idx.size, step):
+                jac, diff = jac_chunk(s, sub)
+                dev = (jac.double() - mean[suspect][:, None, :]).norm(dim=-1)
+                out = (dev > limit[suspect][:, None]) & torch.isfinite(dev)
+                if out.any():
+                    full = out.new_zeros(group.size, jac.shape[1])
+                    full[suspect] = out
+                    for target, frames in ((acc, jac), (noise, diff)):
+                        if target is None:
+                            continue
+                        padded = frames.new_zeros(group.size, frames.shape[1], p)
+                        padded[suspect] = frames
+                        target.add(padded, sign=-1.0, weight=full)
+                    n_outliers[suspect] += out.sum(1)
+        timings["outlier_pass_s"] += (
+            time.perf_counter() - t_pass2 - (timings["jacobian_s"] - j_before)
+        )
+    t0 = time.perf_counter()
+    cov = acc.covariance()
+    timings["accumulate_s"] += time.perf_counter() - t0
+    out = {
+        "count": acc.count.round().long(),
+        "n_total": acc.total,
+        "n_outliers": n_outliers,
+        "n_nonfinite": acc.nonfinite,
+        "mean": acc.mean(),
+        "covariance": cov,
+        "spread": spread,
+    }
+    if noise is not None:
+        out["noise_covariance"] = noise.covariance()
+    return {key: value.cpu().numpy() for key, value in out.items()}

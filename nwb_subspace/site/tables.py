@@ -1,0 +1,267 @@
+"""Tidy summary tables of the site analyses, written as CSV.
+
+Two tables (pandas DataFrames), one CSV each:
+
+* **units**: one row per unit of a site, analysed or not: ``site, unit_row, unit_id,
+  cell_type, layer, depth_um, status`` (``"analysed"`` or ``"left out: <reason>"``), then the
+  measures: ``dimensionality`` (own subspace at the similarity threshold),
+  ``variance_fraction``, ``variance_fraction_null``, ``variance_fraction_p``,
+  ``mean_similarity``, ``breadth`` (high-activity bins of its own SRF), ``shape_index``
+  (signed asymmetry on the most modulated axis), ``shape_class``, ``site_region_bins``
+  (region size on the site plane) and ``mean_overlap`` (mean Jaccard with the site's other
+  units). Missing measures are empty cells; unknown types/layers read ``"unknown"``.
+* **sites** (:func:`site_overview`): one row per site: ``site, n_units, n_analysed, status,
+  dimensionality``, then value, null mean and p-value of the shared-subspace fraction, the
+  pairwise similarity and the tiling overlap, the tiling verdict and the site's notes.
+* **statistics** (:func:`site_table`): one row per site statistic
+  (``results.STATISTIC_FIELDS``), long format, every test including group comparisons.
+
+:func:`write_summary` never writes an empty table: a table without rows is skipped and the
+returned notes say so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nwb_subspace.results import STATISTIC_FIELDS, SubspaceRFs
+from nwb_subspace.subspace.srf import normalised_map, shape_asymmetry, shape_class
+
+__all__ = [
+    "SITE_COLUMNS",
+    "UNIT_COLUMNS",
+    "site_overview",
+    "site_table",
+    "srf_measures",
+    "unit_table",
+    "write_summary",
+]
+
+UNIT_COLUMNS = (
+    "site",
+    "unit_row",
+    "unit_id",
+    "cell_type",
+    "layer",
+    "depth_um",
+    "status",
+    "dimensionality",
+    "variance_fraction",
+    "variance_fraction_null",
+    "variance_fraction_p",
+    "mean_similarity",
+    "breadth",
+    "shape_index",
+    "shape_class",
+    "site_region_bins",
+    "mean_overlap",
+)
+
+#: Columns of :func:`site_overview`; ``<stat>`` / ``<stat>_null`` / ``<stat>_p`` triples.
+SITE_COLUMNS = (
+    "site",
+    "n_units",
+    "n_analysed",
+    "status",
+    "dimensionality",
+    "variance_fraction_mean",
+    "variance_fraction_mean_null",
+    "variance_fraction_mean_p",
+    "pairwise_similarity_mean",
+    "pairwise_similarity_mean_null",
+    "pairwise_similarity_mean_p",
+    "tiling_overlap_mean",
+    "tiling_overlap_mean_null",
+    "tiling_overlap_mean_p",
+    "tiling_verdict",
+    "notes",
+)
+
+
+def srf_measures(srfs: SubspaceRFs, source: str = "model") -> dict[int, dict]:
+    """Breadth, signed shape index and shape class per unit row (first ``source`` map)."""
+    out: dict[int, dict] = {}
+    for i, row in enumerate(srfs.unit_rows.tolist()):
+        if srfs.response_source[i] != source or row in out:
+            continue
+        asym, depth = shape_asymmetry(normalised_map(srfs.response_map[i]))
+        ok = np.isfinite(asym) & np.isfinite(depth)
+        index = float(asym[np.argmax(np.where(ok, depth, -np.inf))]) if ok.any() else np.nan
+        out[row] = {
+            "breadth": int(srfs.breadth[i]),
+            "shape_index": index,
+            "shape_class": shape_class(asym, depth),
+        }
+    return out
+
+
+def unit_table(
+    site: str,
+    unit_rows: Sequence[int],
+    *,
+    unit_ids: Sequence | None = None,
+    cell_type: Sequence | None = None,
+    layer: Sequence | None = None,
+    depth_um: Sequence | None = None,
+    analysis=None,
+    tiling=None,
+    srfs: SubspaceRFs | None = None,
+) -> pd.DataFrame:
+    """One row per unit of a site.
+
+    Parameters
+    ----------
+    site : str
+    unit_rows : sequence of int
+        Every unit of the site (units-table rows), analysed or not.
+    unit_ids, cell_type, layer, depth_um : sequence, optional
+        Aligned with ``unit_rows`` (e.g. from ``read_units``); missing -> "unknown"/NaN.
+    analysis : SiteSubspaceAnalysis, optional
+        Fitted; gives the subspace columns and the reasons units were left out.
+    tiling : TilingResult, optional
+    srfs : SubspaceRFs, optional
+        Each unit's own SRFs (breadth and shape).
+    """
+    rows = [int(r) for r in unit_rows]
+    n = len(rows)
+
+    def col(values, default) -> list:
+        if values is None:
+            return [default] * n
+        values = list(values)
+        if len(values) != n:
+            raise ValueError(f"got {len(values)} values for {n} unit rows; align them")
+        return values
+
+    table = {r: {c: np.nan for c in UNIT_COLUMNS} for r in rows}
+    for i, r in enumerate(rows):
+        table[r].update(
+            site=site,
+            unit_row=r,
+            unit_id=col(unit_ids, r)[i],
+            cell_type=str(col(cell_type, "unknown")[i] or "unknown"),
+            layer=str(col(layer, "unknown")[i] or "unknown"),
+            depth_um=float(col(depth_um, np.nan)[i]),
+            status="not analysed",
+            shape_class="",
+        )
+    if analysis is not None:
+        for r, why in getattr(analysis, "excluded_", {}).items():
+            if r in table:
+                table[r]["status"] = f"left out: {why}"
+        res = analysis.result_
+        if res is not None:
+            sim = np.nanmean(analysis.similarity_, axis=1)
+            for i, r in enumerate(res.unit_rows.tolist()):
+                table[r].update(
+                    status="analysed",
+                    dimensionality=int(analysis.unit_dimensionality_[i]),
+                    variance_fraction=float(res.variance_fraction[i]),
+                    variance_fraction_null=float(res.null_mean[i]),
+                    variance_fraction_p=float(res.p_value[i]),
+                    mean_similarity=float(sim[i]),
+                )
+    if tiling is not None and tiling.regions is not None and tiling.tested:
+        sizes = tiling.regions.reshape(len(tiling.regions), -1).sum(1)
+        overlap = np.nanmean(tiling.overlap, axis=1)
+        for i, r in enumerate(tiling.unit_rows.tolist()):
+            table[r].update(site_region_bins=int(sizes[i]), mean_overlap=float(overlap[i]))
+    if srfs is not None:
+        for r, values in srf_measures(srfs).items():
+            if r in table:
+                table[r].update(values)
+    return pd.DataFrame([table[r] for r in rows], columns=list(UNIT_COLUMNS))
+
+
+def site_overview(
+    site: str,
+    n_units: int,
+    *,
+    analysis=None,
+    tiling=None,
+    notes: Sequence[str] = (),
+) -> dict:
+    """One row (a dict with :data:`SITE_COLUMNS`) summarising a site.
+
+    Parameters
+    ----------
+    site : str
+    n_units : int
+        Units of the site in the units table, analysed or not.
+    analysis : SiteSubspaceAnalysis, optional
+        Fitted (``result_`` None when the site had too few usable units).
+    tiling : TilingResult, optional
+    notes : sequence of str
+        The site's notes, joined with ``"; "``.
+    """
+    row: dict = {c: np.nan for c in SITE_COLUMNS}
+    res = None if analysis is None else analysis.result_
+    row.update(
+        site=str(site),
+        n_units=int(n_units),
+        n_analysed=0 if res is None else int(res.unit_rows.size),
+        status="analysed" if res is not None else "not analysed",
+        tiling_verdict="" if tiling is None else str(tiling.verdict),
+        notes="; ".join(notes),
+    )
+    if res is not None:
+        row["dimensionality"] = int(res.dimensionality)
+    stats = list(getattr(analysis, "rows_", []) or []) + (tiling.rows() if tiling else [])
+    for stat in stats:
+        key = stat["statistic"]
+        if f"{key}_p" in row:
+            row[key], row[f"{key}_null"], row[f"{key}_p"] = (
+                stat["value"], stat["null_mean"], stat["p_value"],
+            )  # fmt: skip
+    return row
+
+
+def site_table(rows: Sequence[dict] | None) -> pd.DataFrame:
+    """Site statistics rows (any number of sites) as a DataFrame with ``STATISTIC_FIELDS``."""
+    return pd.DataFrame(list(rows or []), columns=list(STATISTIC_FIELDS))
+
+
+def write_summary(
+    prefix: str | Path,
+    units: pd.DataFrame | None,
+    sites: pd.DataFrame | None,
+    statistics: pd.DataFrame | None = None,
+) -> tuple[list[Path], list[str]]:
+    """Write ``<prefix>_units.csv``, ``<prefix>_sites.csv`` and ``<prefix>_statistics.csv``.
+
+    Empty (or None) tables are skipped and the notes say so; ``statistics`` is optional.
+
+    Parameters
+    ----------
+    prefix : str or Path
+        Path prefix; its folder must exist.
+    units, sites, statistics : DataFrame or None
+        From :func:`unit_table` (concatenate several sites with ``pd.concat``), from
+        :func:`site_overview` rows (or :func:`site_table`) and from :func:`site_table`.
+
+    Returns
+    -------
+    paths : list of Path
+        Files written.
+    notes : list of str
+        Tables skipped because they had no rows.
+    """
+    prefix = Path(prefix)
+    if not prefix.parent.exists():
+        raise FileNotFoundError(f"folder {prefix.parent} does not exist; create it first")
+    paths, notes = [], []
+    tables = [("units", units), ("sites", sites)]
+    if statistics is not None:
+        tables.append(("statistics", statistics))
+    for name, table in tables:
+        if table is None or len(table) == 0:
+            notes.append(f"no {name} rows; {name} table not written")
+            continue
+        path = prefix.with_name(f"{prefix.name}_{name}.csv")
+        table.to_csv(path, index=False)
+        paths.append(path)
+    return paths, notes

@@ -1,0 +1,135 @@
+"""Fitting the subspace model (DESIGN.md section 3) on units' tuning subspaces.
+
+Each unit sees the stimulus only through its own ``k_u`` PCs (``k_u`` = its dimensionality,
+at least 1); a small MLP (15-15 ReLU) and a double exponential follow. All units train
+together (batched weights) with the same recipe as the CNN
+(:func:`nwb_subspace.models.training.fit_model`). The bases are the tuning subspaces'
+components, already in the model lag order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nwb_subspace.models import SubspaceModel
+from nwb_subspace.models.estimator import resolve_device
+from nwb_subspace.models.training import (
+    FitHistory,
+    TrainingConfig,
+    fit_model,
+    predict,
+    training_info,
+)
+from nwb_subspace.results import FittedModel, TuningSubspaces
+
+__all__ = ["SubspaceModelEstimator", "explained_variance_fraction"]
+
+
+def explained_variance_fraction(ev_subspace: np.ndarray, ev_cnn: np.ndarray) -> np.ndarray:
+    """Per-unit ``EV_subspace / EV_cnn`` (NaN where the CNN explains nothing)."""
+    a = np.asarray(ev_subspace, dtype=float)
+    b = np.asarray(ev_cnn, dtype=float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(b > 0, a / b, np.nan)
+
+
+@dataclass
+class SubspaceModelEstimator:
+    """Fit a :class:`~nwb_subspace.models.SubspaceModel` on tuning subspaces (sklearn style).
+
+    Parameters
+    ----------
+    n_hidden1, n_hidden2 : int, default 15, 15
+    min_components : int, default 1
+        Units with a smaller dimensionality (e.g. 0 for a flat dSTRF) use this many PCs.
+    training : TrainingConfig, optional
+        Recipe passed to ``fit_model`` (default: its defaults).
+    device : {"cpu", "cuda", "auto"}, default "cpu"
+
+    Attributes
+    ----------
+    model_ : SubspaceModel
+    history_ : FitHistory
+    n_components_ : ndarray of int, shape (n_units,)
+    unit_rows_ : ndarray of int
+    device_ : str
+        The torch device the model was fitted on ("auto" resolved).
+    """
+
+    n_hidden1: int = 15
+    n_hidden2: int = 15
+    min_components: int = 1
+    training: TrainingConfig | None = None
+    device: str = "cpu"
+    model_: SubspaceModel | None = field(default=None, init=False, repr=False)
+    history_: FitHistory | None = field(default=None, init=False, repr=False)
+    n_components_: np.ndarray | None = field(default=None, init=False, repr=False)
+    device_: str | None = field(default=None, init=False, repr=False)
+    unit_rows_: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def fit(
+        self,
+        tuning: TuningSubspaces,
+        X: np.ndarray,
+        Y: np.ndarray,
+        train_mask: np.ndarray,
+        holdout_mask: np.ndarray,
+    ) -> SubspaceModelEstimator:
+        """Fit on spectrogram ``X`` (n_bins, F) and counts ``Y`` (n_bins, n_units of tuning).
+
+        Returns ``self``.
+        """
+        if not isinstance(tuning, TuningSubspaces):
+            raise TypeError(f"tuning must be a TuningSubspaces; got {type(tuning).__name__}")
+        mc = self.min_components
+        if isinstance(mc, bool) or not isinstance(mc, int) or mc < 1:
+            raise ValueError(f"min_components must be an int >= 1; got {mc!r}")
+        n = tuning.unit_rows.size
+        Y = np.asarray(Y)
+        if Y.ndim != 2 or Y.shape[1] != n:
+            raise ValueError(
+                f"Y must have one column per tuning unit: shape (n_bins, {n}); got {Y.shape}"
+            )
+        max_k = tuning.components.shape[1]
+        k = np.clip(np.asarray(tuning.dimensionality, dtype=np.int64), mc, max_k)
+        bases = [np.asarray(tuning.components[u, : k[u]], dtype=np.float32) for u in range(n)]
+        training = self.training or TrainingConfig()
+        self.device_ = resolve_device(self.device)
+        torch.manual_seed(training.seed * 1000)  # the first initialisation, as fit_model does
+        model = SubspaceModel.from_bases(bases, n_hidden1=self.n_hidden1, n_hidden2=self.n_hidden2)
+        bases_t = [b.copy() for b in bases]
+
+        def build() -> SubspaceModel:
+            return SubspaceModel.from_bases(
+                bases_t, n_hidden1=self.n_hidden1, n_hidden2=self.n_hidden2
+            )
+
+        self.model_, self.history_ = fit_model(
+            model, X, Y, train_mask, holdout_mask, training, device=self.device_, build=build
+        )
+        self.n_components_ = k
+        self.unit_rows_ = tuning.unit_rows.copy()
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Predicted counts per bin, shape (n_bins, n_units)."""
+        if self.model_ is None:
+            raise RuntimeError("call fit() before predict()")
+        return predict(self.model_, X, device=self.device_)
+
+    def to_fitted_model(self, bin_size_s: float, name: str = "subspace_model") -> FittedModel:
+        """The fitted model as a :class:`~nwb_subspace.results.FittedModel` for the writer."""
+        if self.model_ is None or self.history_ is None:
+            raise RuntimeError("call fit() before to_fitted_model()")
+        info = training_info(self.training or TrainingConfig(), self.history_, self.device_)
+        return FittedModel(
+            name=name,
+            module=self.model_,
+            unit_rows=self.unit_rows_,
+            bin_size_s=float(bin_size_s),
+            training=info,
+            architecture="per-unit projection onto k PCs -> 15 -> 15 ReLU -> double exponential",
+        )

@@ -1,0 +1,348 @@
+"""Tuning subspaces: per-unit PCA of dSTRFs, dimensionality and a pixel-shuffle noise floor.
+
+PCA runs on the streamed covariance of :func:`nwb_subspace.dstrf.compute.dstrf_moments` (centred, with
+outlier and non-finite frames already left out), so no frame matrix is ever formed.
+
+Noise floor
+-----------
+The reference shuffles each pixel of the ``frames x pixels`` dSTRF matrix independently over
+time and runs PCA again; the explained-variance ratios of that shuffled PCA are the floor. A
+pixel-wise shuffle keeps every pixel's variance ``v_i`` and makes the pixels independent, so
+the shuffled sample covariance is distributed (for many frames) as a Wishart matrix
+``W(diag(v), n - 1) / (n - 1)`` (exactly so for Gaussian pixels; by universality of sample
+covariance spectra otherwise). We draw ``n_shuffles`` such matrices by the Bartlett
+decomposition (``O((F*D)^3)``, independent of the number of frames) and average their
+sorted eigenvalue ratios: the same floor as the reference in expectation, from the streamed
+moments alone.
+
+Dimensionality
+--------------
+Smallest ``k`` whose cumulative explained-variance ratio reaches ``variance_threshold``
+(default 0.95), capped by the number of leading components whose ratio exceeds the noise
+floor. When the dSTRFs are the average over several model fits
+(:func:`nwb_subspace.dstrf.compute.dstrf_moments` with an ensemble), the cumulative ratio is that of
+the variance the fits **agree on**: along each principal axis the fit-to-fit error variance
+(from the moments' ``noise_covariance``) is subtracted first (a cross-validated PCA), so
+directions in which only the fits' noise varies do not inflate the dimensionality.
+
+A unit with a flat (all-zero) dSTRF, or fewer than 2 kept frames, gets dimensionality 0, NaN
+ratios and a note in ``status``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from nwb_subspace.dstrf.compute import DSTRFMoments
+from nwb_subspace.results import TuningSubspaces
+
+__all__ = [
+    "TuningSubspaceEstimator",
+    "jackknife_subspaces",
+    "noise_floor",
+    "pca_from_moments",
+    "subspace_similarity",
+]
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run LAPACK on one thread: per-unit eigendecompositions of <= ~1000 x 1000 matrices
+    gain little from threads and slow down by 10-100x when the cores are shared."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _eigh(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with _one_thread():
+        w, v = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64)))
+    return w.numpy(), v.numpy()
+
+
+def _eigvalsh(a: np.ndarray) -> np.ndarray:
+    with _one_thread():
+        return torch.linalg.eigvalsh(torch.from_numpy(np.ascontiguousarray(a))).numpy()
+
+
+def noise_floor(
+    variances: np.ndarray, n_frames: int, n_components: int, *, n_shuffles: int = 5, seed: int = 0
+) -> np.ndarray:
+    """Explained-variance ratios of PCA on pixel-shuffled frames (expected, see module notes).
+
+    Parameters
+    ----------
+    variances : ndarray, shape (P,)
+        Per-pixel variance of the dSTRFs.
+    n_frames : int
+        Frames that entered the covariance.
+    n_components : int
+        Ratios returned (largest first).
+    n_shuffles : int, default 1
+        Independent shuffles averaged.
+    seed : int, default 0
+
+    Returns
+    -------
+    ndarray, shape (n_components,)
+    """
+    v = np.clip(np.asarray(variances, dtype=np.float64), 0.0, None)
+    total = v.sum()
+    if total <= 0 or n_frames < 2:
+        return np.full(n_components, np.nan)
+    keep = v > total * 1e-12
+    vs = v[keep]
+    p = vs.size
+    dof = n_frames - 1
+    rng = np.random.default_rng(seed)
+    sq = np.sqrt(vs)
+    ratios = np.zeros(p)
+    for _ in range(n_shuffles):
+        # Bartlett: W(I, dof) = A A^T with A lower triangular
+        a = np.tril(rng.standard_normal((p, p)), -1)
+        a[np.diag_indices(p)] = np.sqrt(rng.chisquare(np.maximum(dof - np.arange(p), 1)))
+        m = sq[:, None] * a
+        ev = _eigvalsh(m @ m.T / dof)[::-1]
+        ratios += np.clip(ev, 0, None) / max(ev.sum(), 1e-300)
+    ratios /= n_shuffles
+    out = np.zeros(n_components)
+    n = min(n_components, p)
+    out[:n] = ratios[:n]
+    return out
+
+
+def pca_from_moments(covariance: np.ndarray, n_components: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top principal axes of a covariance, sign-fixed so each sums positive.
+
+    Returns
+    -------
+    components : ndarray, shape (n_components, P)
+        Unit-norm rows.
+    eigenvalues : ndarray, shape (n_components,)
+        Variance along each (clipped at 0).
+    """
+    evals, evecs = _eigh(covariance)
+    order = np.argsort(evals)[::-1][:n_components]
+    comps = evecs[:, order].T
+    signs = np.where(comps.sum(1) < 0, -1.0, 1.0)
+    return comps * signs[:, None], np.clip(evals[order], 0.0, None)
+
+
+def _agreed_variance_ratio(
+    components: np.ndarray, eigenvalues: np.ndarray, noise: np.ndarray
+) -> np.ndarray:
+    """Cumulative share of the variance the fits agree on, along each principal axis.
+
+    Along axis ``v_i`` the averaged dSTRFs vary by ``lambda_i``, of which ``v_i^T N v_i`` is
+    fit-to-fit error (``N`` = noise covariance); the rest, clipped at 0, is variance the fits
+    share. Returns its cumulative sum over the axes (all of them given, strongest first)
+    divided by its total; NaN where nothing is shared (below 1e-9 of the variance).
+    """
+    err = np.einsum("ip,pq,iq->i", components, noise, components)
+    agreed = np.clip(eigenvalues - err, 0.0, None)
+    total = agreed.sum()
+    if not total > 1e-9 * eigenvalues.sum():  # rounding, not shared variance
+        return np.full(agreed.size, np.nan)
+    return np.cumsum(agreed) / total
+
+
+def subspace_similarity(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean squared cosine of the principal angles between the spans of ``a`` and ``b``.
+
+    Parameters
+    ----------
+    a, b : ndarray, shape (k_a, ...) and (k_b, ...)
+        Vectors (flattened over the trailing axes) spanning each subspace.
+
+    Returns
+    -------
+    float
+        In [0, 1]; 1 when the smaller span lies inside the larger.
+    """
+    qa, _ = np.linalg.qr(np.asarray(a, dtype=np.float64).reshape(len(a), -1).T)
+    qb, _ = np.linalg.qr(np.asarray(b, dtype=np.float64).reshape(len(b), -1).T)
+    s = np.linalg.svd(qa.T @ qb, compute_uv=False)
+    return float(np.mean(np.clip(s, 0, 1) ** 2))
+
+
+@dataclass
+class TuningSubspaceEstimator:
+    """Per-unit PCA of dSTRF moments (scikit-learn style; keyword-only settings).
+
+    Parameters
+    ----------
+    n_components : int, default 20
+        Components kept per unit (15-25 in the reference); capped by the frames.
+    variance_threshold : float, default 0.95
+        Cumulative explained-variance ratio that sets the dimensionality.
+    n_shuffles : int, default 1
+        Shuffles averaged in the noise floor.
+    seed : int, default 0
+
+    Attributes
+    ----------
+    result_ : TuningSubspaces
+    status_ : list of str
+        One entry per unit: "ok", or what was handled (flat dSTRF, too few frames, ...).
+    notes_ : list of str
+        Notes carried from the moments (outliers, non-finite frames).
+    """
+
+    n_components: int = 20
+    variance_threshold: float = 0.95
+    n_shuffles: int = 1
+    seed: int = 0
+    result_: TuningSubspaces | None = field(default=None, init=False, repr=False)
+    status_: list[str] = field(default_factory=list, init=False, repr=False)
+    notes_: list[str] = field(default_factory=list, init=False, repr=False)
+
+    def _validate(self) -> None:
+        k = self.n_components
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"n_components must be a positive int; got {k!r}, e.g. 20")
+        if not 0 < self.variance_threshold <= 1:
+            raise ValueError(
+                f"variance_threshold must be in (0, 1]; got {self.variance_threshold!r}, e.g. 0.95"
+            )
+        if isinstance(self.n_shuffles, bool) or not isinstance(self.n_shuffles, int):
+            raise TypeError(f"n_shuffles must be an int; got {self.n_shuffles!r}")
+
+    def fit(
+        self,
+        moments: DSTRFMoments,
+        *,
+        frequencies: np.ndarray,
+        bin_s: float,
+        unit_rows: np.ndarray | None = None,
+    ) -> TuningSubspaceEstimator:
+        """Run PCA per unit; returns ``self`` with ``result_`` filled.
+
+        Parameters
+        ----------
+        moments : DSTRFMoments
+        frequencies : ndarray, shape (F,)
+            Spectrogram channel centre frequencies (Hz).
+        bin_s : float
+            Bin width in seconds (for ``lags_s``).
+        unit_rows : ndarray of int, optional
+            Units-table row of each unit (default ``moments.units``).
+        """
+        self._validate()
+        if not isinstance(moments, DSTRFMoments):
+            raise TypeError(f"moments must be a DSTRFMoments; got {type(moments).__name__}")
+        frequencies = np.asarray(frequencies, dtype=float)
+        if frequencies.shape != (moments.n_frequencies,):
+            raise ValueError(
+                f"frequencies must have shape ({moments.n_frequencies},); got {frequencies.shape}"
+            )
+        if not bin_s > 0:
+            raise ValueError(f"bin_s must be > 0 seconds; got {bin_s!r}")
+        n, f, d = moments.units.size, moments.n_frequencies, moments.n_lags
+        p = f * d
+        k_keep = min(int(self.n_components), p)
+        comps = np.zeros((n, k_keep, f, d))
+        evr = np.full((n, k_keep), np.nan)
+        floor = np.full((n, k_keep), np.nan)
+        dim = np.zeros(n, dtype=np.int64)
+        self.status_ = []
+        for u in range(n):
+            cov = moments.covariance[u]
+            count = int(moments.count[u])
+            total = float(np.trace(cov)) if np.isfinite(cov).all() else np.nan
+            if count < 2:
+                self.status_.append(f"too few frames ({count}); no PCA")
+                continue
+            if not np.isfinite(total):
+                self.status_.append("non-finite covariance; no PCA")
+                continue
+            if total <= 1e-24:
+                flat = not np.abs(moments.mean[u]).max() > 0
+                self.status_.append(
+                    "flat dSTRF (all zero); dimensionality 0"
+                    if flat
+                    else "constant dSTRF (zero variance; a linear unit); dimensionality 0"
+                )
+                continue
+            k_u = min(k_keep, count - 1)
+            noise = None if moments.noise_covariance is None else moments.noise_covariance[u]
+            c, ev = pca_from_moments(cov, p if noise is not None else k_u)
+            comps[u, :k_u] = c[:k_u].reshape(k_u, f, d)
+            evr[u, :k_u] = ev[:k_u] / total
+            floor[u] = noise_floor(
+                np.diag(cov), count, k_keep, n_shuffles=self.n_shuffles, seed=self.seed + u
+            )
+            problems = []
+            if noise is None:
+                cum = np.cumsum(evr[u, :k_u])
+            else:
+                cum = _agreed_variance_ratio(c, ev, noise)[:k_u]
+                if not np.isfinite(cum).all():
+                    problems.append(
+                        f"no dSTRF variance beyond the fit-to-fit noise of "
+                        f"{moments.n_models} fits; dimensionality 0"
+                    )
+                    cum = np.zeros(k_u)
+            k95 = int(np.searchsorted(cum, self.variance_threshold - 1e-12) + 1)
+            above = evr[u, :k_u] > floor[u, :k_u]
+            n_above = int(np.argmin(above)) if not above.all() else k_u
+            dim[u] = 0 if problems else max(min(k95, n_above, k_u), 0)
+            if k_u < k_keep:
+                problems.append(f"only {count} frames: {k_u} of {k_keep} components")
+            if k95 > k_u:
+                problems.append(
+                    f"{self.variance_threshold:.0%} of the dSTRF variance not reached within "
+                    f"{k_u} components (dimensionality capped at {dim[u]})"
+                )
+            self.status_.append("; ".join(problems) or "ok")
+        self.notes_ = list(moments.notes)
+        rows = moments.units if unit_rows is None else np.asarray(unit_rows)
+        self.result_ = TuningSubspaces(
+            unit_rows=rows,
+            components=comps,
+            explained_variance_ratio=evr,
+            dimensionality=dim,
+            mean_dstrf=moments.mean,
+            n_frames=moments.count.astype(np.int64),
+            noise_floor=floor,
+            frequencies=frequencies,
+            lags_s=(d - 1 - np.arange(d)) * float(bin_s),
+            variance_threshold=float(self.variance_threshold),
+        )
+        return self
+
+
+def jackknife_subspaces(results: list[TuningSubspaces]) -> np.ndarray:
+    """Per-unit stability across jackknife model fits: mean pairwise subspace similarity.
+
+    Parameters
+    ----------
+    results : list of TuningSubspaces
+        One per model fit, same units in the same order.
+
+    Returns
+    -------
+    ndarray, shape (n_units,)
+        Mean over fit pairs of :func:`subspace_similarity` between the top-``k`` PCs (``k`` =
+        median dimensionality over fits, at least 1); NaN with fewer than two fits.
+    """
+    if len(results) < 2:
+        return np.full(results[0].unit_rows.size if results else 0, np.nan)
+    n = results[0].unit_rows.size
+    out = np.full(n, np.nan)
+    for u in range(n):
+        k = max(1, int(np.median([r.dimensionality[u] for r in results])))
+        sims = [
+            subspace_similarity(a.components[u, :k], b.components[u, :k])
+            for i, a in enumerate(results)
+            for b in results[i + 1 :]
+        ]
+        out[u] = float(np.mean(sims))
+    return out
