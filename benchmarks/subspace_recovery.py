@@ -156,7 +156,7 @@ def _measure(session, truth, est, args: argparse.Namespace, out: dict) -> None:
         tu = (
             TuningSubspaceEstimator()
             .fit(mom, frequencies=session.frequencies, bin_s=1 / session.rate)
-            .result_
+            .to_result()
         )
         res = recovery(tu, truth, est.units_, good)
         res["dstrf_pca_s"] = time.perf_counter() - t0

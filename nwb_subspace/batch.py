@@ -1,13 +1,15 @@
 """Run many sessions on Dask distributed: one task per session, resumable, with a summary.
 
 :func:`run_batch` expands its sources (files, folders, globs, URLs, DANDI specs), gives
-each session its own output file in ``outdir`` (``<stem>_subspace.nwb``), skips sessions
-whose output already holds the finished run, and submits one
+each session its own output file in ``outdir`` (``<stem>_<key>_subspace.nwb``, ``key``: 8 hex
+digits of the SHA-256 of the source's resolved path or URL, so two sources of the same file
+name never share an output), skips sessions whose own output already holds the finished run,
+and submits one
 :func:`~nwb_subspace.pipeline.run_session` task per remaining session to a Dask cluster: a
 ``LocalCluster`` of single-threaded worker processes by default, or an existing scheduler.
 A failing session is reported with its error and does not stop the others. The summary
-(one row per session) is returned as a pandas DataFrame and written to
-``outdir/batch_summary.csv``.
+(one row per session of this call) is returned as a pandas DataFrame and written atomically
+to ``outdir/batch_summary.csv``.
 
 Each output is written atomically by :func:`~nwb_subspace.io.writer.write_results`, so a
 session interrupted mid-way leaves no output and runs again next time.
@@ -16,6 +18,7 @@ session interrupted mid-way leaves no output and runs again next time.
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -38,7 +41,15 @@ SUMMARY_FILE = "batch_summary.csv"
 _DANDISET_ID = re.compile(r"^\d{6}$")
 _GLOB_CHARS = set("*?[")
 
-__all__ = ["SUMMARY_COLUMNS", "SUMMARY_FILE", "BatchSession", "expand_sources", "run_batch"]
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "SUMMARY_FILE",
+    "BatchSession",
+    "expand_sources",
+    "run_batch",
+    "session_output",
+    "source_key",
+]
 
 
 @dataclass(frozen=True)
@@ -101,17 +112,49 @@ def expand_sources(sources: Iterable[str | os.PathLike]) -> list[tuple[str, str]
     return [(s, n) for s, n in found if not (s in seen or seen.add(s))]
 
 
+def source_key(source: str) -> str:
+    """8 hex digits identifying a session's source: the SHA-256 of its resolved path or URL.
+
+    Two sources of the same file name (``a/session.nwb``, ``b/session.nwb``) get different
+    keys, so their outputs never collide and a resume never takes one for the other.
+    """
+    return hashlib.sha256(str(source).encode("utf-8")).hexdigest()[:8]
+
+
+def session_output(source: str, name: str, outdir: str | os.PathLike) -> Path:
+    """The output of one session: ``outdir/<stem>_<source_key>_subspace.nwb``.
+
+    Parameters
+    ----------
+    source : str
+        The resolved local path or the URL, as :func:`expand_sources` gives it.
+    name : str
+        The file name the output is named after.
+    outdir : path-like
+        The batch's output folder.
+
+    Returns
+    -------
+    Path
+        Depends on ``source`` itself, not only on its name, so the same source always maps
+        to the same output (resume) and different sources never share one. The per-session
+        summary CSVs are named after the output's stem, so they do not collide either.
+    """
+    stem = Path(name).stem or "session"
+    return Path(outdir) / f"{stem}_{source_key(source)}_subspace.nwb"
+
+
 def _plan(sources: list[tuple[str, str]], outdir: Path) -> list[BatchSession]:
-    """Give every session its own output file (``<stem>_subspace.nwb``, made unique)."""
-    used: set[str] = set()
-    plan = []
-    for source, name in sources:
-        stem = Path(name).stem or "session"
-        candidate, k = f"{stem}_subspace.nwb", 2
-        while candidate in used:
-            candidate, k = f"{stem}_{k}_subspace.nwb", k + 1
-        used.add(candidate)
-        plan.append(BatchSession(source=source, output=outdir / candidate))
+    """Give every session its own output file (:func:`session_output`)."""
+    plan = [BatchSession(source=s, output=session_output(s, n, outdir)) for s, n in sources]
+    by_output: dict[Path, str] = {}
+    for session in plan:
+        other = by_output.setdefault(session.output, session.source)
+        if other != session.source:  # a SHA-256 prefix collision: never share an output
+            raise ValueError(
+                f"sources {other!r} and {session.source!r} map to the same output "
+                f"{session.output.name}; rename one of them"
+            )
     return plan
 
 
@@ -208,8 +251,9 @@ def run_batch(
         NWB files, folders, globs, HTTP(S) URLs, DANDI asset specs or dandisets (see
         :func:`expand_sources`).
     outdir : path-like
-        Folder for the per-session outputs (``<stem>_subspace.nwb``: the source's data plus
-        the results) and ``batch_summary.csv``; created if missing.
+        Folder for the per-session outputs (:func:`session_output`:
+        ``<stem>_<key>_subspace.nwb``, the source's data plus the results) and
+        ``batch_summary.csv``; created if missing.
     config : AnalysisConfig, optional
         The settings of every session (default: ``AnalysisConfig()``).
     scheduler : str, optional
@@ -224,7 +268,7 @@ def run_batch(
     -------
     pandas.DataFrame
         One row per session, in the order of ``sources``: ``source``, ``status`` (``ok``,
-        ``failed`` or ``skipped``: its output already held the run), ``seconds``,
+        ``failed`` or ``skipped``: its own output already held the run), ``seconds``,
         ``output``, ``error`` (one line, empty unless failed) and ``median_cnn_score`` (median
         noise-corrected correlation of the CNN over units, read back from the output for a
         skipped session; NaN when failed).
@@ -260,8 +304,18 @@ def run_batch(
     if todo:
         rows.update(_submit(todo, config, scheduler, n_workers, progress))
     table = pd.DataFrame([rows[i] for i in range(len(plan))], columns=SUMMARY_COLUMNS)
-    table.to_csv(outdir / SUMMARY_FILE, index=False)
+    _write_csv_atomically(table, outdir / SUMMARY_FILE)
     return table
+
+
+def _write_csv_atomically(table: pd.DataFrame, path: Path) -> None:
+    """Write ``table`` next to ``path`` and rename it over ``path`` (never half a file)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _submit(

@@ -1,8 +1,13 @@
 """Every setting of an analysis run, as one dataclass and one TOML file.
 
 ``AnalysisConfig.from_toml(path)`` reads a file whose tables mirror the sections below;
-unknown keys are errors (a typo must not silently fall back to a default). The effective
-configuration is stored with the results (``SubspaceAnalysis.config_json``).
+unknown keys are errors (a typo must not silently fall back to a default). Every value is
+checked, type and range, when the config is built (by the TOML reader or the dataclass
+constructors), before any data are read: a wrong type (a string or bool for a number) is an
+error, never coerced, and the message names the section and key, the value and an example
+of a good one. The top-level ``seed`` is also the training seed (``[training] seed`` may only
+repeat it). The effective configuration is stored with the results
+(``SubspaceAnalysis.config_json``).
 
 Example::
 
@@ -33,7 +38,10 @@ Example::
 
 from __future__ import annotations
 
+import math
+import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +49,7 @@ from typing import Any
 from nwb_subspace.models.training import TrainingConfig
 from nwb_subspace.site.subspace import SiteSubspaceAnalysis as _SiteAnalysis
 from nwb_subspace.stimulus.spectrogram import SpectrogramSettings
+from nwb_subspace.units.celltypes import LAYER_DEPTHS_UM, CellTypeParams, LayerBoundaries
 
 MODEL_KINDS = ("ln", "cnn")
 
@@ -49,9 +58,86 @@ MODEL_KINDS = ("ln", "cnn")
 SOUND_LAYOUTS = ("auto", "continuous", "per-presentation", "templates", "sound-dir", "stored")
 
 
-def _check_name(key: str, value: Any, what: str) -> None:
+#: ``run_name`` rule (the one :mod:`nwb_subspace.io.writer` applies when storing results;
+#: repeated here so that reading a config does not import the NWB stack).
+_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+def _got(value: Any, wrong_type: bool) -> str:
+    return f"{value!r} ({type(value).__name__})" if wrong_type else repr(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_number(
+    key: str,
+    value: Any,
+    example: Any,
+    *,
+    gt: float | None = None,
+    ge: float | None = None,
+    lt: float | None = None,
+    le: float | None = None,
+    allow_inf: bool = False,
+) -> None:
+    """Refuse ``value`` unless it is a real number (not a bool or a string) within the bounds.
+
+    ``key`` is ``"[section] name"``; the message names it, the value and ``example``.
+    """
+    low = "(" if gt is not None else "["
+    high = ")" if lt is not None else "]"
+    lo, hi = (gt if gt is not None else ge), (lt if lt is not None else le)
+    if lo is not None and hi is not None:
+        what = f"in {low}{lo:g}, {hi:g}{high}"
+    elif lo is not None:
+        what = f"a number {'>' if gt is not None else '>='} {lo:g}"
+    elif hi is not None:
+        what = f"a number {'<' if lt is not None else '<='} {hi:g}"
+    else:
+        what = "a finite number"
+    if not _is_number(value):
+        raise ValueError(f"{key} must be {what}; got {_got(value, True)}, e.g. {example}")
+    ok = (math.isfinite(value) or (allow_inf and value == math.inf)) and not (
+        (gt is not None and not value > gt)
+        or (ge is not None and not value >= ge)
+        or (lt is not None and not value < lt)
+        or (le is not None and not value <= le)
+    )
+    if not ok:
+        raise ValueError(f"{key} must be {what}; got {value!r}, e.g. {example}")
+
+
+def _check_int(key: str, value: Any, low: int, example: int) -> None:
+    """Refuse ``value`` unless it is an ``int`` (not a bool, float or string) ``>= low``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        wrong = isinstance(value, bool) or not isinstance(value, int)
+        raise ValueError(
+            f"{key} must be an integer >= {low}; got {_got(value, wrong)}, e.g. {example}"
+        )
+
+
+def _check_bool(key: str, value: Any, example: bool = True) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"{key} must be true or false; got {_got(value, True)}, e.g. {str(example).lower()}"
+        )
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(
+            f"{key} must be one of {list(choices)}; got {_got(value, not isinstance(value, str))}"
+            f", e.g. {choices[0]!r}"
+        )
+
+
+def _check_name(key: str, value: Any, what: str, example: str) -> None:
     if value is not None and not (isinstance(value, str) and value.strip()):
-        raise ValueError(f"[session] {key} must be {what}; got {value!r}")
+        raise ValueError(
+            f"{key} must be {what}; got {_got(value, not isinstance(value, str))}, e.g. {example!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -98,51 +184,74 @@ class SessionSettings:
     sound_dir: str | None = None
 
     def __post_init__(self) -> None:
-        for key in ("sound_name", "sound_column", "trials_table"):
-            _check_name(key, getattr(self, key), "a name (a non-empty string) or left out")
-        _check_name("sound_dir", self.sound_dir, "a folder (a non-empty string) or left out")
-        if self.min_repeats is not None:
-            _check_int("session", "min_repeats", self.min_repeats, 2)
-        h = self.holdout_fraction
-        if isinstance(h, bool) or not isinstance(h, int | float) or not 0 <= h < 1:
-            raise ValueError(f"[session] holdout_fraction must be in [0, 1); got {h!r}, e.g. 0.2")
-        v = self.validation_fraction
-        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < 1:
-            raise ValueError(
-                f"[session] validation_fraction must be in (0, 1); got {v!r}, e.g. 0.2"
+        examples = {
+            "sound_name": "stimulus",
+            "sound_column": "stimulus_name",
+            "trials_table": "trials",
+        }
+        for key, example in examples.items():
+            _check_name(
+                f"[session] {key}",
+                getattr(self, key),
+                "a name (a non-empty string) or left out",
+                example,
             )
-        c = self.chunk_s
-        if isinstance(c, bool) or not isinstance(c, int | float) or not c > 0:
-            raise ValueError(f"[session] chunk_s must be a positive number of seconds; got {c!r}")
+        _check_name(
+            "[session] sound_dir", self.sound_dir, "a folder (a non-empty string) or left out",
+            "sounds",
+        )  # fmt: skip
+        if self.min_repeats is not None:
+            _check_int("[session] min_repeats", self.min_repeats, 2, 3)
+        _check_number("[session] holdout_fraction", self.holdout_fraction, 0.2, ge=0, lt=1)
+        _check_number("[session] validation_fraction", self.validation_fraction, 0.2, gt=0, lt=1)
+        _check_number("[session] chunk_s", self.chunk_s, 60.0, gt=0)
         if self.validation_sounds is not None:
             sounds = self.validation_sounds
             if isinstance(sounds, str) or not isinstance(sounds, list | tuple):
                 raise ValueError(
-                    "[session] validation_sounds must be a list of sound names, e.g. "
-                    f'["a", "b"]; got {sounds!r}'
+                    "[session] validation_sounds must be a list of sound names; got "
+                    f'{_got(sounds, True)}, e.g. ["a", "b"]'
                 )
             bad = [x for x in sounds if isinstance(x, bool) or not isinstance(x, str | int)]
             if bad or not sounds or any(not str(x).strip() for x in sounds):
                 raise ValueError(
                     "[session] validation_sounds must list one or more sound names (strings); "
-                    f"got {list(sounds)!r}; leave it out to choose them from the repeat counts"
+                    f'got {list(sounds)!r}, e.g. ["ripple_03", "speech_07"]; leave it out to '
+                    "choose them from the repeat counts"
                 )
             object.__setattr__(self, "validation_sounds", tuple(str(x) for x in sounds))
-        if self.layout not in SOUND_LAYOUTS:
-            raise ValueError(
-                f"[session] layout must be one of {list(SOUND_LAYOUTS)}; got {self.layout!r}"
-            )
+        _check_choice("[session] layout", self.layout, SOUND_LAYOUTS)
 
 
 @dataclass(frozen=True)
 class SubspaceSettings:
-    """dSTRF PCA and SRF settings (DESIGN.md section 3 defaults).
+    """dSTRF PCA and SRF settings (defaults: ``docs/methods.md`` sections 6-8).
 
-    ``ensemble`` (default true): the dSTRFs are those of the mean prediction of every
-    initialisation's CNN fit (``[training] n_initializations``; all are stored), and the
-    dimensionality counts only the variance the fits agree on; false uses the best fit alone.
-    Averaging fits brought the subspaces of simulated units closer to the truth (see
-    ``benchmarks/README.md`` and issue 7's notes).
+    Attributes
+    ----------
+    n_components : int, default 20
+        Principal components of each unit's dSTRFs kept (>= 1).
+    variance_threshold : float, default 0.95
+        Cumulative explained-variance ratio setting each unit's dimensionality, in (0, 1].
+    outlier_threshold : float, default 5.0
+        dSTRF frames further from the mean than this many RMS deviations are left out
+        (> 0; ``inf`` keeps every finite frame).
+    srf_bins : int, default 20
+        Grid bins per axis of the SRF maps (>= 2).
+    min_occupancy : int, default 10
+        Samples an SRF grid bin needs to be shown (>= 1).
+    high_activity_threshold : float, default 0.5
+        Normalised-map level defining the high-activity region (breadth), in (0, 1].
+    min_noise_corrected_r : float, default 0.5
+        Quality cut: units whose CNN noise-corrected correlation is below it get no dSTRFs
+        (a finite number; -1 keeps every unit, a value above the best unit's, such as 1.5,
+        computes no dSTRFs: noise-corrected correlations can exceed 1).
+    ensemble : bool, default True
+        The dSTRFs are those of the mean prediction of every initialisation's CNN fit
+        (``[training] n_initializations``; all are stored), and the dimensionality counts
+        only the variance the fits agree on; false uses the best fit alone. Averaging fits
+        brought the subspaces of simulated units closer to the truth (see
+        ``benchmarks/README.md`` and issue 7's notes).
     """
 
     n_components: int = 20
@@ -155,18 +264,18 @@ class SubspaceSettings:
     ensemble: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.ensemble, bool):
-            raise ValueError(f"[subspace] ensemble must be true or false; got {self.ensemble!r}")
-
-
-def _check_fraction(section: str, name: str, value: Any, example: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
-        raise ValueError(f"[{section}] {name} must be in (0, 1]; got {value!r}, e.g. {example}")
-
-
-def _check_int(section: str, name: str, value: Any, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"[{section}] {name} must be an integer >= {low}; got {value!r}")
+        _check_int("[subspace] n_components", self.n_components, 1, 20)
+        _check_number("[subspace] variance_threshold", self.variance_threshold, 0.95, gt=0, le=1)
+        _check_number(
+            "[subspace] outlier_threshold", self.outlier_threshold, 5.0, gt=0, allow_inf=True
+        )
+        _check_int("[subspace] srf_bins", self.srf_bins, 2, 20)
+        _check_int("[subspace] min_occupancy", self.min_occupancy, 1, 10)
+        _check_number(
+            "[subspace] high_activity_threshold", self.high_activity_threshold, 0.5, gt=0, le=1
+        )
+        _check_number("[subspace] min_noise_corrected_r", self.min_noise_corrected_r, 0.5)
+        _check_bool("[subspace] ensemble", self.ensemble)
 
 
 @dataclass(frozen=True)
@@ -185,8 +294,8 @@ class SiteSettings:
         Site dimensionality; None (leave it out of the TOML) picks it from
         ``variance_threshold``.
     variance_threshold : float, default 0.85
-        Cumulative pooled-variance ratio setting the site dimensionality (DESIGN.md: 75-90%
-        for similarity analyses).
+        Cumulative pooled-variance ratio setting the site dimensionality (within the 75-90%
+        range used for similarity analyses; see ``docs/methods.md`` section 10).
     unit_variance_threshold : float, default 0.85
         Sets each unit's own dimensionality for pairwise similarity.
     max_unit_components : int, default 20
@@ -225,54 +334,149 @@ class SiteSettings:
     min_per_group: int = 2
 
     def __post_init__(self) -> None:
-        if not isinstance(self.enabled, bool):
-            raise ValueError(f"[sites] enabled must be true or false; got {self.enabled!r}")
-        if self.group_by is not None and not (
-            isinstance(self.group_by, str) and self.group_by.strip()
-        ):
-            raise ValueError(
-                f"[sites] group_by must name a units-table column; got {self.group_by!r}"
-            )
+        _check_bool("[sites] enabled", self.enabled)
+        _check_name(
+            "[sites] group_by", self.group_by, "a units-table column (a non-empty string) or left "
+            "out", "shank",
+        )  # fmt: skip
         for name in ("variance_threshold", "unit_variance_threshold", "high_activity_threshold"):
-            _check_fraction("sites", name, getattr(self, name), 0.85)
-        if not (isinstance(self.alpha, float) and 0 < self.alpha < 1):
-            raise ValueError(f"[sites] alpha must be in (0, 1); got {self.alpha!r}, e.g. 0.05")
-        ints = {"max_unit_components": 1, "n_null": 1, "n_shifts": 1, "min_units": 2}
-        ints["min_per_group"] = 1
+            example = 0.5 if name == "high_activity_threshold" else 0.85
+            _check_number(f"[sites] {name}", getattr(self, name), example, gt=0, le=1)
+        _check_number("[sites] alpha", self.alpha, 0.05, gt=0, lt=1)
+        ints = {"max_unit_components": (1, 20), "n_null": (1, 200), "n_shifts": (1, 500)}
+        ints.update(min_units=(2, 2), min_per_group=(1, 2))
         if self.n_components is not None:
-            ints["n_components"] = 1
-        for name, low in ints.items():
-            _check_int("sites", name, getattr(self, name), low)
-        if self.weighting not in ("equal", "variance"):
+            ints["n_components"] = (1, 3)
+        for name, (low, example) in ints.items():
+            _check_int(f"[sites] {name}", getattr(self, name), low, example)
+        _check_choice("[sites] weighting", self.weighting, ("equal", "variance"))
+
+
+_LAYER_EXAMPLE = 'l34_rel_y = 800.0, or layers = { "44" = [800.0, 600.0] }'
+
+
+def _check_cell_types(cell_types: Any) -> None:
+    """Build a :class:`CellTypeParams` from ``[cell_types]`` so that bad values fail now."""
+    if not isinstance(cell_types, Mapping):
+        raise ValueError(
+            f"[cell_types] must be a table of settings; got {_got(cell_types, True)}, e.g. "
+            "threshold_ms = 0.35"
+        )
+    allowed = [f.name for f in fields(CellTypeParams)]
+    extra = sorted(set(cell_types) - set(allowed), key=str)
+    if extra:
+        raise ValueError(f"unknown keys {extra} in [cell_types]; allowed: {allowed}")
+    try:
+        CellTypeParams(**cell_types)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"[cell_types] {err}") from None
+
+
+def _check_layer_table(key: str, table: Any, example: dict[str, float]) -> None:
+    """``[layers] <key>``: a table giving a finite number (µm) for each key of ``example``."""
+    names = list(example)
+    shown = "{ " + ", ".join(f'"{n}" = {v:g}' for n, v in example.items()) + " }"
+    if not isinstance(table, Mapping) or set(table) != set(names):
+        raise ValueError(
+            f"[layers] {key} must be a table with exactly the keys {names} (µm); got "
+            f"{table!r}, e.g. {key} = {shown}"
+        )
+    for name, value in table.items():
+        _check_number(f"[layers] {key}.{name!r}", value, example[name])
+
+
+def _check_layers(layers: Any) -> None:
+    """``[layers]``: one of the shapes :meth:`LayerBoundaries.from_dict` reads, with usable
+    values (see ``nwb_subspace.units.celltypes``)."""
+    if not isinstance(layers, Mapping):
+        raise ValueError(
+            f"[layers] must be a table; got {_got(layers, True)}, e.g. {_LAYER_EXAMPLE}"
+        )
+    allowed = ["l34_rel_y", "depths_um", "boundaries", "layers"]
+    extra = sorted(set(layers) - set(allowed), key=str)
+    if extra:
+        raise ValueError(f"unknown keys {extra} in [layers]; allowed: {allowed}")
+    given = [k for k in ("l34_rel_y", "boundaries", "layers") if k in layers]
+    if len(given) != 1:
+        raise ValueError(
+            "[layers] needs exactly one of l34_rel_y (rel_y µm of the L3/4 boundary; nominal "
+            "depths below it), boundaries (BS/1, L3/4, L4/5, L6/WM -> rel_y µm) or layers "
+            f"(name -> [top, bottom] in rel_y µm); got {dict(layers)!r}, e.g. {_LAYER_EXAMPLE}"
+            "; leave [layers] out to take layers from the electrode locations"
+        )
+    if "depths_um" in layers:
+        if "l34_rel_y" not in layers:
+            raise ValueError("[layers] depths_um goes with l34_rel_y (depths below L3/4)")
+        _check_layer_table("depths_um", layers["depths_um"], LAYER_DEPTHS_UM)
+    if "l34_rel_y" in layers:
+        _check_number("[layers] l34_rel_y", layers["l34_rel_y"], 800.0)
+    elif "boundaries" in layers:
+        nominal = {name: 800.0 - depth for name, depth in LAYER_DEPTHS_UM.items()}
+        _check_layer_table("boundaries", layers["boundaries"], nominal)
+    else:
+        table = layers["layers"]
+        if not isinstance(table, Mapping) or not table:
             raise ValueError(
-                f"[sites] weighting must be 'equal' or 'variance'; got {self.weighting!r}"
+                "[layers] layers must be a non-empty table name -> [top, bottom] (rel_y µm, "
+                f'top > bottom); got {table!r}, e.g. layers = {{ "44" = [800.0, 600.0] }}'
             )
+        for name, rng in table.items():
+            good = (
+                isinstance(rng, list | tuple)
+                and len(rng) == 2
+                and all(_is_number(v) and math.isfinite(v) for v in rng)
+                and rng[0] > rng[1]
+            )
+            if not good:
+                raise ValueError(
+                    f"[layers] layers.{name!r} must be [top, bottom], two numbers (rel_y µm) "
+                    f"with top > bottom; got {rng!r}, e.g. [800.0, 600.0]"
+                )
+    try:
+        LayerBoundaries.from_dict(layers)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"[layers] {err}; e.g. {_LAYER_EXAMPLE}") from None
 
 
 @dataclass(frozen=True)
 class AnalysisConfig:
-    """All settings of ``nwb-subspace run``.
+    """All settings of ``nwb-subspace run``, each checked (type and range) when built.
 
     Attributes
     ----------
     seed : int
-        Seed of every random step (splits, initialisations, nulls).
+        Seed of every random step (splits, initialisations, nulls). It is also the training
+        seed: ``training.seed`` is set to it when the config is built, so
+        ``config.training.seed == config.seed`` always. A TOML ``[training] seed`` that
+        differs from the top-level ``seed`` is refused (set the top-level one).
     device : {"cpu", "cuda", "auto"}
     models : tuple of str
-        Encoding models to fit (``"ln"``, ``"cnn"``).
+        Encoding models to fit (``"ln"``, ``"cnn"``; ``"cnn"`` is required).
     run_name : str
-        Name of the results container in the NWB file.
+        Name of the results container in the NWB file (1-128 letters, digits, ``_``, ``-``
+        or ``.``, starting with a letter or digit).
     session, spectrogram, training, subspace, sites : section dataclasses
     cell_types : dict
-        ``threshold_ms`` for narrow/broad (default: probe-dependent, see celltypes).
+        :class:`~nwb_subspace.units.celltypes.CellTypeParams` settings: ``threshold_ms``
+        for narrow/broad (default: probe-dependent, see celltypes) and ``upsample``.
     layers : dict or None
-        Layer boundaries: ``{"l34_rel_y": ...}`` or ``{"layers": {name: [top, bottom]}}``.
+        Layer boundaries, one of the shapes of
+        :meth:`~nwb_subspace.units.celltypes.LayerBoundaries.from_dict`:
+        ``{"l34_rel_y": ...}`` (optionally with ``"depths_um"``), ``{"boundaries": {...}}``
+        or ``{"layers": {name: [top, bottom]}}``; None takes layers from the electrode
+        locations.
     keep_partial : bool, default False
         When the CNN fit fails (every initialisation non-finite, constant, runaway or
         uncorrelated with every unit, after the retries), the run normally stops with
         :class:`~nwb_subspace.models.training.ModelFitError` and writes nothing; true
         stores the failed fit and the other models, marked in the run's notes, without
         dSTRFs or subspaces.
+
+    Raises
+    ------
+    ValueError
+        When a setting has the wrong type or is out of range; the message names the section
+        and key, the value and an example of a good one.
     """
 
     seed: int = 0
@@ -289,18 +493,45 @@ class AnalysisConfig:
     keep_partial: bool = False
 
     def __post_init__(self) -> None:
-        if not isinstance(self.keep_partial, bool):
-            raise ValueError(f"keep_partial must be true or false; got {self.keep_partial!r}")
-        if self.device not in ("cpu", "cuda", "auto"):
-            raise ValueError(f"device must be 'cpu', 'cuda' or 'auto'; got {self.device!r}")
-        bad = [m for m in self.models if m not in MODEL_KINDS]
-        if bad or "cnn" not in self.models:
+        _check_int("seed", self.seed, 0, 1)
+        _check_choice("device", self.device, ("cpu", "cuda", "auto"))
+        models = self.models
+        if isinstance(models, str) or not isinstance(models, list | tuple):
             raise ValueError(
-                f"models must include 'cnn' and be drawn from {MODEL_KINDS}; got "
-                f"{list(self.models)}"
+                f"models must be a list of model names; got {_got(models, True)}, e.g. "
+                '["ln", "cnn"]'
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer; got {self.seed!r}")
+        bad = [m for m in models if m not in MODEL_KINDS]
+        if bad or "cnn" not in models or len(set(models)) != len(models):
+            raise ValueError(
+                f"models must include 'cnn' and be drawn from {list(MODEL_KINDS)} without "
+                f'repeats; got {list(models)!r}, e.g. ["ln", "cnn"]'
+            )
+        object.__setattr__(self, "models", tuple(models))
+        if not isinstance(self.run_name, str) or not _RUN_NAME.match(self.run_name):
+            raise ValueError(
+                "run_name must be 1-128 letters, digits, '_', '-' or '.', starting with a "
+                f"letter or digit; got {self.run_name!r}, e.g. 'subspace_analysis'"
+            )
+        sections = {
+            "session": SessionSettings,
+            "spectrogram": SpectrogramSettings,
+            "training": TrainingConfig,
+            "subspace": SubspaceSettings,
+            "sites": SiteSettings,
+        }
+        for key, kind in sections.items():
+            if not isinstance(getattr(self, key), kind):
+                raise ValueError(
+                    f"{key} must be a {kind.__name__} (a [{key}] table in TOML); got "
+                    f"{_got(getattr(self, key), True)}"
+                )
+        _check_cell_types(self.cell_types)
+        if self.layers is not None:
+            _check_layers(self.layers)
+        _check_bool("keep_partial", self.keep_partial, False)
+        if self.training.seed != self.seed:  # the top-level seed is the training seed
+            object.__setattr__(self, "training", replace(self.training, seed=self.seed))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict of every setting."""
@@ -314,7 +545,15 @@ class AnalysisConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AnalysisConfig:
-        """Build from a dict shaped like the TOML file; unknown keys raise ``ValueError``."""
+        """Build from a dict shaped like the TOML file.
+
+        Raises
+        ------
+        ValueError
+            For unknown keys, a value of the wrong type or out of range (naming the section
+            and key, the value and an example), or a ``[training] seed`` that differs from
+            the top-level ``seed``.
+        """
         sections = {
             "session": SessionSettings,
             "spectrogram": SpectrogramSettings,
@@ -322,24 +561,42 @@ class AnalysisConfig:
             "subspace": SubspaceSettings,
             "sites": SiteSettings,
         }
+        if not isinstance(values, Mapping):
+            raise ValueError(f"a config must be a table of settings; got {_got(values, True)}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - known, key=str)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known keys are {sorted(known)}")
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key in sections:
-                if not isinstance(value, dict):
-                    raise ValueError(f"[{key}] must be a table of settings; got {value!r}")
+                if not isinstance(value, Mapping):
+                    raise ValueError(
+                        f"[{key}] must be a table of settings; got {_got(value, True)}"
+                    )
                 allowed = {f.name for f in fields(sections[key])}
-                extra = sorted(set(value) - allowed)
+                extra = sorted(set(value) - allowed, key=str)
                 if extra:
                     raise ValueError(f"unknown keys {extra} in [{key}]; allowed: {sorted(allowed)}")
-                kwargs[key] = sections[key](**value)
-            elif key == "models":
-                kwargs[key] = tuple(value)
+                try:
+                    kwargs[key] = sections[key](**value)
+                except TypeError as err:  # a wrong type is a bad value like any other
+                    text = str(err)
+                    raise ValueError(text if text.startswith("[") else f"[{key}] {text}") from None
             else:
                 kwargs[key] = value
+        training = values.get("training", {})
+        if "seed" in training:
+            top = values.get("seed", cls.seed)
+            if training["seed"] != top or isinstance(top, bool) != isinstance(
+                training["seed"], bool
+            ):
+                raise ValueError(
+                    f"[training] seed = {training['seed']!r} differs from the top-level seed = "
+                    f"{top!r}; the top-level seed seeds every step, training included: set it "
+                    f"at the top of the file (before any [section]), e.g. seed = "
+                    f"{training['seed']!r}, and remove seed from [training]"
+                )
         return cls(**kwargs)
 
     @classmethod

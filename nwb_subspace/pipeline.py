@@ -5,12 +5,21 @@ subspace model -> sites (shared subspace, tiling, cell types and layers; ``sites
 results appended to NWB, and the summary CSVs written next to it. Each step is a small
 function; ``run_session`` chains them and returns a :class:`SessionResult` that holds
 everything (for reports).
+
+The steps (:data:`STEPS`: ``models``, ``subspace``, ``subspace_model``, ``sites``) can be
+rerun from a stored run: ``run_session(path, config, reuse=RUN, steps=[...])`` rebuilds the
+stored LN and CNN fits without fitting (refused when the settings they depend on,
+:data:`STEP_SETTINGS`, differ) and stores a new run whose config's ``provenance`` says which
+steps ran, which were reused and from which run, with the settings and package versions of
+each.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,13 +38,21 @@ from nwb_subspace.io.remote import (
 )
 from nwb_subspace.io.session import SessionData, load_session_data
 from nwb_subspace.io.units.reader import UnitInfo, read_units, unit_columns
-from nwb_subspace.io.writer import ResultsExistError, default_output_path, list_runs, write_results
+from nwb_subspace.io.writer import (
+    ResultsExistError,
+    default_output_path,
+    list_runs,
+    read_results,
+    write_results,
+)
 from nwb_subspace.models.estimator import (
     EncodingEstimator,
+    resolve_device,
     score_predictions,
     validation_predictions,
     validation_psths,
 )
+from nwb_subspace.models.training import FitHistory
 from nwb_subspace.results import (
     FittedModel,
     ResultSet,
@@ -84,7 +101,8 @@ class SubspaceStep:
 
     ``moments`` are the dSTRF moments of the passing units (computed once, reused by the
     site step); ``unit_rows`` their units-table rows; ``prediction`` the CNN prediction of
-    those units at every bin; ``bins`` the stimulus bins used.
+    those units at every bin; ``bins`` the stimulus bins used; ``passing`` their indices
+    into the CNN's ``units_``.
     """
 
     tuning: TuningSubspaces | None = None
@@ -96,6 +114,7 @@ class SubspaceStep:
     unit_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     prediction: np.ndarray | None = None
     bins: np.ndarray | None = None
+    passing: np.ndarray | None = None
 
 
 def session_masks(session: SessionData) -> dict[str, np.ndarray]:
@@ -205,14 +224,20 @@ def analyse_subspaces(
     config: AnalysisConfig,
     masks: dict[str, np.ndarray],
     notes: list[str],
+    *,
+    subspace_model: bool = True,
 ) -> SubspaceStep:
-    """dSTRF moments, tuning subspaces, SRFs and the subspace model for units passing the
-    quality cut (noise-corrected correlation of the CNN >= ``min_noise_corrected_r``)."""
-    from nwb_subspace.dstrf.compute import dstrf_moments
-    from nwb_subspace.subspace.model import SubspaceModelEstimator, explained_variance_fraction
-    from nwb_subspace.subspace.srf import subspace_rfs
-    from nwb_subspace.subspace.tuning import TuningSubspaceEstimator
+    """dSTRF moments, tuning subspaces, SRFs and (unless ``subspace_model`` is false) the
+    subspace model for units passing the quality cut (noise-corrected correlation of the
+    CNN >= ``min_noise_corrected_r``)."""
+    step = tuning_subspaces(session, cnn, cnn_scores, config, masks, notes)
+    if subspace_model and step.tuning is not None:
+        fit_subspace_model(step, session, cnn_scores, config, masks, notes)
+    return step
 
+
+def _passing_units(cnn_scores, config: AnalysisConfig, notes: list[str]) -> np.ndarray:
+    """Indices into the CNN's ``units_`` of the units passing the quality cut."""
     sub = config.subspace
     quality = np.asarray(cnn_scores.noise_corrected_correlation, dtype=float)
     if not np.isfinite(quality).any():  # no noise ceiling at all (validation sounds once)
@@ -223,7 +248,24 @@ def analyse_subspaces(
             "correlation instead"
         )
     nc = np.nan_to_num(quality, nan=-1.0)
-    passing = np.flatnonzero(nc >= sub.min_noise_corrected_r)  # indices into cnn.units_
+    return np.flatnonzero(nc >= sub.min_noise_corrected_r)
+
+
+def tuning_subspaces(
+    session: SessionData,
+    cnn: EncodingEstimator,
+    cnn_scores,
+    config: AnalysisConfig,
+    masks: dict[str, np.ndarray],
+    notes: list[str],
+) -> SubspaceStep:
+    """The ``subspace`` step: dSTRF moments, tuning subspaces and SRFs (no model is fitted)."""
+    from nwb_subspace.dstrf.compute import dstrf_moments
+    from nwb_subspace.subspace.srf import subspace_rfs
+    from nwb_subspace.subspace.tuning import TuningSubspaceEstimator
+
+    sub = config.subspace
+    passing = _passing_units(cnn_scores, config, notes)
     stim = masks["fit"] | masks["holdout"] | masks["validation"]
     if passing.size == 0:
         notes.append(
@@ -249,7 +291,7 @@ def analyse_subspaces(
     )
     tuning = est.fit(
         moments, frequencies=session.frequencies, bin_s=1 / session.rate, unit_rows=rows
-    ).result_
+    ).to_result()
     by_status: dict[str, list[int]] = {}
     for row, status in zip(rows, est.status_, strict=True):
         if status != "ok":
@@ -267,10 +309,35 @@ def analyse_subspaces(
         min_occupancy=sub.min_occupancy,
         high_activity_threshold=sub.high_activity_threshold,
     )
+    return SubspaceStep(
+        tuning=tuning,
+        srfs=srfs,
+        moments=moments,
+        unit_rows=np.asarray(rows, dtype=np.int64),
+        prediction=prediction,
+        bins=stim,
+        passing=passing,
+    )
+
+
+def fit_subspace_model(
+    step: SubspaceStep,
+    session: SessionData,
+    cnn_scores,
+    config: AnalysisConfig,
+    masks: dict[str, np.ndarray],
+    notes: list[str],
+) -> None:
+    """The ``subspace_model`` step: fit the subspace model on ``step.tuning`` and score it
+    (fills ``step.model``, ``step.scores`` and ``step.ev_fraction``)."""
+    from nwb_subspace.subspace.model import SubspaceModelEstimator, explained_variance_fraction
+
+    rows = step.unit_rows
+    X = session.spectrogram.data
     log.info("fitting the subspace model")
     training = replace(config.training, seed=config.seed)
     sm = SubspaceModelEstimator(training=training, device=config.device).fit(
-        tuning, X, session.counts[:, rows], masks["fit"], masks["holdout"]
+        step.tuning, X, session.counts[:, rows], masks["fit"], masks["holdout"]
     )
     if sm.history_.failed:
         notes.append(
@@ -279,20 +346,10 @@ def analyse_subspaces(
     pred = validation_predictions(sm.predict(X), session.validation)
     psth = validation_psths(session.validation, rows)
     ceiling = np.asarray(session.noise_ceiling)[rows]
-    sm_scores = score_predictions(pred, psth, ceiling, seed=config.seed)
-    ev_fraction = explained_variance_fraction(
-        sm_scores.explained_variance, cnn_scores.explained_variance[passing]
-    )
-    return SubspaceStep(
-        tuning=tuning,
-        srfs=srfs,
-        model=sm,
-        scores=sm_scores,
-        ev_fraction=ev_fraction,
-        moments=moments,
-        unit_rows=np.asarray(rows, dtype=np.int64),
-        prediction=prediction,
-        bins=stim,
+    step.model = sm
+    step.scores = score_predictions(pred, psth, ceiling, seed=config.seed)
+    step.ev_fraction = explained_variance_fraction(
+        step.scores.explained_variance, cnn_scores.explained_variance[step.passing]
     )
 
 
@@ -342,6 +399,232 @@ def analyse_sites(
     ).run(inputs)  # fmt: skip
 
 
+#: The steps of a run, in order: ``models`` (LN and CNN fits), ``subspace`` (dSTRFs, tuning
+#: subspaces, SRFs), ``subspace_model`` (the subspace model fit) and ``sites``.
+STEPS = ("models", "subspace", "subspace_model", "sites")
+#: The step each step takes its inputs from (dSTRF moments are not stored, so the subspace
+#: model and the site step can only follow a ``subspace`` step of the same run).
+STEP_NEEDS = {"subspace": "models", "subspace_model": "subspace", "sites": "subspace"}
+#: Config keys (top-level settings or whole sections) each step's results depend on, besides
+#: those of the step it needs.
+STEP_SETTINGS = {
+    "models": ("seed", "models", "session", "spectrogram", "training"),
+    "subspace": ("subspace",),
+    "subspace_model": ("training",),
+    "sites": ("sites", "cell_types", "layers"),
+}
+
+
+@dataclass
+class RunPlan:
+    """What a run does: the steps it runs, the stored run it reuses, and what happened.
+
+    ``steps`` are the requested steps (in :data:`STEPS` order); ``stored`` is the run
+    ``reuse`` read back. ``steps_run``, ``steps_reused`` and ``steps_not_stored`` fill in as
+    the run goes and end up in the stored config's ``provenance``.
+    """
+
+    steps: list[str]
+    reuse: str | None = None
+    stored: ResultSet | None = None
+    steps_run: list[str] = field(default_factory=list)
+    steps_reused: list[str] = field(default_factory=list)
+    steps_not_stored: list[str] = field(default_factory=list)
+
+
+def plan_steps(steps: Sequence[str] | str | None, reuse: str | None = None) -> list[str]:
+    """Check the requested steps (a sequence or ``"subspace,sites"``) and put them in order.
+
+    Default: every step, or with ``reuse`` every step after ``models``.
+
+    Raises
+    ------
+    ValueError
+        An unknown step, ``models`` with ``reuse``, a later step without ``models`` and
+        without ``reuse``, or a step without the step it takes its inputs from.
+    """
+    if isinstance(steps, str):
+        steps = [s.strip() for s in steps.split(",") if s.strip()]
+    if steps is None:
+        return list(STEPS[1:] if reuse else STEPS)
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown or not steps:
+        raise ValueError(
+            f"unknown step(s) {unknown or list(steps)}; steps are {', '.join(STEPS)} "
+            "(comma-separated, e.g. --steps subspace,sites)"
+        )
+    wanted = [s for s in STEPS if s in steps]
+    if reuse and "models" in wanted:
+        raise ValueError(
+            f"the models step cannot be rerun on the models of run {reuse!r}: leave "
+            "'models' out of the steps, or drop --reuse to refit every model"
+        )
+    for step in wanted:
+        need = STEP_NEEDS.get(step)
+        if need is not None and need not in wanted and not (need == "models" and reuse):
+            fix = "pass --reuse RUN_NAME" if need == "models" else f"add {need!r} to the steps"
+            raise ValueError(
+                f"step {step!r} needs the {need!r} step of the same run (its inputs are not "
+                f"stored): {fix}"
+            )
+    return wanted
+
+
+def step_settings(step: str) -> tuple[str, ...]:
+    """Config keys a step's results depend on, its own and those of the steps it needs."""
+    need = STEP_NEEDS.get(step)
+    return (step_settings(need) if need else ()) + STEP_SETTINGS[step]
+
+
+def _json(value: Any) -> Any:
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _flatten(value: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}.{key}"))
+        return out
+    return {prefix: value}
+
+
+def settings_differences(stored: dict, config: AnalysisConfig, keys: Sequence[str]) -> list[str]:
+    """``"key (stored A, now B)"`` for every setting under ``keys`` that differs between a
+    stored run's config (a dict read back from the file) and ``config``."""
+    now = _json(config.to_dict())
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    for key in dict.fromkeys(keys):
+        old.update(_flatten(stored.get(key, "<not stored>"), key))
+        new.update(_flatten(now.get(key), key))
+    unset = "<not set>"
+    return [
+        f"{key} (stored {old.get(key, unset)!r}, now {new.get(key, unset)!r})"
+        for key in sorted(set(old) | set(new))
+        if old.get(key, unset) != new.get(key, unset)
+    ]
+
+
+def check_reuse(stored: ResultSet, config: AnalysisConfig, reuse: str) -> None:
+    """Refuse a reuse whose models were fitted with other settings, or cannot be rebuilt.
+
+    Raises
+    ------
+    ValueError
+        With a one-line reason that names the settings that differ and the fix.
+    """
+    differ = settings_differences(stored.config, config, STEP_SETTINGS["models"])
+    if differ:
+        raise ValueError(
+            f"cannot reuse the models of run {reuse!r}: settings they depend on differ: "
+            f"{'; '.join(differ)}; use the stored run's values, or drop --reuse to refit"
+        )
+    notes = [str(n) for n in stored.config.get("notes", [])]
+    names = {m.name for m in stored.models}
+    if any(n.startswith("the CNN fit failed") for n in notes) or "cnn" not in names:
+        raise ValueError(
+            f"run {reuse!r} holds no usable CNN (its fit failed): drop --reuse to refit"
+        )
+    missing = [k for k in config.models if k not in names]
+    if missing:
+        raise ValueError(f"run {reuse!r} holds no {missing} model: drop --reuse to refit")
+    n_init = config.training.n_initializations
+    complete = bool(stored.config.get("subspace", {}).get("ensemble")) and bool(stored.subspaces)
+    if config.subspace.ensemble and n_init > 1 and "cnn_fit2" not in names and not complete:
+        raise ValueError(
+            f"run {reuse!r} stores only the best of its {n_init} CNN fits, and ensemble dSTRFs "
+            "need every fit: set [subspace] ensemble = false, or drop --reuse to refit"
+        )
+
+
+def _history(info) -> FitHistory:
+    """A :class:`FitHistory` from a stored model's training record."""
+    train = [] if info.training_loss is None else [float(x) for x in info.training_loss]
+    hold = [] if info.validation_loss is None else [float(x) for x in info.validation_loss]
+    finite = [x for x in hold if np.isfinite(x)]
+    return FitHistory(
+        train_loss=train,
+        holdout_loss=hold,
+        best_epoch=-1 if info.best_epoch is None else int(info.best_epoch),
+        best_holdout_loss=min(finite) if finite else float("inf"),
+    )
+
+
+def estimator_from_stored(
+    kind: str,
+    members: Sequence[FittedModel],
+    unit_rows: np.ndarray,
+    config: AnalysisConfig,
+) -> EncodingEstimator:
+    """An :class:`EncodingEstimator` holding stored fits (best first), without fitting.
+
+    ``unit_rows`` are the units-table rows of the session's count columns; ``members`` the
+    stored fits of one model (``cnn``, ``cnn_fit2``...), all on the same units.
+    """
+    column = {int(r): i for i, r in enumerate(np.asarray(unit_rows))}
+    rows = members[0].unit_rows
+    if any(int(r) not in column for r in rows) or any(
+        not np.array_equal(m.unit_rows, rows) for m in members
+    ):
+        raise ValueError(
+            f"the stored {kind.upper()} fits refer to units this session does not have: the "
+            "file's units changed since; drop --reuse to refit"
+        )
+    est = EncodingEstimator(
+        kind, training=replace(config.training, seed=config.seed), device=config.device
+    )
+    est.units_ = np.array([column[int(r)] for r in rows], dtype=np.int64)
+    est.excluded_units_ = np.setdiff1d(np.arange(len(column)), est.units_)
+    est.members_ = [m.module for m in members]
+    est.model_ = est.members_[0]
+    est.member_histories_ = [_history(m.training) for m in members]
+    est.history_ = est.member_histories_[0]
+    est.device_ = resolve_device(config.device)
+    est.failed_ = False
+    est.fit_problems_ = []
+    return est
+
+
+def stored_estimators(
+    stored: ResultSet, config: AnalysisConfig, session: SessionData
+) -> tuple[dict[str, EncodingEstimator], dict[str, FittedModel]]:
+    """The models of ``config.models`` rebuilt from a stored run (the CNN with every stored
+    fit ``cnn_fit2``...), and the stored models by name (to be stored again as they are)."""
+    by_name = {m.name: m for m in stored.models}
+    fits, kept = {}, {}
+    for kind in config.models:
+        names = [kind]
+        while kind == "cnn" and f"cnn_fit{len(names) + 1}" in by_name:
+            names.append(f"cnn_fit{len(names) + 1}")
+        members = [by_name[name] for name in names]
+        fits[kind] = estimator_from_stored(kind, members, session.unit_rows, config)
+        kept.update({name: by_name[name] for name in names})
+    return fits, kept
+
+
+def reuse_models(
+    session: SessionData, config: AnalysisConfig, plan: RunPlan, notes: list[str]
+) -> tuple[dict[str, EncodingEstimator], dict[str, Any], dict[str, FittedModel]]:
+    """The ``models`` step of a reuse: stored fits and their stored scores, nothing fitted."""
+    kinds = " and ".join(k.upper() for k in config.models)
+    log.info("reusing the %s of run %s: no model is fitted", kinds, plan.reuse)
+    fits, kept = stored_estimators(plan.stored, config, session)
+    X = session.spectrogram.data
+    scores = {
+        kind: kept[kind].scores
+        if kept[kind].scores is not None
+        else est.score(X, session.validation, session.noise_ceiling, seed=config.seed)
+        for kind, est in fits.items()
+    }
+    notes.append(f"models: the {kinds} of run {plan.reuse!r}, reused (no model was fitted)")
+    prefixes = tuple(f"{k} fit, " for k in config.models) + ("the LN fit failed",)
+    notes.extend(n for n in plan.stored.config.get("notes", []) if str(n).startswith(prefixes))
+    for kind, est in fits.items():
+        est.failed_ = any(str(n).startswith(f"the {kind.upper()} fit failed") for n in notes)
+    return fits, scores, kept
+
+
 def run_session(
     path: str | Path,
     config: AnalysisConfig | None = None,
@@ -350,6 +633,8 @@ def run_session(
     overwrite: bool = False,
     progress=None,
     write: bool = True,
+    reuse: str | None = None,
+    steps: Sequence[str] | str | None = None,
 ) -> SessionResult:
     """Run the whole analysis on one NWB file and append the results to it.
 
@@ -370,8 +655,25 @@ def run_session(
         ``progress(stage, epoch, holdout_loss)`` during model fits.
     write : bool
         Set False to skip writing (results stay in memory).
+    reuse : str, optional
+        Name of a run stored in ``path`` whose LN and CNN (and every CNN fit behind the
+        ensemble dSTRFs) are rebuilt instead of refitted; refused, before any work, when
+        the settings they depend on (:data:`STEP_SETTINGS` ``["models"]``) differ from
+        ``config``'s. The new run (``config.run_name``, which must differ from ``reuse``
+        unless ``overwrite``) records where it came from in its config's ``provenance``.
+    steps : sequence of str or str, optional
+        Steps to run, from :data:`STEPS` (or comma-separated). Default: every step, or
+        with ``reuse`` every step after ``models``. With ``reuse``, a later step left out
+        is stored from the reused run when its inputs are unchanged, else not stored (the
+        notes say which); ``["subspace", "sites"]`` runs no optimiser at all.
     """
     config = config or AnalysisConfig()
+    plan = RunPlan(plan_steps(steps, reuse), reuse=reuse)
+    if reuse is not None and is_remote(str(path)):
+        raise ValueError(
+            "--reuse reads a stored run from a local file: run on the local output file that "
+            "holds it instead of the remote source"
+        )
     if is_remote(str(path)):
         with remote_cache():
             url = str(resolve_source(str(path)))
@@ -381,16 +683,59 @@ def run_session(
                 if output.exists():
                     raise FileExistsError(f"output {output} exists; choose a new path or remove it")
             return _run_session(
-                url, config, output=output, overwrite=overwrite, progress=progress, write=write
+                url,
+                config,
+                plan,
+                output=output,
+                overwrite=overwrite,
+                progress=progress,
+                write=write,
             )
     return _run_session(
-        Path(path), config, output=output, overwrite=overwrite, progress=progress, write=write
+        Path(path), config, plan, output=output, overwrite=overwrite, progress=progress, write=write
     )
+
+
+def _check_run(
+    path: Path | str,
+    config: AnalysisConfig,
+    plan: RunPlan,
+    *,
+    output: str | Path | None,
+    overwrite: bool,
+    write: bool,
+) -> None:
+    """Every check that can fail before any work; reads the reused run into ``plan``."""
+    if write and plan.reuse == config.run_name and not overwrite:
+        raise ValueError(
+            f"the new run needs a name other than {plan.reuse!r}, the run it reuses: pass "
+            f"--run-name NAME (or --overwrite to replace run {plan.reuse!r})"
+        )
+    if isinstance(path, str):
+        return
+    exists_check = write and not overwrite and output is None
+    runs = list_runs(path) if plan.reuse is not None or exists_check else []
+    if exists_check and config.run_name in runs:
+        # Say so before hours of fitting, not after.
+        raise ResultsExistError(
+            f"{path} already holds results named {config.run_name!r}; choose another run "
+            "name or pass overwrite=True to replace them"
+        )
+    if plan.reuse is None:
+        return
+    if plan.reuse not in runs:
+        raise ValueError(
+            f"{path} holds no run named {plan.reuse!r} to reuse (runs: {runs}); pass one of "
+            "them to --reuse, or drop --reuse to fit the models"
+        )
+    plan.stored = read_results(path, plan.reuse)
+    check_reuse(plan.stored, config, plan.reuse)
 
 
 def _run_session(
     path: Path | str,
     config: AnalysisConfig,
+    plan: RunPlan,
     *,
     output: str | Path | None,
     overwrite: bool,
@@ -398,128 +743,277 @@ def _run_session(
     write: bool,
 ) -> SessionResult:
     """:func:`run_session` on a local path or a resolved URL (inside a remote cache)."""
-    remote = isinstance(path, str)
     notes: list[str] = []
-    if remote:
+    if isinstance(path, str):
         notes.append(f"source {path} read lazily; the output holds its data without raw voltage")
-    elif write and not overwrite and output is None and config.run_name in list_runs(path):
-        # Say so before hours of fitting, not after.
-        raise ResultsExistError(
-            f"{path} already holds results named {config.run_name!r}; choose another run "
-            "name or pass overwrite=True to replace them"
-        )
+    _check_run(path, config, plan, output=output, overwrite=overwrite, write=write)
     log.info("reading %s", path)
     session = load_session(path, config)
     masks = session_masks(session)
     units = read_unit_info(path, config, notes)
     labels = None
-    if config.sites.enabled:  # a bad group_by column fails here, before any fitting
+    if config.sites.enabled and "sites" in plan.steps:  # a bad group_by fails before fitting
         main = None if units is None else units.main_channel
         with open_binary(path) as handle:
             labels = read_site_labels(handle, config.sites.group_by, main)
-    fits = fit_models(session, config, masks, progress, notes)
-    X = session.spectrogram.data
-    scores = {
-        k: est.score(X, session.validation, session.noise_ceiling, seed=config.seed)
-        for k, est in fits.items()
-    }
-    if fits["cnn"].failed_:  # kept only with keep_partial
-        notes.append("no dSTRFs, tuning subspaces or site step: the CNN fit failed")
-        step = SubspaceStep()
-        labels = None
+    if plan.reuse is None:
+        fits = fit_models(session, config, masks, progress, notes)
+        X = session.spectrogram.data
+        scores = {
+            k: est.score(X, session.validation, session.noise_ceiling, seed=config.seed)
+            for k, est in fits.items()
+        }
+        kept: dict[str, FittedModel] = {}
+        plan.steps_run.append("models")
     else:
-        step = analyse_subspaces(session, fits["cnn"], scores["cnn"], config, masks, notes)
-    tuning, srfs, sm = step.tuning, step.srfs, step.model
-    sites = None
-    if labels is not None:
-        exclusions = quality_exclusions(fits["cnn"], scores["cnn"], config, session.n_units)
-        sites = analyse_sites(session, step, exclusions, labels, units, config)
-        notes.extend(sites.notes)
-
-    spec = session.spectrogram
-    spectrograms = []
-    spec_name = None
-    if session.spectrogram_source.kind == "computed":
-        spec_name = "spectrogram"
-        spectrograms.append(
-            SpectrogramResult(
-                data=spec.data,
-                frequencies=spec.frequencies,
-                rate=spec.rate,
-                starting_time=spec.starting_time,
-                settings=spec.settings,
-                name=spec_name,
-                source_sound=session.spectrogram_source.name,
-            )
-        )
-    bin_s = 1 / session.rate
-    models: list[FittedModel] = [
-        est.to_result(
-            kind,
-            unit_rows=session.unit_rows,
-            bin_size_s=bin_s,
-            scores=scores[kind],
-            spectrogram=spec_name,
-        )
-        for kind, est in fits.items()
-    ]
-    cnn = fits["cnn"]
-    if config.subspace.ensemble and tuning is not None:  # the other fits behind the dSTRFs
-        for member, name in enumerate(ensemble_names(len(cnn.members_))[1:], start=1):
-            models.append(
-                cnn.to_result(
-                    name,
-                    unit_rows=session.unit_rows,
-                    bin_size_s=bin_s,
-                    scores=cnn.score(
-                        X,
-                        session.validation,
-                        session.noise_ceiling,
-                        seed=config.seed,
-                        member=member,
-                    ),
-                    spectrogram=spec_name,
-                    member=member,
-                )
-            )
-    if sm is not None:
-        fitted = sm.to_fitted_model(bin_size_s=bin_s, name="subspace")
-        fitted.spectrogram = spec_name
-        fitted.scores = step.scores  # validation scores of the passing units, as for LN/CNN
-        models.append(fitted)
+        fits, scores, kept = reuse_models(session, config, plan, notes)
+        plan.steps_reused.append("models")
+    step, sites, carried = _later_steps(
+        session, fits, scores, config, masks, labels, units, plan, notes
+    )
+    models = _model_results(session, config, fits, scores, step, kept, carried.get("model"))
     results = ResultSet(
-        spectrograms=spectrograms,
+        spectrograms=_spectrogram_results(session),
         models=models,
-        subspaces=[tuning] if tuning is not None else [],
-        srfs=[srfs] if srfs is not None else [],
+        subspaces=[step.tuning] if step.tuning is not None else [],
+        srfs=[step.srfs] if step.srfs is not None else [],
         site_subspaces=list(sites.site_subspaces) if sites is not None else [],
         site_statistics=[sites.statistics] if sites is not None and sites.statistics else [],
         unit_columns=unit_columns(units) if units is not None else [],
-        config={**config.to_dict(), "split": session.split.to_dict(), "notes": notes},
+        config={
+            **config.to_dict(),
+            "split": session.split.to_dict(),
+            "notes": notes,
+            "provenance": provenance(plan, config),
+        },
     )
-    out, summary_files = None, []
-    if write:
-        out = write_results(path, results, config.run_name, output=output, overwrite=overwrite)
-        log.info("results written to %s (run %r)", out, config.run_name)
-        if sites is not None:
-            summary_files, skipped = write_summary(
-                out.with_name(f"{out.stem}_{config.run_name}"),
-                sites.unit_table,
-                sites.site_table,
-                sites.statistics_table,
-            )
-            notes.extend(skipped)
+    results.site_subspaces.extend(carried.get("site_subspaces", []))
+    results.site_statistics.extend(carried.get("site_statistics", []))
+    out, summary_files = _write(path, results, config, sites, notes, output, overwrite, write)
     return SessionResult(
         session=session,
         units=units,
         estimators=fits,
         scores=scores,
         results=results,
-        tuning=tuning,
-        srfs=srfs,
-        ev_fraction=step.ev_fraction,
+        tuning=step.tuning,
+        srfs=step.srfs,
+        ev_fraction=step.ev_fraction if step.model is not None else carried.get("ev_fraction"),
         output=out,
         notes=notes,
         sites=sites,
         summary_files=summary_files,
     )
+
+
+def _later_steps(
+    session: SessionData,
+    fits: dict[str, EncodingEstimator],
+    scores: dict[str, Any],
+    config: AnalysisConfig,
+    masks: dict[str, np.ndarray],
+    labels: tuple[np.ndarray, str] | None,
+    units: UnitInfo | None,
+    plan: RunPlan,
+    notes: list[str],
+) -> tuple[SubspaceStep, SiteStepResult | None, dict[str, Any]]:
+    """The ``subspace``, ``subspace_model`` and ``sites`` steps that ``plan`` asks for, and
+    what is carried over from a reused run for the ones it leaves out."""
+    cnn = fits["cnn"]
+    if cnn.failed_:  # kept only with keep_partial
+        notes.append("no dSTRFs, tuning subspaces or site step: the CNN fit failed")
+        return SubspaceStep(), None, {}
+    if "subspace" not in plan.steps:
+        notes.append(f"no dSTRFs, tuning subspaces or later steps: steps were {plan.steps}")
+        return SubspaceStep(), None, {}
+    step = tuning_subspaces(session, cnn, scores["cnn"], config, masks, notes)
+    plan.steps_run.append("subspace")
+    if "subspace_model" in plan.steps:
+        if step.tuning is not None:
+            fit_subspace_model(step, session, scores["cnn"], config, masks, notes)
+        plan.steps_run.append("subspace_model")
+    sites = None
+    if labels is not None:
+        exclusions = quality_exclusions(cnn, scores["cnn"], config, session.n_units)
+        sites = analyse_sites(session, step, exclusions, labels, units, config)
+        notes.extend(sites.notes)
+        plan.steps_run.append("sites")
+    return step, sites, _carry_over(step, scores["cnn"], config, plan, notes)
+
+
+def _carry_over(
+    step: SubspaceStep, cnn_scores, config: AnalysisConfig, plan: RunPlan, notes: list[str]
+) -> dict[str, Any]:
+    """Results of the reused run for the steps left out: stored again when their inputs are
+    unchanged (the subspace model and its ``ev_fraction``, the site results), else noted."""
+    from nwb_subspace.subspace.model import explained_variance_fraction
+
+    out: dict[str, Any] = {}
+    left_out = [s for s in ("subspace_model", "sites") if s not in plan.steps]
+    if "sites" in left_out and not config.sites.enabled:
+        left_out.remove("sites")
+    if plan.stored is None or step.tuning is None:
+        notes.extend(f"step {s!r} not run: not in the steps" for s in left_out)
+        return out
+    stored, name = plan.stored, plan.reuse
+    for s in left_out:
+        what = {"subspace_model": "no subspace model", "sites": "no site step results"}[s]
+        differ = settings_differences(stored.config, config, step_settings(s))
+        model = next((m for m in stored.models if m.kind == "subspace"), None)
+        if s == "subspace_model" and model is not None:
+            held = np.array_equal(model.unit_rows, step.unit_rows) and model.scores is not None
+        else:
+            held = s == "sites" and bool(stored.site_subspaces or stored.site_statistics)
+        if differ:
+            plan.steps_not_stored.append(s)
+            notes.append(
+                f"{what}: {s!r} is not in the steps and its inputs changed since run "
+                f"{name!r} ({'; '.join(differ)}); add {s} to the steps to rerun it"
+            )
+        elif not held:
+            notes.append(f"{what}: {s!r} is not in the steps and run {name!r} holds none")
+        elif s == "subspace_model":
+            out["model"] = model
+            out["ev_fraction"] = explained_variance_fraction(
+                model.scores.explained_variance, cnn_scores.explained_variance[step.passing]
+            )
+            plan.steps_reused.append(s)
+            notes.append(f"subspace model: that of run {name!r} (its inputs are unchanged)")
+        else:
+            out["site_subspaces"] = list(stored.site_subspaces)
+            out["site_statistics"] = list(stored.site_statistics)
+            plan.steps_reused.append(s)
+            notes.append(
+                f"site step: that of run {name!r} (its inputs are unchanged); no summary CSVs "
+                "were written"
+            )
+    return out
+
+
+def _spectrogram_results(session: SessionData) -> list[SpectrogramResult]:
+    """The spectrogram to store: the computed one (none when the file already holds it)."""
+    if session.spectrogram_source.kind != "computed":
+        return []
+    spec = session.spectrogram
+    return [
+        SpectrogramResult(
+            data=spec.data,
+            frequencies=spec.frequencies,
+            rate=spec.rate,
+            starting_time=spec.starting_time,
+            settings=spec.settings,
+            name="spectrogram",
+            source_sound=session.spectrogram_source.name,
+        )
+    ]
+
+
+def _model_results(
+    session: SessionData,
+    config: AnalysisConfig,
+    fits: dict[str, EncodingEstimator],
+    scores: dict[str, Any],
+    step: SubspaceStep,
+    kept: dict[str, FittedModel],
+    carried_model: FittedModel | None,
+) -> list[FittedModel]:
+    """The models to store: LN, CNN, the CNN's other fits behind ensemble dSTRFs, and the
+    subspace model. ``kept`` (reused models, by name) are stored as they were."""
+    spec_name = "spectrogram" if session.spectrogram_source.kind == "computed" else None
+    bin_s = 1 / session.rate
+    X = session.spectrogram.data
+
+    def stored_as(name: str, est: EncodingEstimator, member: int, unit_scores) -> FittedModel:
+        if name in kept:
+            return replace(kept[name], spectrogram=spec_name)
+        return est.to_result(
+            name,
+            unit_rows=session.unit_rows,
+            bin_size_s=bin_s,
+            scores=unit_scores() if callable(unit_scores) else unit_scores,
+            spectrogram=spec_name,
+            member=member,
+        )
+
+    models = [stored_as(kind, est, 0, scores[kind]) for kind, est in fits.items()]
+    cnn = fits["cnn"]
+    if config.subspace.ensemble and step.tuning is not None:  # the other fits behind the dSTRFs
+        for member, name in enumerate(ensemble_names(len(cnn.members_))[1:], start=1):
+
+            def member_scores(member: int = member):
+                return cnn.score(
+                    X, session.validation, session.noise_ceiling, seed=config.seed, member=member
+                )
+
+            models.append(stored_as(name, cnn, member, member_scores))
+    if step.model is not None:
+        # validation scores of the passing units, as for LN/CNN
+        models.append(
+            step.model.to_result(
+                "subspace", bin_size_s=bin_s, scores=step.scores, spectrogram=spec_name
+            )
+        )
+    elif carried_model is not None:
+        models.append(replace(carried_model, spectrogram=spec_name))
+    return models
+
+
+def provenance(plan: RunPlan, config: AnalysisConfig) -> dict[str, Any]:
+    """Where each stored step comes from: the run that computed it, the settings and the
+    package versions it ran with (stored in the run's config as ``provenance``)."""
+    from nwb_subspace.io.to_nwb import software_versions
+
+    now = _json(config.to_dict())
+    versions = software_versions()
+    steps: dict[str, Any] = {}
+    for step in plan.steps_run:
+        keys = STEP_SETTINGS[step] + (("seed", "device") if step != "sites" else ("seed",))
+        steps[step] = {
+            "run": config.run_name,
+            "parameters": {key: now.get(key) for key in dict.fromkeys(keys)},
+            "versions": versions,
+        }
+    if plan.stored is not None:
+        old = plan.stored.config
+        cnn = next(m for m in plan.stored.models if m.name == "cnn")
+        for step in plan.steps_reused:
+            keys = STEP_SETTINGS[step] + (("seed", "device") if step != "sites" else ("seed",))
+            steps[step] = (old.get("provenance") or {}).get("steps", {}).get(step) or {
+                "run": plan.reuse,
+                "parameters": {key: old.get(key) for key in dict.fromkeys(keys)},
+                "versions": dict(cnn.training.software_versions),
+            }
+    return {
+        "reused_from": plan.reuse,
+        "steps_run": list(plan.steps_run),
+        "steps_reused": list(plan.steps_reused),
+        "steps_not_stored": list(plan.steps_not_stored),
+        "steps": steps,
+    }
+
+
+def _write(
+    path: Path | str,
+    results: ResultSet,
+    config: AnalysisConfig,
+    sites: SiteStepResult | None,
+    notes: list[str],
+    output: str | Path | None,
+    overwrite: bool,
+    write: bool,
+) -> tuple[Path | None, list[Path]]:
+    """Write the results (and the site summary CSVs next to them) unless ``write`` is false."""
+    if not write:
+        return None, []
+    out = write_results(path, results, config.run_name, output=output, overwrite=overwrite)
+    log.info("results written to %s (run %r)", out, config.run_name)
+    summary_files: list[Path] = []
+    if sites is not None:
+        summary_files, skipped = write_summary(
+            out.with_name(f"{out.stem}_{config.run_name}"),
+            sites.unit_table,
+            sites.site_table,
+            sites.statistics_table,
+        )
+        notes.extend(skipped)
+    return out, summary_files

@@ -1,8 +1,9 @@
 """In-memory results of an analysis run, independent of any file format.
 
-The analysis steps fill these plain dataclasses; ``nwb_subspace.io.writer`` turns them into
-NWB extension objects and ``nwb_subspace.io.results_reader`` turns stored objects back into
-them. Units are always referred to by their **row index** in the NWB file's ``units`` table.
+The analysis steps fill these plain dataclasses; ``nwb_subspace.io.to_nwb`` turns them into
+NWB extension objects (``nwb_subspace.io.writer`` stores them in a file) and
+``nwb_subspace.io.from_nwb`` turns stored objects back into them (``read_results``). Units
+are always referred to by their **row index** in the NWB file's ``units`` table.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-MODEL_KINDS = ("ln", "cnn", "subspace")
+#: Kinds of fitted model a result set can hold (``config.MODEL_KINDS``: those a run fits).
+STORED_MODEL_KINDS = ("ln", "cnn", "subspace")
 
 
 def _as_rows(rows: Any, name: str) -> np.ndarray:
@@ -123,8 +125,8 @@ class FittedModel:
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "FittedModel.unit_rows")
         kind = getattr(self.module, "kind", None)
-        if kind not in MODEL_KINDS:
-            raise ValueError(f"model kind must be one of {MODEL_KINDS}; got {kind!r}")
+        if kind not in STORED_MODEL_KINDS:
+            raise ValueError(f"model kind must be one of {STORED_MODEL_KINDS}; got {kind!r}")
         if self.scores is not None:
             _check_len("UnitScores", self.unit_rows.size, **vars(self.scores))
 

@@ -11,7 +11,14 @@ import pandas as pd
 import pytest
 from conftest import file_sha256
 
-from nwb_subspace.batch import SUMMARY_COLUMNS, SUMMARY_FILE, expand_sources, run_batch
+from nwb_subspace.batch import (
+    SUMMARY_COLUMNS,
+    SUMMARY_FILE,
+    expand_sources,
+    run_batch,
+    session_output,
+    source_key,
+)
 from nwb_subspace.cli.batch import add_batch_parser, run_batch_command
 from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
 from nwb_subspace.io.writer import list_runs
@@ -68,7 +75,8 @@ def test_batch_reports_failure_and_resumes(sessions, tmp_path):
     ok = table[table["status"] == "ok"]
     assert np.isfinite(ok["median_cnn_score"]).all() and (ok["seconds"] > 0).all()
     outputs = [Path(p) for p in ok["output"]]
-    assert sorted(p.name for p in outdir.glob("*.nwb")) == ["s0_subspace.nwb", "s1_subspace.nwb"]
+    expected = sorted(session_output(str(s.resolve()), s.name, outdir).name for s in sessions[::2])
+    assert sorted(p.name for p in outdir.glob("*.nwb")) == expected
     assert all(list_runs(p) == ["batch"] for p in outputs)
     saved = pd.read_csv(outdir / SUMMARY_FILE)
     assert saved["status"].tolist() == ["ok", "failed", "ok"]
@@ -107,9 +115,50 @@ def test_existing_foreign_output_is_reported_not_overwritten(tmp_path):
     src.write_bytes(b"not used")
     outdir = tmp_path / "out"
     outdir.mkdir()
-    foreign = outdir / "s_subspace.nwb"
+    foreign = session_output(str(src.resolve()), src.name, outdir)
     shutil.copy(src, foreign)
     table = run_batch([src], outdir, QUICK)
     assert table["status"].tolist() == ["failed"]
     assert "exists but holds no run" in table["error"].iloc[0]
     assert foreign.read_bytes() == b"not used"
+
+
+def test_outputs_are_keyed_by_the_source_not_its_name(tmp_path):
+    a, b = tmp_path / "a" / "session.nwb", tmp_path / "b" / "session.nwb"
+    out_a, out_b = (session_output(str(p), p.name, tmp_path / "o") for p in (a, b))
+    assert out_a != out_b and out_a.parent == out_b.parent == tmp_path / "o"
+    assert out_a.name == f"session_{source_key(str(a))}_subspace.nwb"
+    assert session_output(str(a), a.name, tmp_path / "o") == out_a  # stable: resume finds it
+    url = "https://host/x/session.nwb"
+    assert session_output(url, "session.nwb", tmp_path / "o") not in (out_a, out_b)
+    assert len(source_key(url)) == 8 and int(source_key(url), 16) >= 0
+
+
+@pytest.mark.slow
+def test_resume_never_takes_another_sources_output(sessions, tmp_path):
+    """a/session.nwb and b/session.nwb: b is run, not 'skipped' onto a's results."""
+    from pynwb import NWBHDF5IO
+
+    a, b = tmp_path / "a" / "session.nwb", tmp_path / "b" / "session.nwb"
+    for src, dst in ((sessions[0], a), (sessions[2], b)):
+        dst.parent.mkdir()
+        shutil.copy(src, dst)
+    outdir = tmp_path / "out"
+    first = run_batch([a], outdir, QUICK, n_workers=1)
+    assert first["status"].tolist() == ["ok"]
+    out_a = Path(first["output"].iloc[0])
+    before = (out_a.stat().st_mtime_ns, file_sha256(out_a))
+
+    table = run_batch([b, a], outdir, QUICK, n_workers=1)
+    assert table["status"].tolist() == ["ok", "skipped"]
+    out_b = Path(table["output"].iloc[0])
+    assert out_b != out_a and Path(table["output"].iloc[1]) == out_a
+    assert (out_a.stat().st_mtime_ns, file_sha256(out_a)) == before
+    for src, out in ((a, out_a), (b, out_b)):  # each output holds its own source's data
+        with NWBHDF5IO(str(src), "r") as io_src, NWBHDF5IO(str(out), "r") as io_out:
+            assert io_out.read().identifier == io_src.read().identifier
+        assert list_runs(out) == ["batch"]
+    saved = pd.read_csv(outdir / SUMMARY_FILE)
+    assert saved["status"].tolist() == ["ok", "skipped"]
+    assert saved["output"].tolist() == [str(out_b), str(out_a)]
+    assert not [p for p in outdir.iterdir() if p.name.endswith(".tmp")]

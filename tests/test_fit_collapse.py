@@ -57,7 +57,7 @@ def test_subspace_model_cannot_fold():
 
 def test_standardiser_keeps_spectral_shape():
     X = torch.tensor(np.random.default_rng(0).normal(size=(500, 3)) * [1.0, 10.0, 0.1] + 5.0)
-    mean, std = training._standardizer(X.float(), np.ones(500, bool))
+    mean, std = training.standardizer(X.float(), np.ones(500, bool))
     np.testing.assert_allclose(mean.numpy(), X.mean(0).numpy(), rtol=1e-4)
     spread = np.sqrt(np.mean(X.std(0).numpy() ** 2))  # one scale for every channel
     np.testing.assert_allclose(std.numpy(), spread / INPUT_SPREAD, rtol=1e-3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from nwb_subspace.models import (
-    MODEL_KINDS,
+    MODEL_CLASSES,
     CausalDepthwiseConv1d,
     DoubleExponential,
     EncodingModel,
@@ -59,7 +59,7 @@ def kind(request) -> str:
     return request.param
 
 
-# ---- defaults from DESIGN.md ---------------------------------------------------------
+# ---- defaults from docs/methods.md ("Architectures") ---------------------------------------------------------
 
 
 def test_default_sizes_and_memory():
@@ -80,7 +80,7 @@ def test_default_sizes_and_memory():
     assert sub.core.bases.shape == (4, 4, 32, 20)
     assert sub.readout.weight1.shape == (4, 4, 15)
     assert sub.readout.weight2.shape == (4, 15, 15)
-    assert set(MODEL_KINDS) == {"cnn", "ln", "subspace"}
+    assert set(MODEL_CLASSES) == {"cnn", "ln", "subspace"}
     assert SubspaceModel(32, 3, n_lags=20, n_components=4).config["n_components"] == [4, 4, 4]
 
 

@@ -25,7 +25,7 @@ from nwb_subspace.io.writer import read_results, write_results
 from nwb_subspace.results import ResultSet, SubspaceRFs
 from nwb_subspace.site.step import ALL_SITES, SiteInputs, SiteStep, read_site_labels
 from nwb_subspace.site.subspace import haar_subspaces
-from nwb_subspace.site.tables import SITE_COLUMNS, UNIT_COLUMNS, write_summary
+from nwb_subspace.site.tables import SITE_COLUMNS, UNIT_TABLE_COLUMNS, write_summary
 from nwb_subspace.site.tiling import tiling_from_stored
 from nwb_subspace.testing import write_mock_nwbfile
 
@@ -204,8 +204,8 @@ def test_sites_section_of_the_config():
     for bad, match in (
         ({"n_null": 0}, r"\[sites\] n_null must be an integer >= 1"),
         ({"variance_threshold": 1.5}, r"\[sites\] variance_threshold must be in \(0, 1\]"),
-        ({"weighting": "mean"}, "weighting must be 'equal' or 'variance'"),
-        ({"group_by": ""}, "group_by must name a units-table column"),
+        ({"weighting": "mean"}, r"\[sites\] weighting must be .*'equal'.*'variance'"),
+        ({"group_by": ""}, r"\[sites\] group_by must (name|be) a units-table column"),
         ({"min_units": 1}, r"min_units must be an integer >= 2"),
     ):
         with pytest.raises(ValueError, match=match):
@@ -253,7 +253,7 @@ def test_two_sites_are_analysed_compared_and_tabulated(two_sites):
     assert "narrow: 6, broad: 6" in row["test"]
     assert len(out.statistics.rows) == len(stats)
     # one row per unit and one per site, with the documented columns
-    assert list(out.unit_table.columns) == list(UNIT_COLUMNS) and len(out.unit_table) == 12
+    assert list(out.unit_table.columns) == list(UNIT_TABLE_COLUMNS) and len(out.unit_table) == 12
     assert set(out.unit_table["status"]) == {"analysed"}
     assert out.unit_table["unit_id"].tolist() == list(range(100, 112))
     assert list(out.site_table.columns) == list(SITE_COLUMNS)

@@ -52,7 +52,7 @@ def write_foreign(
     electrical_series: bool = False,
     seed: int = 0,
 ) -> Path:
-    """A session laid out as DESIGN.md section 2 says, written by plain pynwb.
+    """A session laid out as docs/methods.md ("Input: sound, presentations and designs") says, written by plain pynwb.
 
     Sound: one TimeSeries at ``fs`` in stimulus/presentation (noise whose loudness follows
     each presentation). Trials: 6 estimation sounds once, 2 validation sounds 4 times,

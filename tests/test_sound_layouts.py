@@ -132,10 +132,10 @@ def test_old_stored_settings_do_not_match_the_level_free_default():
     old = {k: v for k, v in SpectrogramSettings().to_dict().items()}
     for key in ("level", "reference_rms", "channel"):
         old.pop(key)
-    from nwb_subspace.io.sound import _settings_match
+    from nwb_subspace.io.sound import settings_match
 
-    assert not _settings_match(old, SpectrogramSettings().to_dict())
-    assert _settings_match(
+    assert not settings_match(old, SpectrogramSettings().to_dict())
+    assert settings_match(
         {**SpectrogramSettings().to_dict(), "sound_rms": 1.0}, SpectrogramSettings().to_dict()
     )
 

@@ -33,7 +33,7 @@ def truth_fit(tmp_path_factory):
     tu = (
         TuningSubspaceEstimator(n_components=8)
         .fit(dstrf_moments(model, X), frequencies=data.frequencies, bin_s=1 / data.rate)
-        .result_
+        .to_result()
     )
     with torch.no_grad():
         rate = model(torch.from_numpy(X)[None])[0].double().numpy()
@@ -78,7 +78,7 @@ def test_recovers_truth_rate_batched_and_deterministic(truth_fit):
         s["tu"], s["X"], s["counts"], s["fit"], s["hold"]
     )
     np.testing.assert_array_equal(again.predict(s["X"]), pred)
-    fm = est.to_fitted_model(0.01)
+    fm = est.to_result(bin_size_s=0.01)
     assert fm.unit_rows.tolist() == s["tu"].unit_rows.tolist()
 
 

@@ -69,7 +69,7 @@ def cnn_tuning(request, tmp_path_factory):
     tu = (
         TuningSubspaceEstimator()
         .fit(mom, frequencies=session.frequencies, bin_s=1 / session.rate)
-        .result_
+        .to_result()
     )
     good = np.flatnonzero(scores.noise_corrected_correlation >= 0.7)
     print(f"\n{request.param}: {good.size} of {est.units_.size} units with CNN nc r >= 0.7")

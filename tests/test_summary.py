@@ -10,7 +10,7 @@ from matplotlib.image import imread
 from nwb_subspace.report.plots_site import plot_breadth_groups, plot_tiling
 from nwb_subspace.site.groups import stat_row
 from nwb_subspace.site.subspace import SiteSubspaceAnalysis, TilingResult
-from nwb_subspace.site.tables import UNIT_COLUMNS, site_table, unit_table, write_summary
+from nwb_subspace.site.tables import UNIT_TABLE_COLUMNS, site_table, unit_table, write_summary
 
 
 def _analysis():
@@ -43,7 +43,7 @@ def test_unit_table_one_row_per_unit_with_reasons(tmp_path):
         "s1", [5, 6, 7, 8, 9], cell_type=["narrow", "broad", "", "broad", "narrow"],
         analysis=an, tiling=_tiling(),
     )  # fmt: skip
-    assert list(units.columns) == list(UNIT_COLUMNS) and len(units) == 5
+    assert list(units.columns) == list(UNIT_TABLE_COLUMNS) and len(units) == 5
     by_row = units.set_index("unit_row")
     assert by_row.loc[8, "status"] == "left out: flat or non-finite dSTRF covariance"
     assert by_row.loc[9, "status"] == "not analysed"

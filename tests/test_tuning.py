@@ -44,7 +44,7 @@ def test_truth_model_reproduces_simulator(truth_session):
 
 def test_ground_truth_subspace_and_dimensionality_recovered(truth_session):
     s = truth_session
-    truth, tu = s["truth"], s["est"].result_
+    truth, tu = s["truth"], s["est"].to_result()
     assert tu.components.shape[1:] == (20, 32, truth.filters.shape[3])
     for u in range(truth.n_units):
         k = int(truth.k[u])
@@ -97,7 +97,7 @@ def test_flat_unit_and_too_few_frames_recorded():
     est = TuningSubspaceEstimator(n_components=20).fit(
         mom, frequencies=np.arange(1.0, 5.0), bin_s=0.01
     )
-    r = est.result_
+    r = est.to_result()
     assert r.components.shape == (3, 12, 4, 3)  # capped by F*D
     assert "flat" in est.status_[0] and r.dimensionality[0] == 0
     assert np.isnan(r.explained_variance_ratio[0]).all()
@@ -106,7 +106,7 @@ def test_flat_unit_and_too_few_frames_recorded():
 
 
 def test_jackknife_and_bad_settings(truth_session):
-    tu = truth_session["est"].result_
+    tu = truth_session["est"].to_result()
     assert np.allclose(jackknife_subspaces([tu, tu]), 1.0)
     with pytest.raises(ValueError, match="n_components"):
         TuningSubspaceEstimator(n_components=0).fit(
@@ -154,17 +154,17 @@ def test_dimensionality_counts_only_the_variance_fits_agree_on():
         _moments(cov, None), frequencies=np.arange(5.0), bin_s=0.01
     )
     # the error's variance (trace 2.7, more than the signal's 1.5) inflates the 95% rule
-    assert plain.result_.dimensionality[0] > 8
+    assert plain.to_result().dimensionality[0] > 8
     agreed = TuningSubspaceEstimator().fit(
         _moments(cov, err[None]), frequencies=np.arange(5.0), bin_s=0.01
     )
-    assert agreed.result_.dimensionality[0] == 2
+    assert agreed.to_result().dimensionality[0] == 2
     assert agreed.status_ == ["ok"]
     # the PCs are those of the averaged dSTRFs (error included), close to the shared span
-    assert subspace_similarity(q.T, agreed.result_.components[0, :2].reshape(2, -1)) > 0.9
+    assert subspace_similarity(q.T, agreed.to_result().components[0, :2].reshape(2, -1)) > 0.9
     # nothing beyond the error: dimensionality 0, said so
     none = TuningSubspaceEstimator().fit(
         _moments(err[None], err[None]), frequencies=np.arange(5.0), bin_s=0.01
     )
-    assert none.result_.dimensionality[0] == 0
+    assert none.to_result().dimensionality[0] == 0
     assert "fit-to-fit noise of 4 fits" in none.status_[0]

@@ -45,7 +45,7 @@ print(f"preset {PRESET!r}, quick fits: {QUICK}, outputs in {FOLDER}")
 # table naming the sound of each trial, a linear probe in ``electrodes`` and sorted ``units``
 # with spike times and mean waveforms. The ground truth (every unit's true filters and
 # nonlinearity) goes to a ``.truth.npz`` file beside it.
-from nwb_subspace.simulate import load_truth, simulate_session
+from nwb_subspace import load_truth, simulate_session
 
 nwb_path, truth_path = simulate_session(
     FOLDER / f"{PRESET}_seed0.nwb", preset=PRESET, seed=0, overwrite=True
@@ -63,13 +63,17 @@ print(describe_file(nwb_path))
 # %%
 # Run the analysis
 # ----------------
-# One :class:`~nwb_subspace.config.AnalysisConfig` holds every setting (the same fields as
+# One :class:`~nwb_subspace.AnalysisConfig` holds every setting (the same fields as
 # the TOML file of ``nwb-subspace run --config``). The demo fits one initialisation per
 # model; with ``QUICK`` the fits are also cut to a few epochs and the site nulls to a few
 # draws, which is enough to exercise every step but not to recover the ground truth well.
-from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
-from nwb_subspace.models.training import TrainingConfig
-from nwb_subspace.pipeline import run_session
+from nwb_subspace import (
+    AnalysisConfig,
+    SiteSettings,
+    SubspaceSettings,
+    TrainingConfig,
+    run_session,
+)
 
 if QUICK:
     config = AnalysisConfig(
@@ -113,10 +117,10 @@ for line in recovery_report(result, load_truth(truth_path)):
 # %%
 # The report
 # ----------
-# :func:`~nwb_subspace.report.html.make_report` reads the stored results back from the file (no
+# :func:`~nwb_subspace.make_report` reads the stored results back from the file (no
 # refitting) and writes ``report.html`` with its PNG figures in ``figures/`` beside it. Open
 # it in a browser. The same from a shell: ``nwb-subspace report FILE.nwb --run quickstart``.
-from nwb_subspace.report.html import make_report
+from nwb_subspace import make_report
 
 html = make_report(nwb_path, run="quickstart", outdir=FOLDER / "report")
 print(f"report: {html}")

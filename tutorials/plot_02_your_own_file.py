@@ -3,7 +3,7 @@ Your own NWB file: the layout it needs and how to map your columns
 ==================================================================
 
 nwb-subspace reads standard NWB as written by pynwb or NeuroConv. What it needs
-(DESIGN.md section 2):
+(docs/methods.md, section 1):
 
 * **units**: the ``units`` table with ``spike_times``. Optional: ``waveform_mean``
   (units x samples [x channels], volts) for narrow/broad cell types, an ``electrodes``
@@ -49,7 +49,7 @@ FOLDER.mkdir(parents=True, exist_ok=True)
 # Plain arrays, as your acquisition and spike-sorting software would give them.
 from pynwb import NWBHDF5IO
 
-from nwb_subspace.simulate import simulate_session
+from nwb_subspace import simulate_session
 
 sim_path, _ = simulate_session(FOLDER / "simulated.nwb", preset=PRESET, seed=1, overwrite=True)
 with NWBHDF5IO(str(sim_path), "r") as io:
@@ -119,8 +119,8 @@ main(["inspect", str(own_path)])
 # -------------------------------
 # Every setting of ``nwb-subspace run`` lives in one TOML file (unknown keys are errors).
 # ``[session]`` names the trials column and the sound; ``[layers]`` places the L3/4 boundary
-# (in the ``rel_y`` frame) so units get layer groups; everything else keeps the defaults of
-# DESIGN.md section 3.
+# (in the ``rel_y`` frame) so units get layer groups; everything else keeps the defaults
+# described in docs/methods.md.
 toml = """
 run_name = "my_analysis"
 seed = 0
@@ -145,9 +145,13 @@ print(config_path.read_text())
 # atomic replace).
 from dataclasses import replace
 
-from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
-from nwb_subspace.models.training import TrainingConfig
-from nwb_subspace.pipeline import run_session
+from nwb_subspace import (
+    AnalysisConfig,
+    SiteSettings,
+    SubspaceSettings,
+    TrainingConfig,
+    run_session,
+)
 
 config = AnalysisConfig.from_toml(config_path)
 if QUICK:  # short fits and the CNN only: a quick check, not a real analysis

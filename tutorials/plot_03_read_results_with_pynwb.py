@@ -31,11 +31,15 @@ RUN = "quickstart"
 
 def make_results_file() -> None:
     """Simulate and analyse a session, as in the quick start (only when not done yet)."""
-    from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
+    from nwb_subspace import (
+        AnalysisConfig,
+        SiteSettings,
+        SubspaceSettings,
+        TrainingConfig,
+        run_session,
+        simulate_session,
+    )
     from nwb_subspace.io.writer import list_runs
-    from nwb_subspace.models.training import TrainingConfig
-    from nwb_subspace.pipeline import run_session
-    from nwb_subspace.simulate import simulate_session
 
     if PATH.exists() and RUN in list_runs(PATH):
         return

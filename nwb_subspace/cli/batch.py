@@ -25,9 +25,11 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "batch",
         help="run the analysis on many sessions (files, globs, URLs, a dandiset) with Dask",
-        description="Run the analysis on every session, one Dask task each; sessions whose "
-        "output already holds the run are skipped; a summary table is written to "
-        "OUTDIR/batch_summary.csv. Exit code 1 when a session failed.",
+        description="Run the analysis on every session, one Dask task each, into "
+        "OUTDIR/<stem>_<key>_subspace.nwb (key: 8 hex digits of the SHA-256 of the source's "
+        "resolved path or URL, so same-named files in different folders never share an "
+        "output); sessions whose own output already holds the run are skipped; a summary "
+        "table is written to OUTDIR/batch_summary.csv. Exit code 1 when a session failed.",
     )
     p.add_argument(
         "sources",
@@ -36,7 +38,9 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="NWB files, folders, globs ('data/*.nwb'), http(s) URLs, DANDI asset specs, or a "
         "dandiset (DANDI:000123; needs `pip install dandi`)",
     )
-    p.add_argument("--outdir", required=True, help="folder for the per-session outputs")
+    p.add_argument(
+        "--outdir", required=True, help="folder for the per-session outputs and the summary"
+    )
     p.add_argument("--config", help="TOML file with analysis settings")
     p.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
     p.add_argument(

@@ -83,7 +83,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
         config = replace(config, session=replace(config.session, trials_table=args.trials_table))
     if args.keep_partial:
         config = replace(config, keep_partial=True)
-    result = run_session(path, config, output=args.output, overwrite=args.overwrite)
+    result = run_session(
+        path,
+        config,
+        output=args.output,
+        overwrite=args.overwrite,
+        reuse=args.reuse,
+        steps=args.steps,
+    )
     print(f"results written to {result.output} (processing/misc/{config.run_name})")
     print(score_summary("CNN", result.scores["cnn"]))
     for note in result.notes:
@@ -148,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="no progress bars and only warnings in the log (bars are also off when stderr "
         "is not a terminal or CI is set)",
     )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -214,6 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store the results even when the CNN fit fails (default: stop, write nothing)",
     )
+    p.add_argument(
+        "--reuse",
+        metavar="RUN_NAME",
+        default=None,
+        help="take the LN and CNN of this stored run instead of fitting them (refused when "
+        "the settings they depend on differ); the new run (--run-name) records where it came "
+        "from",
+    )
+    p.add_argument(
+        "--steps",
+        metavar="LIST",
+        default=None,
+        help="comma-separated steps to run: models, subspace, subspace_model, sites "
+        "(default: all; with --reuse all after models; e.g. subspace,sites fits nothing)",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser(
@@ -237,8 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_inspect)
 
     from nwb_subspace.cli.batch import add_batch_parser
+    from nwb_subspace.cli.repair import add_repair_parser
 
     add_batch_parser(sub)
+    add_repair_parser(sub)
     return parser
 
 
@@ -257,8 +282,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nwb-subspace: error: {err}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, TypeError, OSError) as err:
-        print(f"nwb-subspace: error: {err}", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"nwb-subspace: error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except Exception as err:  # a failed write, a file pynwb cannot read, a bug: one line
+        if args.debug:
+            raise
+        from nwb_subspace.cli.repair import describe_error
+
+        message, code = describe_error(err, args)
+        print(f"nwb-subspace: error: {message}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -64,16 +64,16 @@ from torch import Tensor, nn
 from nwb_subspace.denormals import flushed_denormals
 from nwb_subspace.dstrf.accumulate import MomentAccumulator
 from nwb_subspace.dstrf.jacobian import (
-    _check_lags,
-    _check_units,
-    _check_X,
-    _choose_mode,
-    _chunk_size,
-    _ensemble_jacobian,
-    _members,
-    _model_device,
-    _windows,
+    bins_per_chunk,
+    check_lags,
+    check_stimulus,
+    check_units,
+    choose_mode,
+    ensemble_jacobian,
+    ensemble_members,
     jacobian_windows,
+    model_device,
+    stimulus_windows,
 )
 from nwb_subspace.progress import progress_bar
 
@@ -114,19 +114,19 @@ def compute_dstrf(
     -------
     ndarray of float32, shape (len(bins), N_sel, F, D)
     """
-    members = _members(model)
+    members = ensemble_members(model)
     model = members[0]
-    Xt = _check_X(model, X).to(_model_device(model))
-    units = _check_units(model, units)
-    d = _check_lags(model, n_lags)
+    Xt = check_stimulus(model, X).to(model_device(model))
+    units = check_units(model, units)
+    d = check_lags(model, n_lags)
     bins = np.atleast_1d(np.asarray(bins))
     if bins.size and (not np.issubdtype(bins.dtype, np.integer) or bins.min() < 0):
         raise ValueError(f"bins must be non-negative integer bin indices; got {bins[:5]}")
     if bins.size and bins.max() >= Xt.shape[0]:
         raise ValueError(f"bins reach {bins.max()} but X has only {Xt.shape[0]} bins")
     length = max(int(model.memory), d)
-    chosen = _choose_mode(mode, units.size, Xt.shape[1] * d, model)
-    step = _chunk_size(model, chosen, units.size, length, d, chunk_size)
+    chosen = choose_mode(mode, units.size, Xt.shape[1] * d, model)
+    step = bins_per_chunk(model, chosen, units.size, length, d, chunk_size)
     out = np.empty((bins.size, units.size, Xt.shape[1], d), np.float32)
     was_training = [m.training for m in members]
     for m in members:
@@ -134,7 +134,7 @@ def compute_dstrf(
     try:
         for s in range(0, bins.size, step):
             b = torch.as_tensor(bins[s : s + step], dtype=torch.long, device=Xt.device)
-            jac, _ = _ensemble_jacobian(members, _windows(Xt, b, length), units, d, chosen)
+            jac, _ = ensemble_jacobian(members, stimulus_windows(Xt, b, length), units, d, chosen)
             jac = jac.reshape(units.size, b.numel(), Xt.shape[1], d)
             out[s : s + b.numel()] = jac.permute(1, 0, 2, 3).cpu().numpy()
     finally:
@@ -206,7 +206,7 @@ class DSTRFMoments:
 
 
 @flushed_denormals()
-def dstrf_moments(
+def dstrf_moments(  # long: the numpy docstring is half of it; the steps are helpers
     model: nn.Module | Sequence[nn.Module],
     X: np.ndarray | Tensor,
     *,
@@ -258,72 +258,37 @@ def dstrf_moments(
     -------
     DSTRFMoments
     """
-    members = _members(model)
+    members = ensemble_members(model)
     model = members[0]
-    Xt = _check_X(model, X).to(_model_device(model))
-    units = _check_units(model, units)
-    d = _check_lags(model, n_lags)
+    Xt = check_stimulus(model, X).to(model_device(model))
+    units = check_units(model, units)
+    d = check_lags(model, n_lags)
     n_bins, n_freq = Xt.shape
-    if bins is None:
-        idx = np.arange(n_bins)
-    else:
-        b = np.asarray(bins)
-        if b.dtype == bool:
-            if b.shape != (n_bins,):
-                raise ValueError(f"bins mask must have shape ({n_bins},); got {b.shape}")
-            idx = np.flatnonzero(b)
-        elif np.issubdtype(b.dtype, np.integer) and b.ndim == 1:
-            idx = np.unique(b)
-            if idx.size and (idx[0] < 0 or idx[-1] >= n_bins):
-                raise ValueError(f"bins must be in [0, {n_bins}); got {idx[0]}..{idx[-1]}")
-        else:
-            raise TypeError(f"bins must be a boolean mask or integer indices; got {b.dtype}")
-    if idx.size == 0:
-        raise ValueError("no bins selected; pass bins=None for every bin or a non-empty mask")
+    idx = _selected_bins(bins, n_bins)
     if outlier_threshold is not None and not outlier_threshold > 0:
         raise ValueError(f"outlier_threshold must be > 0 or None; got {outlier_threshold!r}")
     p = n_freq * d
-    if unit_batch is None:
-        n_acc = 2 if len(members) > 1 else 1  # an ensemble also accumulates its error
-        unit_batch = max(1, int(2**30 // (8 * p * p * n_acc)))
-    elif isinstance(unit_batch, bool) or not isinstance(unit_batch, int) or unit_batch < 1:
-        raise ValueError(f"unit_batch must be a positive int; got {unit_batch!r}")
+    unit_batch = _unit_batch(unit_batch, p, len(members))
     length = max(int(model.memory), d)
-    chosen = _choose_mode(mode, min(units.size, unit_batch), p, model)
-    notes: list[str] = []
-    results = []
+    chosen = choose_mode(mode, min(units.size, unit_batch), p, model)
     timings = {"jacobian_s": 0.0, "accumulate_s": 0.0, "outlier_pass_s": 0.0}
-    was_training = [m.training for m in members]
-    for m in members:
-        m.eval()
-    try:
-        for g0 in range(0, units.size, unit_batch):
-            group = units[g0 : g0 + unit_batch]
-            n_work = 64 if chosen == "forward" else group.size
-            step = _chunk_size(model, chosen, n_work, length, d, chunk_size)
-            results.append(
-                _group_moments(
-                    members, Xt, idx, group, d, length, chosen, step, outlier_threshold, timings
-                )
-            )
-        frames = None
-        if keep_frames is not None:
-            kf = np.asarray(keep_frames, dtype=np.int64)
-            frames = compute_dstrf(members, Xt, kf, units=units, n_lags=d, mode=chosen)
-    finally:
-        for m, flag in zip(members, was_training, strict=True):
-            m.train(flag)
+    results, frames = _moments_in_eval_mode(
+        members,
+        Xt,
+        idx,
+        units,
+        unit_batch,
+        d,
+        length,
+        chosen,
+        chunk_size,
+        outlier_threshold,
+        keep_frames,
+        timings,
+    )
     cat = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
     n_out, n_nf = cat["n_outliers"], cat["n_nonfinite"]
-    if n_nf.any():
-        notes.append(
-            f"non-finite Jacobian frames dropped for units {units[n_nf > 0].tolist()} "
-            f"(counts {n_nf[n_nf > 0].tolist()})"
-        )
-    if n_out.any():
-        notes.append(
-            f"{int(n_out.sum())} outlier frames left out over {int((n_out > 0).sum())} units"
-        )
+    notes = _dropped_frame_notes(units, n_out, n_nf)
     return DSTRFMoments(
         units=units,
         n_frequencies=n_freq,
@@ -346,6 +311,90 @@ def dstrf_moments(
     )
 
 
+def _moments_in_eval_mode(
+    members: list[nn.Module],
+    Xt: Tensor,
+    idx: np.ndarray,
+    units: np.ndarray,
+    unit_batch: int,
+    d: int,
+    length: int,
+    mode: str,
+    chunk_size: int | None,
+    threshold: float | None,
+    keep_frames: np.ndarray | None,
+    timings: dict[str, float],
+) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
+    """Each unit group's moments, and the raw frames kept, with every member in eval mode
+    (each member's training flag is restored afterwards)."""
+    was_training = [m.training for m in members]
+    for m in members:
+        m.eval()
+    try:
+        results = []
+        for g0 in range(0, units.size, unit_batch):
+            group = units[g0 : g0 + unit_batch]
+            n_work = 64 if mode == "forward" else group.size
+            step = bins_per_chunk(members[0], mode, n_work, length, d, chunk_size)
+            results.append(
+                _group_moments(members, Xt, idx, group, d, length, mode, step, threshold, timings)
+            )
+        frames = None
+        if keep_frames is not None:
+            kf = np.asarray(keep_frames, dtype=np.int64)
+            frames = compute_dstrf(members, Xt, kf, units=units, n_lags=d, mode=mode)
+    finally:
+        for m, flag in zip(members, was_training, strict=True):
+            m.train(flag)
+    return results, frames
+
+
+def _selected_bins(bins: np.ndarray | None, n_bins: int) -> np.ndarray:
+    """Sorted indices of the bins whose dSTRFs count (a mask or indices; None: every bin)."""
+    if bins is None:
+        idx = np.arange(n_bins)
+    else:
+        b = np.asarray(bins)
+        if b.dtype == bool:
+            if b.shape != (n_bins,):
+                raise ValueError(f"bins mask must have shape ({n_bins},); got {b.shape}")
+            idx = np.flatnonzero(b)
+        elif np.issubdtype(b.dtype, np.integer) and b.ndim == 1:
+            idx = np.unique(b)
+            if idx.size and (idx[0] < 0 or idx[-1] >= n_bins):
+                raise ValueError(f"bins must be in [0, {n_bins}); got {idx[0]}..{idx[-1]}")
+        else:
+            raise TypeError(f"bins must be a boolean mask or integer indices; got {b.dtype}")
+    if idx.size == 0:
+        raise ValueError("no bins selected; pass bins=None for every bin or a non-empty mask")
+    return idx
+
+
+def _unit_batch(unit_batch: int | None, p: int, n_members: int) -> int:
+    """Units per group: as given, or as many as keep their float64 moments within 1 GiB."""
+    if unit_batch is None:
+        n_acc = 2 if n_members > 1 else 1  # an ensemble also accumulates its error
+        return max(1, int(2**30 // (8 * p * p * n_acc)))
+    if isinstance(unit_batch, bool) or not isinstance(unit_batch, int) or unit_batch < 1:
+        raise ValueError(f"unit_batch must be a positive int; got {unit_batch!r}")
+    return unit_batch
+
+
+def _dropped_frame_notes(units: np.ndarray, n_out: np.ndarray, n_nf: np.ndarray) -> list[str]:
+    """What was left out of the moments, in words (nothing: no notes)."""
+    notes: list[str] = []
+    if n_nf.any():
+        notes.append(
+            f"non-finite Jacobian frames dropped for units {units[n_nf > 0].tolist()} "
+            f"(counts {n_nf[n_nf > 0].tolist()})"
+        )
+    if n_out.any():
+        notes.append(
+            f"{int(n_out.sum())} outlier frames left out over {int((n_out > 0).sum())} units"
+        )
+    return notes
+
+
 def _group_moments(
     members: list[nn.Module],
     Xt: Tensor,
@@ -366,7 +415,7 @@ def _group_moments(
     def jac_chunk(s: int, units: np.ndarray) -> tuple[Tensor, Tensor | None]:
         t0 = time.perf_counter()
         b = torch.as_tensor(idx[s : s + step], dtype=torch.long, device=Xt.device)
-        jac, diff = _ensemble_jacobian(members, _windows(Xt, b, length), units, d, mode)
+        jac, diff = ensemble_jacobian(members, stimulus_windows(Xt, b, length), units, d, mode)
         timings["jacobian_s"] += time.perf_counter() - t0
         return jac, diff
 

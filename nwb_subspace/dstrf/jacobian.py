@@ -16,7 +16,18 @@ from torch import Tensor, nn
 
 from nwb_subspace.dstrf.gated import gated_jacobian, gated_work_per_bin, supports_gated
 
-__all__ = ["jacobian_windows"]
+__all__ = [
+    "bins_per_chunk",
+    "check_lags",
+    "check_stimulus",
+    "check_units",
+    "choose_mode",
+    "ensemble_jacobian",
+    "ensemble_members",
+    "jacobian_windows",
+    "model_device",
+    "stimulus_windows",
+]
 
 _MODES = ("auto", "gated", "reverse", "forward")
 _WORK_BYTES = 64 * 2**20  # float32 gradient buffer per chunk
@@ -31,7 +42,7 @@ def _check_model(model: nn.Module) -> None:
             )
 
 
-def _members(model) -> list[nn.Module]:
+def ensemble_members(model) -> list[nn.Module]:
     """One model, or the members of an ensemble (a sequence of models of one class with the
     same memory, frequencies and units)."""
     if isinstance(model, nn.Module):
@@ -62,7 +73,7 @@ def _members(model) -> list[nn.Module]:
     return members
 
 
-def _ensemble_jacobian(
+def ensemble_jacobian(
     members: list[nn.Module], windows: Tensor, units: np.ndarray, n_lags: int, mode: str
 ) -> tuple[Tensor, Tensor | None]:
     """Mean Jacobian over the members, (N_sel, B, F*D), and for two or more members the
@@ -88,7 +99,7 @@ def _ensemble_jacobian(
     return mean, diff
 
 
-def _check_X(model: nn.Module, X: np.ndarray | Tensor) -> Tensor:
+def check_stimulus(model: nn.Module, X: np.ndarray | Tensor) -> Tensor:
     if isinstance(X, Tensor):
         X = X.detach().cpu().numpy()
     X = np.asarray(X)
@@ -101,14 +112,14 @@ def _check_X(model: nn.Module, X: np.ndarray | Tensor) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
 
 
-def _model_device(model: nn.Module) -> torch.device:
+def model_device(model: nn.Module) -> torch.device:
     """The device of the model's weights (CPU for a model without parameters)."""
     for tensor in (*model.parameters(), *model.buffers()):
         return tensor.device
     return torch.device("cpu")
 
 
-def _check_units(model: nn.Module, units) -> np.ndarray:
+def check_units(model: nn.Module, units) -> np.ndarray:
     if units is None:
         return np.arange(model.n_units)
     arr = np.atleast_1d(np.asarray(units))
@@ -121,7 +132,7 @@ def _check_units(model: nn.Module, units) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def _check_lags(model: nn.Module, n_lags: int | None) -> int:
+def check_lags(model: nn.Module, n_lags: int | None) -> int:
     if n_lags is None:
         return int(model.memory)
     if isinstance(n_lags, bool) or not isinstance(n_lags, int | np.integer) or n_lags < 1:
@@ -129,7 +140,7 @@ def _check_lags(model: nn.Module, n_lags: int | None) -> int:
     return int(n_lags)
 
 
-def _choose_mode(mode: str, n_units: int, n_pixels: int, model: nn.Module | None = None) -> str:
+def choose_mode(mode: str, n_units: int, n_pixels: int, model: nn.Module | None = None) -> str:
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}; got {mode!r}")
     gated_ok = model is not None and supports_gated(model)
@@ -145,7 +156,7 @@ def _choose_mode(mode: str, n_units: int, n_pixels: int, model: nn.Module | None
     return mode
 
 
-def _windows(X: Tensor, bins: Tensor, length: int) -> Tensor:
+def stimulus_windows(X: Tensor, bins: Tensor, length: int) -> Tensor:
     """Windows ``X[t-length+1 .. t]`` for each bin (zeros before the start): (B, length, F)."""
     offsets = torch.arange(-length + 1, 1, device=bins.device)
     idx = bins[:, None] + offsets[None, :]
@@ -186,7 +197,7 @@ def jacobian_windows(
     use = min(n_lags, length)
     units_t = torch.as_tensor(units, device=windows.device)
     n_sel = units_t.numel()
-    mode = _choose_mode(mode, n_sel, n_freq * use, model)
+    mode = choose_mode(mode, n_sel, n_freq * use, model)
     if mode == "gated":
         return gated_jacobian(model, windows, units_t, n_lags)
     params = dict(model.named_parameters())
@@ -232,7 +243,7 @@ def jacobian_windows(
     return jac
 
 
-def _chunk_size(
+def bins_per_chunk(
     model: nn.Module, mode: str, n_sel: int, length: int, d: int, requested: int | None
 ) -> int:
     """Bins per batch: ``requested``, or what keeps the largest buffers near 64 MB."""

@@ -8,9 +8,15 @@ from dataclasses import dataclass, field
 from pynwb import NWBHDF5IO, NWBFile
 
 from nwb_subspace import ndx
+from nwb_subspace.io.session import SCAN_LIMIT_SAMPLES, checked_session
 from nwb_subspace.io.sound import sound_candidates
 from nwb_subspace.io.sound_layouts import detect_layout
 from nwb_subspace.io.trials import SOUND_COLUMNS, find_sound_column, read_trials
+from nwb_subspace.io.units.nwb import read_nwb_meta
+from nwb_subspace.io.units.templates import check_waveform_shape
+from nwb_subspace.stimulus.responses import describe_split
+
+__all__ = ["FileSummary", "describe_file", "summarize_file"]
 
 
 @dataclass
@@ -31,6 +37,9 @@ class FileSummary:
     sound_column_problem: str | None = None  # why no column was chosen among several
     runs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # why `run` would refuse the file
+    split: str = ""  # describe_split of the split `run` would make ("" when none)
+    checked: bool = False  # the checks of `run` ran (nothing essential is missing)
 
 
 def _sound_lines(nwbfile: NWBFile) -> list[str]:
@@ -54,8 +63,44 @@ def _layout(nwbfile: NWBFile) -> tuple[str | None, str]:
     return detect_layout(nwbfile, trials)
 
 
-def summarize_file(path: str | os.PathLike) -> FileSummary:
-    """Read the parts of ``path`` the analysis needs and list what is missing."""
+def _waveform_problem(path: str | os.PathLike) -> str | None:
+    """Why ``waveform_mean`` cannot be used (its shape), as ``read_units`` would refuse it."""
+    import h5py
+
+    meta = read_nwb_meta(path)
+    with h5py.File(path, "r") as f:
+        shape = f["units/waveform_mean"].shape
+    _, problem = check_waveform_shape(shape, meta, meta.waveform_fs)
+    return problem
+
+
+def _run_checks(s: FileSummary, path: str | os.PathLike, options: dict) -> None:
+    """The checks of ``nwb-subspace run`` (:func:`~nwb_subspace.io.session.checked_session`)."""
+    s.checked = True
+    found = checked_session(path, scan_sound=True, **options)
+    s.problems = list(found.problems)
+    if found.split is not None:
+        s.split = describe_split(found.split)
+
+
+def summarize_file(path: str | os.PathLike, **options) -> FileSummary:
+    """Read the parts of ``path`` the analysis needs, list what is missing, and run the
+    checks of ``nwb-subspace run`` (:func:`~nwb_subspace.io.session.checked_session`).
+
+    Parameters
+    ----------
+    path : path-like
+        A local NWB file.
+    **options
+        Options of :func:`~nwb_subspace.io.session.load_session_data` (``sound_column``,
+        ``spectrogram_settings``, ``min_repeats``, ...), as ``run`` would pass them.
+
+    Returns
+    -------
+    FileSummary
+        ``problems`` lists, one line each, why ``run`` would refuse the file; they are
+        checked only when nothing essential (units, sound, trials) is ``missing``.
+    """
     s = FileSummary()
     with NWBHDF5IO(str(path), "r") as io:
         nwbfile = io.read()
@@ -96,10 +141,17 @@ def summarize_file(path: str | os.PathLike) -> FileSummary:
         s.missing.append(f"a single trials column naming the sound: {s.sound_column_problem}")
     elif s.sound_column is None:
         s.missing.append(f"a trials column naming the sound (one of {', '.join(SOUND_COLUMNS)})")
+    lacking = bool(s.missing)  # something essential is missing: the run checks cannot run
     if not s.has_waveforms and not s.raw_series:
         s.missing.append("waveform_mean or a raw ElectricalSeries (cell types will be 'unknown')")
+    elif s.has_waveforms and not s.raw_series and s.has_spike_times:
+        problem = _waveform_problem(path)
+        if problem is not None:
+            s.missing.append(f"a usable waveform_mean (cell types will be 'unknown'): {problem}")
     if not s.electrode_positions:
         s.missing.append("electrodes rel_x/rel_y (depths and layers will be 'unknown')")
+    if not lacking:
+        _run_checks(s, path, options)
     return s
 
 
@@ -109,9 +161,9 @@ def _sounds_text(sounds: list[str]) -> str:
     return "; ".join(sounds) or "none found"
 
 
-def describe_file(path: str | os.PathLike) -> str:
-    """A short human-readable report of :func:`summarize_file`."""
-    s = summarize_file(path)
+def describe_file(path: str | os.PathLike, **options) -> str:
+    """A short human-readable report of :func:`summarize_file` (same parameters)."""
+    s = summarize_file(path, **options)
     yes = {True: "yes", False: "no"}
     lines = [
         f"{path}",
@@ -127,9 +179,19 @@ def describe_file(path: str | os.PathLike) -> str:
     extra = [c for c in s.unit_columns if c not in ("spike_times", "waveform_mean")]
     if extra:
         lines.append(f"  other units columns: {', '.join(extra)}")
+    if s.split:
+        lines += [f"  {line}" for line in s.split.splitlines()]
+    if s.checked:
+        lines.append(
+            "  sound samples: NaN/inf checked in a continuous sound's first "
+            f"{SCAN_LIMIT_SAMPLES:,} samples; elsewhere when the spectrogram is computed"
+        )
+    if s.problems:
+        lines.append("  problems (nwb-subspace run refuses the file):")
+        lines += [f"    - {p}" for p in s.problems]
     if s.missing:
         lines.append("  missing:")
         lines += [f"    - {m}" for m in s.missing]
-    else:
+    elif not s.problems:
         lines.append("  everything the analysis needs is present")
     return "\n".join(lines)

@@ -20,22 +20,96 @@ from pynwb import NWBFile
 
 from nwb_subspace import ndx  # noqa: F401  (registers the extension types before reading)
 from nwb_subspace.io.remote import is_remote, open_nwb
-from nwb_subspace.io.sound import SpectrogramSource, plan_spectrogram
+from nwb_subspace.io.sound import SpectrogramPlan, SpectrogramSource, find_sound, plan_spectrogram
 from nwb_subspace.io.trials import read_trials
 from nwb_subspace.stimulus.responses import (
     Split,
     Trials,
     ValidationPSTH,
     bin_spikes,
+    check_split_disjoint,
     noise_ceiling,
+    resolve_overlaps,
     segments,
+    separate_trial_bins,
     split_trials,
     trial_bins,
     validation_psth,
 )
 from nwb_subspace.stimulus.spectrogram import Spectrogram, SpectrogramSettings
 
-__all__ = ["SessionData", "load_session_data", "read_spike_times"]
+__all__ = [
+    "InsufficientMemoryError",
+    "SessionCheck",
+    "SessionData",
+    "available_memory",
+    "check_memory",
+    "check_session",
+    "checked_session",
+    "estimate_spectrogram_memory",
+    "load_session_data",
+    "read_spike_times",
+]
+
+
+class InsufficientMemoryError(MemoryError, ValueError):
+    """A setting would need more memory than the machine has; raised before allocating.
+
+    A ``ValueError`` too, so that callers reporting bad input report it in one line.
+    """
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available now (psutil if installed, else ``os.sysconf``; None if
+    neither says)."""
+    try:
+        import psutil
+
+        return int(psutil.virtual_memory().available)
+    except ImportError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gib(n_bytes: float) -> str:
+    return f"{n_bytes / 2**30:.3g} GiB"
+
+
+def check_memory(estimate: int, what: str, setting: str, available: int | None = None) -> None:
+    """Refuse, before allocating, what would need more memory than is available.
+
+    Parameters
+    ----------
+    estimate : int
+        Bytes needed.
+    what : str
+        What would be allocated (e.g. ``"the spectrogram (90000 bins x 100000 channels x 4
+        bytes)"``).
+    setting : str
+        The setting(s) that set its size, as the user writes them (e.g.
+        ``"[spectrogram] n_channels = 100000"``).
+    available : int, optional
+        Bytes available; default :func:`available_memory` (no check when unknown).
+
+    Raises
+    ------
+    InsufficientMemoryError
+        Naming the setting, the estimate and the memory available.
+    """
+    avail = available_memory() if available is None else available
+    if avail is not None and estimate > avail:
+        raise InsufficientMemoryError(
+            f"{setting}: {what} would need about {_gib(estimate)}, but this machine has "
+            f"{_gib(avail)} of memory available; lower the setting"
+        )
+
+
+def estimate_spectrogram_memory(n_bins: int, n_channels: int) -> int:
+    """Bytes of a float32 spectrogram of ``n_bins`` x ``n_channels``."""
+    return int(n_bins) * int(n_channels) * 4
 
 
 @dataclass
@@ -179,6 +253,238 @@ def _check_spans(
         )
 
 
+def _session_info(path, source, spec, counts: np.ndarray, trials, split) -> dict:
+    """What :attr:`SessionData.info` records about a loaded session."""
+    return {
+        "path": str(path),
+        "spectrogram_source": str(source),
+        "spectrogram_settings": dict(spec.settings),
+        "rate": float(spec.rate),
+        "starting_time": float(spec.starting_time),
+        "n_bins": int(spec.n_bins),
+        "n_units": int(counts.shape[1]),
+        "trials_table": trials.table,
+        "sound_column": trials.sound_column,
+        "split": split.to_dict(),
+        "design": split.design,
+        "has_noise_ceiling": split.has_noise_ceiling,
+        "noise_ceiling_method": "schoppe" if split.has_noise_ceiling else None,
+    }
+
+
+@dataclass
+class _Inputs:
+    """What the checks of :func:`_checked_inputs` produced (None where a step failed)."""
+
+    spikes: list[np.ndarray] | None = None
+    unit_ids: np.ndarray | None = None
+    trials: Trials | None = None
+    plan: SpectrogramPlan | None = None
+    bins: np.ndarray | None = None
+    split: Split | None = None
+
+
+_CHECK_ERRORS = (ValueError, TypeError, KeyError)
+
+
+def _checked_inputs(nwbfile: NWBFile, opts: dict, problems: list[str] | None) -> _Inputs:
+    """Every check of the inputs that needs no spectrogram samples, in order.
+
+    With ``problems`` None the first failure raises; otherwise each failing step appends
+    its message (one line) and the steps that need its output are skipped.
+    """
+    out = _Inputs()
+
+    def step(fn, *args, **kwargs):
+        if problems is None:
+            return fn(*args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except _CHECK_ERRORS as err:
+            problems.append(" ".join(str(err).split()) or type(err).__name__)
+            return None
+
+    spikes = step(read_spike_times, nwbfile)
+    if spikes is not None:
+        out.spikes, out.unit_ids = spikes
+    trials = step(read_trials, nwbfile, sound_column=opts["sound_column"], table=opts["table"])
+    plan = step(
+        plan_spectrogram,
+        nwbfile,
+        opts["settings"],
+        opts["sound_name"],
+        opts["reuse"],
+        trials=trials,
+        layout=opts["layout"],
+        sound_dir=opts["sound_dir"],
+    )
+    out.plan = plan
+    if plan is not None:
+        # a stored spectrogram is reused only when its settings match: same channels
+        n_channels = int((opts["settings"] or SpectrogramSettings()).n_channels)
+        step(
+            check_memory,
+            estimate_spectrogram_memory(plan.n_bins, n_channels),
+            f"the spectrogram ({plan.n_bins} bins x {n_channels} channels x 4 bytes)",
+            f"[spectrogram] n_channels = {n_channels}",
+        )
+    if trials is not None and plan is not None:
+        trials = step(resolve_overlaps, trials, plan.rate, opts["overlapping_trials"])
+    out.trials = trials
+    if trials is None or plan is None:
+        return out
+    # every check that needs only the spectrogram's clock runs before computing it
+    if out.spikes is not None:
+        step(_check_spans, out.spikes, trials, plan.span, str(plan.source))
+    bins = step(trial_bins, trials, plan.rate, plan.starting_time, n_bins=plan.n_bins)
+    out.bins = None if bins is None else separate_trial_bins(bins)
+    out.split = step(
+        split_trials,
+        trials,
+        opts["min_repeats"],
+        opts["holdout_fraction"],
+        opts["seed"],
+        validation_sounds=opts["validation_sounds"],
+        validation_fraction=opts["validation_fraction"],
+    )
+    if out.bins is not None and out.split is not None:
+        check_split_disjoint(out.bins, out.split)  # a bug, not bad input: always raises
+    return out
+
+
+#: How many samples of a continuous sound :func:`check_session` scans for NaN/inf at most.
+SCAN_LIMIT_SAMPLES = 100_000_000
+
+
+def _scan_sound(nwbfile: NWBFile, plan: SpectrogramPlan, limit: int) -> str | None:
+    """The first NaN/inf sample of a continuous sound, as a problem line (None: none found).
+
+    Reads at most ``limit`` samples, in chunks of 2**20; other layouts are checked when the
+    spectrogram is computed.
+    """
+    if plan.source.kind != "computed" or plan.layout != "continuous":
+        return None
+    ts = find_sound(nwbfile, plan.source.name)
+    data = ts.data
+    n = min(int(data.shape[0]), int(limit))
+    chunk = 2**20
+    for a in range(0, n, chunk):
+        block = np.asarray(data[a : min(a + chunk, n)], dtype=np.float64)
+        bad = ~np.isfinite(block)
+        if bad.any():
+            i = a + int(np.argmax(bad.reshape(bad.shape[0], -1).any(axis=1)))
+            return (
+                f"{plan.source.path}: the sound holds NaN/inf samples (first at sample {i}); "
+                "replace them (e.g. with 0) before computing the spectrogram"
+            )
+    return None
+
+
+def _options(path, kwargs: dict) -> tuple[str | Path, dict]:
+    """The path checked to exist (local files) and the options of :func:`_checked_inputs`."""
+    if not is_remote(path):
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no such NWB file: {path}")
+    defaults = {
+        "sound_name": None,
+        "sound_column": None,
+        "spectrogram_settings": None,
+        "min_repeats": None,
+        "holdout_fraction": 0.2,
+        "seed": 0,
+        "reuse_spectrogram": True,
+        "layout": "auto",
+        "sound_dir": None,
+        "trials_table": None,
+        "validation_sounds": None,
+        "validation_fraction": 0.2,
+        "overlapping_trials": "error",
+    }
+    unknown = set(kwargs) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown option(s) {sorted(unknown)}; known: {sorted(defaults)}")
+    o = {**defaults, **kwargs}
+    o["settings"], o["reuse"] = o.pop("spectrogram_settings"), o.pop("reuse_spectrogram")
+    o["table"] = o.pop("trials_table")
+    return path, o
+
+
+@dataclass
+class SessionCheck:
+    """What :func:`checked_session` found.
+
+    Attributes
+    ----------
+    problems : list of str
+        Why :func:`load_session_data` would refuse the file, one line each.
+    split : Split or None
+        The split it would make (None when a check before it failed).
+    plan : SpectrogramPlan or None
+        Where the spectrogram would come from (None when that step failed).
+    """
+
+    problems: list[str]
+    split: Split | None = None
+    plan: SpectrogramPlan | None = None
+
+
+def check_session(path: str | os.PathLike, *, scan_sound: bool = False, **options) -> list[str]:
+    """Every problem :func:`load_session_data` would refuse ``path`` for, one line each.
+
+    The ``problems`` of :func:`checked_session` (same parameters); empty when the file
+    would load.
+    """
+    return checked_session(path, scan_sound=scan_sound, **options).problems
+
+
+def checked_session(
+    path: str | os.PathLike, *, scan_sound: bool = False, **options
+) -> SessionCheck:
+    """The checks of :func:`load_session_data`, reported: problems, split and plan.
+
+    Runs the same checks as :func:`load_session_data` does before computing the
+    spectrogram (units and spike times, trials and sound names, overlapping trials, sound
+    layout and plan, memory of the spectrogram, spans, trial bins, split), continuing past
+    a failing step wherever the later steps do not need its output. NaN/inf samples are
+    found when the spectrogram is computed; with ``scan_sound`` a continuous sound is
+    scanned for them here too (its first :data:`SCAN_LIMIT_SAMPLES` samples, in chunks).
+
+    Parameters
+    ----------
+    path : path-like or str
+        As for :func:`load_session_data`.
+    scan_sound : bool, default False
+        Scan a continuous sound for NaN/inf samples.
+    **options
+        The keyword options of :func:`load_session_data` (``sound_name``,
+        ``spectrogram_settings``, ``min_repeats``, ``overlapping_trials``, ...), except
+        ``chunk_s``.
+
+    Returns
+    -------
+    SessionCheck
+        ``problems`` is empty when :func:`load_session_data` would get as far as computing
+        the spectrogram (and, with ``scan_sound``, the sound has no NaN/inf sample in the
+        part scanned); ``split`` and ``plan`` are there when those steps passed.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    """
+    path, opts = _options(path, options)
+    problems: list[str] = []
+    with open_nwb(path) as nwbfile:
+        found = _checked_inputs(nwbfile, opts, problems)
+        if scan_sound and found.plan is not None:
+            nan = _scan_sound(nwbfile, found.plan, SCAN_LIMIT_SAMPLES)
+            if nan is not None:
+                problems.append(nan)
+    return SessionCheck(problems, found.split, found.plan)
+
+
+# long: a public function whose numpy docstring is 64 of its lines; the steps are calls
 def load_session_data(
     path: str | os.PathLike,
     *,
@@ -195,6 +501,7 @@ def load_session_data(
     trials_table: str | None = None,
     validation_sounds: Sequence[str] | None = None,
     validation_fraction: float = 0.2,
+    overlapping_trials: str = "error",
 ) -> SessionData:
     """Spectrogram, binned spikes, trials, split, validation PSTHs and noise ceilings.
 
@@ -232,6 +539,11 @@ def load_session_data(
         (:func:`nwb_subspace.stimulus.responses.split_trials`).
     validation_fraction : float, default 0.2
         Fraction of sounds drawn to validate when every sound is repeated or none is.
+    overlapping_trials : {"error", "trim"}, default "error"
+        Trials that overlap (by half a bin or more) are refused; ``"trim"`` ends each
+        where the next one starts and drops those left empty, with a warning naming them
+        (:func:`nwb_subspace.stimulus.responses.resolve_overlaps`). Either way no bin is
+        ever in two parts of the split.
 
     Returns
     -------
@@ -245,35 +557,35 @@ def load_session_data(
         No sound / ambiguous sound, no trials or sound column, sound not overlapping the
         spikes, trials outside the sound, a split that cannot be made (unknown validation
         sounds, fewer than 3 sounds to draw from), NaN/inf samples, a rate too
-        low for ``f_min``, irregular sound timestamps.
+        low for ``f_min``, irregular sound timestamps, overlapping trials.
+    InsufficientMemoryError
+        The spectrogram would not fit in the memory available (a ``MemoryError`` and a
+        ``ValueError``).
+
+    See :func:`check_session` for the same checks, reported rather than raised.
     """
-    if not is_remote(path):
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no such NWB file: {path}")
+    path, opts = _options(
+        path,
+        {
+            "sound_name": sound_name,
+            "sound_column": sound_column,
+            "spectrogram_settings": spectrogram_settings,
+            "min_repeats": min_repeats,
+            "holdout_fraction": holdout_fraction,
+            "seed": seed,
+            "reuse_spectrogram": reuse_spectrogram,
+            "layout": layout,
+            "sound_dir": sound_dir,
+            "trials_table": trials_table,
+            "validation_sounds": validation_sounds,
+            "validation_fraction": validation_fraction,
+            "overlapping_trials": overlapping_trials,
+        },
+    )
     with open_nwb(path) as nwbfile:
-        spikes, unit_ids = read_spike_times(nwbfile)
-        trials = read_trials(nwbfile, sound_column=sound_column, table=trials_table)
-        plan = plan_spectrogram(
-            nwbfile,
-            spectrogram_settings,
-            sound_name,
-            reuse_spectrogram,
-            trials=trials,
-            layout=layout,
-            sound_dir=sound_dir,
-        )
-        # every check that needs only the spectrogram's clock runs before computing it
-        _check_spans(spikes, trials, plan.span, str(plan.source))
-        bins = trial_bins(trials, plan.rate, plan.starting_time, n_bins=plan.n_bins)
-        split = split_trials(
-            trials,
-            min_repeats,
-            holdout_fraction,
-            seed,
-            validation_sounds=validation_sounds,
-            validation_fraction=validation_fraction,
-        )
+        found = _checked_inputs(nwbfile, opts, None)
+        spikes, unit_ids, trials, plan = found.spikes, found.unit_ids, found.trials, found.plan
+        bins, split = found.bins, found.split
         spec = plan.load(chunk_s)
     if spec.n_bins != plan.n_bins or not np.isclose(spec.rate, plan.rate):
         raise RuntimeError(  # internal consistency, not user input
@@ -283,21 +595,7 @@ def load_session_data(
     counts = bin_spikes(spikes, spec.n_bins, spec.rate, spec.starting_time)
     val = validation_psth(counts, trials, split, spec.rate, spec.starting_time)
     ceiling = noise_ceiling(list(val.values()))
-    info = {
-        "path": str(path),
-        "spectrogram_source": str(plan.source),
-        "spectrogram_settings": dict(spec.settings),
-        "rate": float(spec.rate),
-        "starting_time": float(spec.starting_time),
-        "n_bins": int(spec.n_bins),
-        "n_units": int(counts.shape[1]),
-        "trials_table": trials.table,
-        "sound_column": trials.sound_column,
-        "split": split.to_dict(),
-        "design": split.design,
-        "has_noise_ceiling": split.has_noise_ceiling,
-        "noise_ceiling_method": "schoppe" if split.has_noise_ceiling else None,
-    }
+    info = _session_info(path, plan.source, spec, counts, trials, split)
     return SessionData(
         path=str(path),
         spectrogram=spec,

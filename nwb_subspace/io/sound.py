@@ -55,11 +55,18 @@ __all__ = [
     "MIN_SOUND_RATE",
     "SpectrogramPlan",
     "SpectrogramSource",
+    "describe_series",
     "find_sound",
     "find_stored_spectrogram",
     "load_spectrogram",
+    "object_path",
     "plan_spectrogram",
+    "regular_time_base",
+    "settings_match",
     "sound_candidates",
+    "sound_problem",
+    "stored_spectrograms",
+    "type_names",
 ]
 
 #: Series sampled below this rate (Hz) are not considered sounds when choosing automatically.
@@ -124,7 +131,7 @@ class SpectrogramSource:
         return f"spectrogram computed from {self.detail} (layout {self.layout})"
 
 
-def _type_names(obj: Any) -> list[str]:
+def type_names(obj: Any) -> list[str]:
     """neurodata type of ``obj`` and of its ancestors (by class, no extension imports)."""
     names = [getattr(obj, "neurodata_type", type(obj).__name__)]
     for cls in type(obj).__mro__:
@@ -134,7 +141,7 @@ def _type_names(obj: Any) -> list[str]:
     return names
 
 
-def _path(obj: Any) -> str:
+def object_path(obj: Any) -> str:
     parts = []
     node = obj
     while node is not None and not isinstance(node, NWBFile):
@@ -162,16 +169,16 @@ def _series_rate(ts: TimeSeries) -> float | None:
     return (n - 1) / span if span > 0 else None
 
 
-def _describe(ts: TimeSeries) -> str:
+def describe_series(ts: TimeSeries) -> str:
     rate = _series_rate(ts)
     shape = tuple(getattr(ts.data, "shape", ()) or np.shape(ts.data))
     rate_s = f"{rate:g} Hz" if rate is not None else "no rate"
-    return f"{_path(ts)} ({ts.neurodata_type}, {rate_s}, shape {shape})"
+    return f"{object_path(ts)} ({ts.neurodata_type}, {rate_s}, shape {shape})"
 
 
-def _sound_problem(ts: Any, min_rate: float | None) -> str | None:
+def sound_problem(ts: Any, min_rate: float | None) -> str | None:
     """Why ``ts`` is not usable as a sound (None if it is)."""
-    types = _type_names(ts)
+    types = type_names(ts)
     if not isinstance(ts, TimeSeries) and not any(t in SOUND_TYPES for t in types):
         return f"is a {type(ts).__name__}, not a TimeSeries"
     if any(t in EXCLUDED_TYPES for t in types):
@@ -213,7 +220,7 @@ def sound_candidates(nwbfile: NWBFile) -> tuple[list[TimeSeries], list[str]]:
     for where, pool in _pools(nwbfile):
         for name in sorted(pool):
             obj = pool[name]
-            problem = _sound_problem(obj, MIN_SOUND_RATE)
+            problem = sound_problem(obj, MIN_SOUND_RATE)
             if problem is None:
                 candidates.append(obj)
             else:
@@ -245,16 +252,18 @@ def find_sound(nwbfile: NWBFile, name: str | None = None) -> TimeSeries:
         The message lists the candidates.
     """
     candidates, rejected = sound_candidates(nwbfile)
-    listing = [_describe(c) for c in candidates]
+    listing = [describe_series(c) for c in candidates]
     if name is not None:
         if not isinstance(name, str):
             raise TypeError(f"sound name must be a str, got {name!r}")
         for _, pool in _pools(nwbfile):
             if name in pool:
                 obj = pool[name]
-                problem = _sound_problem(obj, None)
+                problem = sound_problem(obj, None)
                 if problem is not None:
-                    raise ValueError(f"{_path(obj)} cannot be used as the sound: it {problem}")
+                    raise ValueError(
+                        f"{object_path(obj)} cannot be used as the sound: it {problem}"
+                    )
                 return obj
         raise ValueError(
             f"no series named {name!r} in stimulus/presentation or acquisition; "
@@ -282,12 +291,12 @@ def find_sound(nwbfile: NWBFile, name: str | None = None) -> TimeSeries:
     return candidates[0]
 
 
-def _stored_spectrograms(nwbfile: NWBFile) -> list[NWBSpectrogram]:
+def stored_spectrograms(nwbfile: NWBFile) -> list[NWBSpectrogram]:
     found = [o for o in nwbfile.objects.values() if isinstance(o, NWBSpectrogram)]
-    return sorted(found, key=_path)
+    return sorted(found, key=object_path)
 
 
-def _settings_match(stored: dict, wanted: dict) -> bool:
+def settings_match(stored: dict, wanted: dict) -> bool:
     for key, value in wanted.items():
         if key not in stored:
             return False
@@ -337,12 +346,12 @@ def find_stored_spectrogram(
     wanted = settings.to_dict()
     sound_name = sound.name if isinstance(sound, TimeSeries) else sound
     sound_rate = _series_rate(sound) if isinstance(sound, TimeSeries) else None
-    for obj in _stored_spectrograms(nwbfile):
+    for obj in stored_spectrograms(nwbfile):
         try:
             stored = json.loads(obj.settings_json) if obj.settings_json else {}
         except (TypeError, ValueError):
             continue
-        if not isinstance(stored, dict) or not _settings_match(stored, wanted):
+        if not isinstance(stored, dict) or not settings_match(stored, wanted):
             continue
         if layout is not None and stored.get("layout", "continuous") != layout:
             continue
@@ -357,7 +366,7 @@ def find_stored_spectrogram(
     return None
 
 
-def _regular_time_base(ts: TimeSeries) -> tuple[float, float]:
+def regular_time_base(ts: TimeSeries) -> tuple[float, float]:
     """``(rate, starting_time)`` of a series; timestamps must be regular (checked in chunks)."""
     if ts.rate is not None:
         return float(ts.rate), float(ts.starting_time or 0.0)
@@ -366,7 +375,7 @@ def _regular_time_base(ts: TimeSeries) -> tuple[float, float]:
     t0 = float(stamps[0])
     rate = _series_rate(ts)
     if rate is None:
-        raise ValueError(f"{_path(ts)} has timestamps that do not increase; cannot use it")
+        raise ValueError(f"{object_path(ts)} has timestamps that do not increase; cannot use it")
     period = 1.0 / rate
     for start in range(0, n, _TIMESTAMP_CHUNK):
         block = np.asarray(stamps[start : start + _TIMESTAMP_CHUNK], dtype=np.float64)
@@ -375,7 +384,7 @@ def _regular_time_base(ts: TimeSeries) -> tuple[float, float]:
         if dev.max() > 0.5 * period:
             i = start + int(np.argmax(dev))
             raise ValueError(
-                f"{_path(ts)} has irregular timestamps: sample {i} is at {block[i - start]:.6f} s "
+                f"{object_path(ts)} has irregular timestamps: sample {i} is at {block[i - start]:.6f} s "
                 f"but a regular {rate:g} Hz clock from {t0:.6f} s puts it at "
                 f"{ideal[i - start]:.6f} s; a spectrogram needs a continuous, regularly sampled "
                 "sound: resample it onto a regular clock and store it with rate= and "
@@ -473,7 +482,9 @@ def _check_rate(rate: float, settings: SpectrogramSettings, where: str) -> int:
 
 def _stored_plan(stored: NWBSpectrogram, settings: SpectrogramSettings) -> SpectrogramPlan:
     return SpectrogramPlan(
-        source=SpectrogramSource("stored", stored.name, _path(stored), "Spectrogram", "stored"),
+        source=SpectrogramSource(
+            "stored", stored.name, object_path(stored), "Spectrogram", "stored"
+        ),
         starting_time=float(stored.starting_time or 0.0),
         rate=float(stored.rate),
         n_bins=int(len(stored.data)),
@@ -485,8 +496,8 @@ def _stored_plan(stored: NWBSpectrogram, settings: SpectrogramSettings) -> Spect
 def _continuous_plan(
     sound: TimeSeries, settings: SpectrogramSettings, trials: Trials | None
 ) -> SpectrogramPlan:
-    rate, t0 = _regular_time_base(sound)
-    hop = _check_rate(rate, settings, _path(sound))
+    rate, t0 = regular_time_base(sound)
+    hop = _check_rate(rate, settings, object_path(sound))
     n_samples = int(sound.data.shape[0])
     presented = None
     if trials is not None:
@@ -494,14 +505,14 @@ def _continuous_plan(
         inside = np.clip(presented, 0, n_samples)
         if settings.level == "rms" and not np.any(inside[:, 1] > inside[:, 0]):
             raise ValueError(
-                f"no {trials.table} row lies inside the sound {_path(sound)} ({t0:.3f}-"
+                f"no {trials.table} row lies inside the sound {object_path(sound)} ({t0:.3f}-"
                 f"{t0 + n_samples / rate:.3f} s; the trials span {trials.start.min():.3f}-"
                 f"{trials.stop.max():.3f} s), so its presented level cannot be measured: check "
                 "that the sound and the trials are on the same clock"
             )
     return SpectrogramPlan(
         source=SpectrogramSource(
-            "computed", sound.name, _path(sound), sound.neurodata_type, "continuous"
+            "computed", sound.name, object_path(sound), sound.neurodata_type, "continuous"
         ),
         starting_time=t0,
         rate=rate / hop,
@@ -591,8 +602,8 @@ def plan_spectrogram(
         if stored is not None:
             return _stored_plan(stored, settings)
     if layout == "stored":
-        others = _stored_spectrograms(nwbfile)
-        listed = [f"{_path(o)}: {o.settings_json}" for o in others]
+        others = stored_spectrograms(nwbfile)
+        listed = [f"{object_path(o)}: {o.settings_json}" for o in others]
         if not others:
             find_sound(nwbfile)  # no sound either: its message says what to add
             raise ValueError("layout='stored' but the file holds no stored Spectrogram")

@@ -15,13 +15,13 @@ from pynwb import NWBFile, TimeSeries
 from nwb_subspace.io.sound import (
     MIN_SOUND_RATE,
     SpectrogramSource,
-    _describe,
-    _path,
-    _regular_time_base,
-    _sound_problem,
-    _stored_spectrograms,
-    _type_names,
+    describe_series,
+    object_path,
+    regular_time_base,
     sound_candidates,
+    sound_problem,
+    stored_spectrograms,
+    type_names,
 )
 from nwb_subspace.io.timeline import Clip, ScaledData, read_wav
 from nwb_subspace.stimulus.responses import Trials
@@ -60,7 +60,7 @@ def template_series(nwbfile: NWBFile, min_rate: float | None) -> dict[str, TimeS
     pool = nwbfile.stimulus_template
     out = {}
     for name in sorted(pool):
-        if _sound_problem(pool[name], min_rate) is None:
+        if sound_problem(pool[name], min_rate) is None:
             out[name] = pool[name]
     return out
 
@@ -70,7 +70,7 @@ def _index_series(nwbfile: NWBFile, name: str | None = None) -> list[TimeSeries]
     found = [
         nwbfile.stimulus[n]
         for n in sorted(nwbfile.stimulus)
-        if "IndexSeries" in _type_names(nwbfile.stimulus[n])
+        if "IndexSeries" in type_names(nwbfile.stimulus[n])
     ]
     return [ts for ts in found if name is None or ts.name == name]
 
@@ -102,7 +102,7 @@ def detect_layout(
     """
     candidates, _ = sound_candidates(nwbfile)
     if len(candidates) == 1:
-        return "continuous", f"one sound series, {_describe(candidates[0])}"
+        return "continuous", f"one sound series, {describe_series(candidates[0])}"
     if len(candidates) > 1:
         names = [c.name for c in candidates]
         if _matches_trials(candidates, trials, bin_s):
@@ -123,7 +123,7 @@ def detect_layout(
         if len(index) == 1:
             return "templates", (
                 f"{len(templates)} sounds in /stimulus/templates played at the times of the "
-                f"IndexSeries {_path(index[0])}"
+                f"IndexSeries {object_path(index[0])}"
             )
         if trials is not None:
             return "templates", (
@@ -134,16 +134,19 @@ def detect_layout(
             f"{len(templates)} sounds in /stimulus/templates but no presentation times: add a "
             "trials table whose sound column names the templates"
         )
-    stored = _stored_spectrograms(nwbfile)
+    stored = stored_spectrograms(nwbfile)
     if stored:
-        return "stored", f"no sound; {len(stored)} stored spectrogram(s), {_path(stored[0])} ..."
+        return (
+            "stored",
+            f"no sound; {len(stored)} stored spectrogram(s), {object_path(stored[0])} ...",
+        )
     return None, "no sound found (no sound series, no templates, no stored spectrogram)"
 
 
 def _clip(ts: TimeSeries, key: str) -> Clip:
-    rate, _ = _regular_time_base(ts)
+    rate, _ = regular_time_base(ts)
     data = ScaledData(ts.data, ts.conversion, getattr(ts, "offset", 0.0))
-    return Clip(key=key, label=_path(ts), data=data, rate=rate)
+    return Clip(key=key, label=object_path(ts), data=data, rate=rate)
 
 
 def per_presentation(nwbfile: NWBFile, sound_name: str | None, trials: Trials | None) -> Assembly:
@@ -163,11 +166,11 @@ def per_presentation(nwbfile: NWBFile, sound_name: str | None, trials: Trials | 
             f"{len(series)} series and {len(trials)} rows; pass sound_name=<prefix shared by "
             "the presentation series> or another layout"
         )
-    clips = [_clip(ts, _path(ts)) for ts in series]
+    clips = [_clip(ts, object_path(ts)) for ts in series]
     onsets = np.array([_series_start(ts) for ts in series])
-    labels = [_path(ts) for ts in series]
+    labels = [object_path(ts) for ts in series]
     names = sorted(ts.name for ts in series)
-    where = sorted({_path(ts).rsplit("/", 1)[0] for ts in series})
+    where = sorted({object_path(ts).rsplit("/", 1)[0] for ts in series})
     source = SpectrogramSource(
         "computed",
         f"{names[0]}..{names[-1]}",
@@ -214,12 +217,12 @@ def from_templates(nwbfile: NWBFile, sound_name: str | None, trials: Trials | No
         if bad.any():
             k = int(np.argmax(bad))
             raise ValueError(
-                f"{_path(ix)} entry {k} is {int(idx[k])}, but it indexes the {len(names)} "
+                f"{object_path(ix)} entry {k} is {int(idx[k])}, but it indexes the {len(names)} "
                 f"templates sorted by name ({names}); valid values are 0 to {len(names) - 1}"
             )
         played = [clips[names[i]] for i in idx]
-        labels = [f"{_path(ix)} entry {k} ({names[i]!r})" for k, i in enumerate(idx)]
-        how = f"at the times of the IndexSeries {_path(ix)}"
+        labels = [f"{object_path(ix)} entry {k} ({names[i]!r})" for k, i in enumerate(idx)]
+        how = f"at the times of the IndexSeries {object_path(ix)}"
     else:
         trials = _need_trials(trials, "templates")
         missing = sorted(set(trials.sound_id.tolist()) - set(names))

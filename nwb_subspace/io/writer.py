@@ -6,21 +6,34 @@ to check it, flushes it to disk and then atomically replaces the original
 (``os.replace``). Any failure on the way (an exception, a full disk) removes the copy and
 leaves the original byte-identical. A source that cannot be written gets its results in a
 new file (a copy of the source plus the results), written the same way.
+
+Writers of one file take turns: each holds an OS advisory lock (``.<name>.lock`` beside the
+target, :mod:`filelock`) from reading the source to the ``os.replace``, so two processes
+appending at once both store their run, and a run name is checked again under the lock. A
+write killed part-way (``kill -9``) leaves a hidden ``.<name>.<pid>.<random>.tmp`` copy; the
+next write of that file removes it once its process is gone. A stored run that pynwb cannot
+read (a deleted dataset, say) is named by :class:`DamagedRunError`; :func:`check_runs` reads
+each run on its own and :func:`drop_runs` removes runs at the HDF5 level
+(``nwb-subspace repair``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
+import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.request import urlopen
 
 import h5py
 import numpy as np
+from filelock import FileLock, Timeout
 from pynwb import NWBHDF5IO
 
 from nwb_subspace import ndx  # noqa: F401  (the namespace must be loaded before opening in "a" mode)
@@ -38,7 +51,12 @@ from nwb_subspace.results import ResultSet, UnitColumn
 from nwb_subspace.units.columns import UNIT_COLUMNS
 
 DEFAULT_MODULE = "misc"
+LOCK_TIMEOUT_S = 900.0
+"""How long a writer waits for another writer of the same file (seconds)."""
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+_RUN_TYPE = "SubspaceAnalysis"
+_TEMP_TAIL = re.compile(r"^(\d+)\.[A-Za-z0-9_]+\.tmp$")
+log = logging.getLogger(__name__)
 
 
 class ResultsExistError(ValueError):
@@ -47,6 +65,54 @@ class ResultsExistError(ValueError):
 
 class ResultsWriteError(RuntimeError):
     """Writing failed part-way; the target file was left as it was."""
+
+
+class ResultsLockedError(ResultsWriteError):
+    """Another process kept writing the same file for longer than the lock timeout."""
+
+
+class ResultsNoSpaceError(ResultsWriteError, OSError):
+    """The disk ran out of space while writing; the target file was left as it was."""
+
+
+class DamagedRunError(ValueError):
+    """A stored run cannot be read back (pynwb fails on one of its objects).
+
+    Attributes
+    ----------
+    path : str
+        The file.
+    runs : dict of str to str
+        Each unreadable run and, in one line, why.
+    """
+
+    def __init__(self, path: str | os.PathLike, runs: dict[str, str], doing: str = "") -> None:
+        self.path = str(path)
+        self.runs = dict(runs)
+        names = ", ".join(repr(n) for n in self.runs)
+        why = "; ".join(r if len(self.runs) == 1 else f"{n}: {r}" for n, r in self.runs.items())
+        noun = "run" if len(self.runs) == 1 else "runs"
+        super().__init__(
+            f"{doing}{self.path}: {noun} {names} cannot be read ({why}); list damaged runs "
+            f"with `nwb-subspace repair {self.path}`, drop them with "
+            f"`nwb-subspace repair {self.path} --drop`"
+        )
+
+
+def one_line(err: BaseException | str, limit: int = 400) -> str:
+    """An error message on one line, at most ``limit`` characters.
+
+    An hdmf ``ConstructError`` (whose text embeds a whole builder) is shortened to the
+    object's path and the reason.
+    """
+    if isinstance(err, BaseException) and type(err).__name__ == "ConstructError":
+        args = err.args
+        if len(args) == 2 and hasattr(args[0], "path"):
+            where = str(args[0].path)
+            where = "/" + where[len("root/") :] if where.startswith("root/") else where
+            err = f"{where}: {args[1]}"
+    text = " ".join(str(err).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _check_run_name(run_name: str) -> None:
@@ -188,9 +254,40 @@ def _fsync(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def lock_path(target: str | os.PathLike) -> Path:
+    """The lock file writers of ``target`` take turns on: ``.<name>.lock`` beside it."""
+    target = Path(target)
+    return target.with_name(f".{target.name}.lock")
+
+
+@contextlib.contextmanager
+def _target_lock(target: Path, timeout: float) -> Iterator[None]:
+    """Hold the writers' lock of ``target`` (an OS advisory lock, released if we die)."""
+    lock = FileLock(lock_path(target), timeout=timeout)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ResultsLockedError(
+            f"another process has been writing {target} for over {timeout:g} s (it holds "
+            f"{lock_path(target)}); {target} was not changed: wait for it to finish and retry"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}."
+
+
 @contextlib.contextmanager
 def _temporary_sibling(target: Path) -> Iterator[Path]:
-    fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    """A temporary file beside ``target``, named ``.<name>.<pid>.<random>.tmp`` (the PID
+    lets a later writer tell a copy left by a killed process from a live one)."""
+    fd, name = tempfile.mkstemp(
+        prefix=f"{_temp_prefix(target)}{os.getpid()}.", suffix=".tmp", dir=target.parent
+    )
     os.close(fd)
     tmp = Path(name)
     try:
@@ -198,6 +295,142 @@ def _temporary_sibling(target: Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _process_gone(pid: int) -> bool:
+    """Whether no live process has this PID (a zombie counts as gone)."""
+    if pid == os.getpid():
+        return True  # we hold the lock, so no write of ours is under way
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    with contextlib.suppress(OSError, IndexError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    return False
+
+
+def stale_temp_files(target: str | os.PathLike) -> list[Path]:
+    """Temporary copies of ``target`` left by writes whose process is gone (``kill -9``).
+
+    Only meaningful while holding the target's lock, or to report; copies of unknown
+    origin (no PID in the name) are not included.
+    """
+    target = Path(target)
+    prefix = _temp_prefix(target)
+    stale = []
+    with contextlib.suppress(OSError):
+        for path in target.parent.iterdir():
+            name = path.name
+            if not (name.startswith(prefix) and name.endswith(".tmp")):
+                continue
+            match = _TEMP_TAIL.match(name[len(prefix) :])
+            if match and _process_gone(int(match.group(1))):
+                stale.append(path)
+    return sorted(stale)
+
+
+def _remove_stale_temps(target: Path) -> list[Path]:
+    """Remove (and log) copies of ``target`` left by killed writes; call under the lock."""
+    removed = []
+    for path in stale_temp_files(target):
+        with contextlib.suppress(OSError):
+            size = path.stat().st_size
+            path.unlink()
+            removed.append(path)
+            log.warning(
+                "removed %s (%.1f MB), a temporary copy left by an interrupted write of %s",
+                path,
+                size / 1e6,
+                target.name,
+            )
+    return removed
+
+
+def _is_no_space(err: BaseException) -> bool:
+    """Whether an error (or one it was raised from) is a full disk (ENOSPC)."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        text = str(err)
+        if "No space left on device" in text or "errno = 28," in text:
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _no_space_detail(err: BaseException) -> str:
+    """The system's own words for a full disk: the ``OSError`` (ENOSPC) in the chain, else
+    the start of the message and, if cut off there, its 'No space left on device'."""
+    first, cur, seen = err, err, 0
+    while cur is not None and seen < 10:
+        if isinstance(cur, OSError) and cur.errno == errno.ENOSPC:
+            return one_line(cur, limit=200)
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+    text = one_line(first, limit=200)
+    if "No space left on device" in str(first) and "No space left on device" not in text:
+        text += " No space left on device"
+    return text
+
+
+def _mount_point(folder: Path) -> Path:
+    folder = folder.resolve()
+    dev = folder.stat().st_dev
+    while folder.parent != folder and folder.parent.stat().st_dev == dev:
+        folder = folder.parent
+    return folder
+
+
+def _nbytes(obj, depth: int = 0, seen: set | None = None) -> int:
+    """Rough size of the arrays, tensors and models held by ``obj``."""
+    seen = set() if seen is None else seen
+    if depth > 8 or id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, np.ndarray):
+        return int(obj.nbytes)
+    if hasattr(obj, "element_size") and hasattr(obj, "numel"):
+        return int(obj.element_size() * obj.numel())
+    if hasattr(obj, "state_dict") and callable(obj.state_dict):
+        return sum(_nbytes(v, depth + 1, seen) for v in obj.state_dict().values())
+    if isinstance(obj, dict):
+        return sum(_nbytes(v, depth + 1, seen) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_nbytes(v, depth + 1, seen) for v in obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return sum(
+            _nbytes(getattr(obj, f.name, None), depth + 1, seen) for f in dataclasses.fields(obj)
+        )
+    return 0
+
+
+def _no_space_error(
+    err: BaseException,
+    target: Path,
+    copy_bytes: int,
+    results: ResultSet,
+    what: str,
+    reclaim: int = 0,
+) -> ResultsNoSpaceError:
+    """One-line error for a full disk; ``reclaim``: bytes of the copy about to be removed."""
+    folder = target.parent
+    try:
+        free = f"{(shutil.disk_usage(folder).free + reclaim) / 1e6:.1f} MB free"
+        where = f"{_mount_point(folder)} (folder {folder})"
+    except OSError:
+        free, where = "free space unknown", str(folder)
+    needed = (copy_bytes + _nbytes(results)) / 1e6
+    new = ResultsNoSpaceError(
+        f"no space left on {where}: about {needed:.1f} MB needed (a full copy of the file, "
+        f"{copy_bytes / 1e6:.1f} MB, plus the results), {free}; {what}; free some space or "
+        f"write the results to another disk (--output) [{_no_space_detail(err)}]"
+    )
+    new.errno = errno.ENOSPC
+    return new
 
 
 def write_results(
@@ -208,6 +441,7 @@ def write_results(
     output: str | os.PathLike | None = None,
     overwrite: bool = False,
     module: str = DEFAULT_MODULE,
+    lock_timeout: float | None = None,
 ) -> Path:
     """Append a result set to an NWB file as one ``SubspaceAnalysis`` container.
 
@@ -224,9 +458,14 @@ def write_results(
         ``source``. Used automatically (as ``<stem>_subspace.nwb``) when ``source`` cannot
         be written. Must not exist.
     overwrite : bool
-        Replace a stored run of the same name (and units columns of the same name).
+        Replace a stored run of the same name (and units columns of the same name). The old
+        run is deleted at the HDF5 level, so a damaged run (see :func:`check_runs`) can be
+        replaced too.
     module : str
         Processing module to write into (default ``"misc"``).
+    lock_timeout : float, optional
+        Seconds to wait while another process writes the same file (default
+        ``LOCK_TIMEOUT_S``); writers take turns, each adding its run to the other's result.
 
     Returns
     -------
@@ -236,7 +475,16 @@ def write_results(
     Raises
     ------
     ResultsExistError
-        A run named ``run_name`` exists and ``overwrite`` is False.
+        A run named ``run_name`` exists and ``overwrite`` is False (checked again once the
+        file's lock is held).
+    DamagedRunError
+        Another stored run cannot be read, so pynwb cannot append (``nwb-subspace repair``).
+    ResultsLockedError
+        Another writer held the file for longer than ``lock_timeout``.
+    ResultsNoSpaceError
+        The disk filled up; the message says where and about how much space is needed.
+    ResultsWriteError
+        Writing failed otherwise; the target was left as it was.
     ValueError
         The source is not an NWB file, or the results do not fit it.
     """
@@ -261,26 +509,51 @@ def write_results(
         if not os.access(target.parent, os.W_OK):
             raise PermissionError(f"cannot write into {target.parent}; pass another output")
     in_place = target == source
-    drop = None if remote else _preflight(source, results, run_name, module, overwrite)
-    with _temporary_sibling(target) as tmp:
-        _copy_source(source, tmp)
-        os.chmod(tmp, source.stat().st_mode & 0o7777 if in_place else 0o644)
-        if drop is None:
-            drop = _preflight(tmp, results, run_name, module, overwrite)
+    what = f"{target} was not changed" if in_place else f"nothing was written to {target}"
+    if not remote:  # fail fast, before waiting for another writer
+        _preflight(source, results, run_name, module, overwrite)
+    with _target_lock(target, LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout):
+        _remove_stale_temps(target)
+        if not in_place and target.exists():  # another writer made it while we waited
+            raise FileExistsError(f"output {target} exists; choose a new path or remove it")
+        # Again under the lock: another writer may have stored this run meanwhile.
+        drop = None if remote else _preflight(source, results, run_name, module, overwrite)
+        copy_bytes = 0 if remote else source.stat().st_size
         try:
-            if overwrite:
-                _drop_in_copy(tmp, module, run_name, drop)
-            _append(tmp, results, run_name, module)
-            _verify(tmp, run_name, module)
-            _fsync(tmp)
-        except (ValueError, TypeError):
-            raise  # bad results: the message says what to fix
-        except Exception as err:
-            what = f"{target} was not changed" if in_place else f"nothing was written to {target}"
-            raise ResultsWriteError(
-                f"writing results {run_name!r} failed and {what} (source not changed): {err}"
-            ) from err
-        os.replace(tmp, target)
+            with _temporary_sibling(target) as tmp:
+                _copy_source(source, tmp)
+                copy_bytes = tmp.stat().st_size
+                os.chmod(tmp, source.stat().st_mode & 0o7777 if in_place else 0o644)
+                if drop is None:
+                    drop = _preflight(tmp, results, run_name, module, overwrite)
+                try:
+                    if overwrite:  # HDF5 level: a damaged old run is never read by pynwb
+                        _drop_in_copy(tmp, module, run_name, drop)
+                    _append(tmp, results, run_name, module)
+                    _verify(tmp, run_name, module)
+                    _fsync(tmp)
+                except Exception as err:
+                    damaged = _damaged_after(err, tmp, module, run_name)
+                    if damaged:  # pynwb failed on another stored run, not on ours
+                        raise DamagedRunError(
+                            source, damaged, doing=f"cannot add results {run_name!r} ({what}): "
+                        ) from None
+                    if isinstance(err, ValueError | TypeError):
+                        raise  # bad results: the message says what to fix
+                    if _is_no_space(err):
+                        reclaim = tmp.stat().st_size if tmp.exists() else 0
+                        raise _no_space_error(
+                            err, target, copy_bytes, results, what, reclaim
+                        ) from err
+                    raise ResultsWriteError(
+                        f"writing results {run_name!r} failed and {what} (source not "
+                        f"changed): {one_line(err)}"
+                    ) from err
+                os.replace(tmp, target)
+        except OSError as err:
+            if isinstance(err, ResultsWriteError) or not _is_no_space(err):
+                raise
+            raise _no_space_error(err, target, copy_bytes, results, what) from err
     _fsync_dir(target.parent)
     return target
 
@@ -308,16 +581,172 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _damaged_after(err: BaseException, path: Path, module: str, run_name: str) -> dict[str, str]:
+    """After pynwb failed on ``path``: the stored runs (other than ``run_name``) that cannot
+    be read, if they are why; empty when the failure is something else."""
+    if _is_no_space(err) or not path.exists():
+        return {}
+    try:
+        status = check_runs(path, module, full=False)
+    except Exception:  # noqa: BLE001 -- the original error is reported instead
+        return {}
+    return {name: why for name, why in status.items() if why and name != run_name}
+
+
+def _run_groups(f: h5py.File, module: str) -> list[str]:
+    group = f.get(f"processing/{module}")
+    if not isinstance(group, h5py.Group):
+        return []
+    names = []
+    for name, obj in group.items():
+        kind = obj.attrs.get("neurodata_type") if isinstance(obj, h5py.Group) else None
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        if kind == _RUN_TYPE:
+            names.append(name)
+    return names
+
+
+def check_runs(
+    path: str | os.PathLike,
+    module: str = DEFAULT_MODULE,
+    *,
+    runs: Iterable[str] | None = None,
+    full: bool = True,
+) -> dict[str, str | None]:
+    """Try reading each stored run on its own, without reading the rest of the file.
+
+    Parameters
+    ----------
+    path : path-like
+        A local NWB file.
+    module : str
+        Processing module holding the runs (default ``"misc"``).
+    runs : iterable of str, optional
+        Only these runs (default: every ``SubspaceAnalysis`` group in the module).
+    full : bool
+        Also rebuild the results (:func:`~nwb_subspace.io.from_nwb.analysis_from_nwb`, models
+        included), as :func:`read_results` does; else only build the pynwb objects.
+
+    Returns
+    -------
+    dict of str to str or None
+        Each run's name and ``None`` when it reads, else why not (one line).
+
+    Raises
+    ------
+    ValueError
+        The file is not a readable HDF5/NWB file.
+    KeyError
+        A run named in ``runs`` is not stored.
+    """
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"{path} is not a readable HDF5/NWB file: {one_line(err)}") from None
+    with f:
+        stored = _run_groups(f, module)
+    names = stored if runs is None else list(runs)
+    missing = [n for n in names if n not in stored]
+    if missing:
+        raise KeyError(f"{path} holds no run named {missing[0]!r}; runs: {stored}")
+    status: dict[str, str | None] = {}
+    with NWBHDF5IO(str(path), "r") as io:
+        root = io.read_builder()
+        for name in names:
+            try:
+                container = io.manager.construct(root["processing"][module][name])
+                if full:
+                    analysis_from_nwb(container, device="cpu")
+                status[name] = None
+            except Exception as err:  # noqa: BLE001 -- reported, one line per run
+                status[name] = one_line(err, limit=300)
+    return status
+
+
+def drop_runs(
+    path: str | os.PathLike,
+    runs: Iterable[str],
+    *,
+    module: str = DEFAULT_MODULE,
+    lock_timeout: float | None = None,
+) -> Path:
+    """Delete stored runs at the HDF5 level (pynwb never reads them), atomically.
+
+    Like :func:`write_results`: under the file's lock, on a copy beside it that then
+    replaces it (``os.replace``); any failure leaves the file as it was. HDF5 does not give
+    the space back, so the file keeps its size.
+
+    Parameters
+    ----------
+    path : path-like
+        A local NWB file that may be written.
+    runs : iterable of str
+        Names of runs in ``/processing/<module>/``.
+    module : str
+        Processing module holding them (default ``"misc"``).
+    lock_timeout : float, optional
+        Seconds to wait for another writer (default ``LOCK_TIMEOUT_S``).
+
+    Returns
+    -------
+    Path
+        The file.
+    """
+    path = Path(path)
+    names = list(runs)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such NWB file: {path}")
+    if not _writable(path):
+        raise PermissionError(f"cannot write {path} (or its folder); nothing dropped")
+    what = f"{path} was not changed"
+    with _target_lock(path, LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout):
+        _remove_stale_temps(path)
+        with h5py.File(path, "r") as f:
+            stored = _run_groups(f, module)
+        missing = [n for n in names if n not in stored]
+        if missing:
+            raise KeyError(f"{path} holds no run named {missing[0]!r}; runs: {stored}")
+        copy_bytes = path.stat().st_size
+        try:
+            with _temporary_sibling(path) as tmp:
+                shutil.copyfile(path, tmp)
+                os.chmod(tmp, path.stat().st_mode & 0o7777)
+                with h5py.File(tmp, "a") as f:
+                    for name in names:
+                        del f[f"processing/{module}/{name}"]
+                _fsync(tmp)
+                os.replace(tmp, path)
+        except OSError as err:
+            if not _is_no_space(err):
+                raise
+            raise _no_space_error(err, path, copy_bytes, ResultSet(), what) from err
+    _fsync_dir(path.parent)
+    for name in names:
+        log.debug("dropped run %r from %s", name, path)
+    return path
+
+
 def list_runs(path: str | os.PathLike, module: str = DEFAULT_MODULE) -> list[str]:
-    """Names of the ``SubspaceAnalysis`` runs stored in a file (local path or URL)."""
-    with open_nwb(path) as nwbfile:
-        if module not in nwbfile.processing:
-            return []
-        return [
-            name
-            for name, obj in nwbfile.processing[module].data_interfaces.items()
-            if isinstance(obj, ndx.SubspaceAnalysis)
-        ]
+    """Names of the ``SubspaceAnalysis`` runs stored in a file (local path or URL).
+
+    Raises :class:`DamagedRunError` naming the runs that cannot be read, when those keep
+    pynwb from reading a local file.
+    """
+    try:
+        with open_nwb(path) as nwbfile:
+            if module not in nwbfile.processing:
+                return []
+            return [
+                name
+                for name, obj in nwbfile.processing[module].data_interfaces.items()
+                if isinstance(obj, ndx.SubspaceAnalysis)
+            ]
+    except Exception as err:
+        damaged = {} if _is_remote(path) else _damaged_after(err, Path(path), module, "")
+        if damaged:
+            raise DamagedRunError(path, damaged) from None
+        raise
 
 
 def read_results(

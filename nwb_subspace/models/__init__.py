@@ -16,11 +16,11 @@ from nwb_subspace.models.layers import (
     causal_pad,
 )
 from nwb_subspace.models.ln import LNCore, PopulationLN
-from nwb_subspace.models.registry import MODEL_KINDS, build_model
+from nwb_subspace.models.registry import MODEL_CLASSES, build_model
 from nwb_subspace.models.subspace import SubspaceModel, SubspaceProjection, UnitMLP
 
 __all__ = [
-    "MODEL_KINDS",
+    "MODEL_CLASSES",
     "CNNCore",
     "CausalDepthwiseConv1d",
     "DoubleExponential",

@@ -1,4 +1,4 @@
-"""Population CNN ("1D-CNN x2", DESIGN.md section 3) as a core and a readout.
+"""Population CNN ("1D-CNN x2", docs/methods.md "Architectures") as a core and a readout.
 
 ::
 
@@ -24,12 +24,12 @@ from nwb_subspace.models.layers import (
     DoubleExponential,
     EncodingModel,
     Readout,
-    _check_bool,
-    _check_int,
-    _layer,
-    _roughness,
-    _sum_of_squares,
-    _uniform_,
+    check_bool,
+    check_int,
+    layer_row,
+    second_difference_roughness,
+    sum_of_squares,
+    uniform_,
 )
 
 __all__ = ["CNNCore", "PopulationCNN"]
@@ -81,17 +81,17 @@ class CNNCore(nn.Module):
         n_hidden: int = 100,
     ) -> None:
         super().__init__()
-        self.n_frequencies = _check_int("n_frequencies", n_frequencies)
-        n_channels1 = _check_int("n_channels1", n_channels1)
-        n_channels2 = _check_int("n_channels2", n_channels2)
-        n_taps1 = _check_int("n_taps1", n_taps1)
-        n_taps2 = _check_int("n_taps2", n_taps2)
-        self.n_hidden = _check_int("n_hidden", n_hidden)
+        self.n_frequencies = check_int("n_frequencies", n_frequencies)
+        n_channels1 = check_int("n_channels1", n_channels1)
+        n_channels2 = check_int("n_channels2", n_channels2)
+        n_taps1 = check_int("n_taps1", n_taps1)
+        n_taps2 = check_int("n_taps2", n_taps2)
+        self.n_hidden = check_int("n_hidden", n_hidden)
         self.spectral = nn.Parameter(
-            _uniform_(torch.empty(n_channels1, n_frequencies), n_frequencies)
+            uniform_(torch.empty(n_channels1, n_frequencies), n_frequencies)
         )
         self.temporal1 = CausalDepthwiseConv1d(n_channels1, n_taps1, pad=False)
-        self.mix = nn.Parameter(_uniform_(torch.empty(n_channels2, n_channels1), n_channels1))
+        self.mix = nn.Parameter(uniform_(torch.empty(n_channels2, n_channels1), n_channels1))
         self.temporal2 = CausalDepthwiseConv1d(n_channels2, n_taps2, pad=False)
         self.dense = nn.Linear(n_channels2, self.n_hidden)
         self.memory = self.temporal1.n_taps + self.temporal2.n_taps - 1
@@ -106,7 +106,7 @@ class CNNCore(nn.Module):
 
     def regularizer(self) -> Tensor:
         """Sum of squared weights (biases excluded)."""
-        return _sum_of_squares(
+        return sum_of_squares(
             self.spectral, self.temporal1.weight, self.mix, self.temporal2.weight, self.dense.weight
         )
 
@@ -128,18 +128,20 @@ class CNNCore(nn.Module):
         """Squared second differences of the first layer's filters: the spectral weightings
         along frequency and the first temporal filters along lag (the layer that sets the
         dSTRFs' spectro-temporal detail)."""
-        return _roughness(self.spectral) + _roughness(self.temporal1.weight)
+        return second_difference_roughness(self.spectral) + second_difference_roughness(
+            self.temporal1.weight
+        )
 
     def layer_summary(self, prefix: str = "core") -> list[dict[str, Any]]:
         """Rows describing the core's layers, input first."""
         c1, c2 = self.spectral.shape[0], self.mix.shape[0]
         t1, t2 = self.temporal1.n_taps, self.temporal2.n_taps
         return [
-            _layer(f"{prefix}.spectral", "dense", self.n_frequencies, c1, 1, "none"),
-            _layer(f"{prefix}.temporal1", "temporal_conv", c1, c1, t1, "relu"),
-            _layer(f"{prefix}.mix", "dense", c1, c2, 1, "none"),
-            _layer(f"{prefix}.temporal2", "temporal_conv", c2, c2, t2, "relu"),
-            _layer(f"{prefix}.dense", "dense", c2, self.n_hidden, 1, "relu"),
+            layer_row(f"{prefix}.spectral", "dense", self.n_frequencies, c1, 1, "none"),
+            layer_row(f"{prefix}.temporal1", "temporal_conv", c1, c1, t1, "relu"),
+            layer_row(f"{prefix}.mix", "dense", c1, c2, 1, "none"),
+            layer_row(f"{prefix}.temporal2", "temporal_conv", c2, c2, t2, "relu"),
+            layer_row(f"{prefix}.dense", "dense", c2, self.n_hidden, 1, "relu"),
         ]
 
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
@@ -204,7 +206,7 @@ class PopulationCNN(EncodingModel):
             n_hidden=n_hidden,
         )
         readout = Readout(core.n_hidden, n_units, input_dim="hidden")
-        use_output = _check_bool("output_nonlinearity", output_nonlinearity)
+        use_output = check_bool("output_nonlinearity", output_nonlinearity)
         output = DoubleExponential(readout.n_units) if use_output else None
         super().__init__(core, readout, output)
         self._set_config(

@@ -1,4 +1,5 @@
-"""A scikit-learn-style estimator around the encoding models: ``fit``, ``predict``, ``score``."""
+"""A scikit-learn-style estimator around the encoding models: ``fit``, ``predict``, ``score``,
+``to_result`` (the estimator contract of :mod:`nwb_subspace`)."""
 
 from __future__ import annotations
 
@@ -52,15 +53,20 @@ def validation_psths(validation: Mapping, units: np.ndarray | None = None) -> np
 class EncodingEstimator:
     """Fit a population encoding model of one kind to one session.
 
+    Follows the package's estimator contract: the constructor stores its arguments unchanged,
+    :meth:`fit` returns ``self`` and sets the learned attributes (names ending in ``_``),
+    :meth:`predict` and :meth:`score` use them, and :meth:`to_result` turns the fit into the
+    :class:`~nwb_subspace.results.FittedModel` that is stored.
+
     Parameters
     ----------
     kind : {"cnn", "ln"}
         Model architecture (``"subspace"`` models are fitted by ``nwb_subspace.subspace.model``).
     architecture : dict, optional
         Settings of the architecture other than ``n_frequencies`` and ``n_units`` (e.g.
-        ``{"n_channels1": 70}``); defaults are the reference sizes.
+        ``{"n_channels1": 70}``); None (default) means the reference sizes.
     training : TrainingConfig, optional
-        The training recipe.
+        The training recipe; None (default) means ``TrainingConfig()``.
     device : {"cpu", "cuda", "auto"}
         Where to train.
     progress : callable, optional
@@ -87,6 +93,8 @@ class EncodingEstimator:
         Columns of ``Y`` that were fitted (units with spikes in the training bins).
     excluded_units_ : ndarray of int
         Columns left out because they had no spikes in the training bins.
+    device_ : str
+        The torch device the models were fitted on (``"auto"`` resolved).
     """
 
     def __init__(
@@ -99,18 +107,30 @@ class EncodingEstimator:
         progress=None,
     ) -> None:
         self.kind = kind
-        self.architecture = dict(architecture or {})
-        self.training = training or TrainingConfig()
+        self.architecture = architecture
+        self.training = training
         self.device = device
         self.progress = progress
+
+    def __repr__(self) -> str:
+        return (
+            f"EncodingEstimator(kind={self.kind!r}, architecture={self.architecture!r}, "
+            f"training={self.training!r}, device={self.device!r})"
+        )
+
+    def _training(self) -> TrainingConfig:
+        """The training recipe in use (``TrainingConfig()`` when ``training`` is None)."""
+        return TrainingConfig() if self.training is None else self.training
 
     def _check_params(self) -> None:
         if self.kind not in MODEL_KINDS or self.kind == "subspace":
             raise ValueError(f"kind must be 'cnn' or 'ln'; got {self.kind!r}")
+        if self.architecture is not None and not isinstance(self.architecture, Mapping):
+            raise TypeError(f"architecture must be a dict or None; got {self.architecture!r}")
         for key in ("n_frequencies", "n_units"):
-            if key in self.architecture:
+            if key in (self.architecture or {}):
                 raise ValueError(f"architecture must not set {key!r}; it comes from the data")
-        if not isinstance(self.training, TrainingConfig):
+        if not isinstance(self._training(), TrainingConfig):
             raise TypeError("training must be a TrainingConfig")
 
     def fit(
@@ -120,6 +140,20 @@ class EncodingEstimator:
 
         Units without a single spike in the training bins cannot be fitted; they are left
         out with a warning and listed in ``excluded_units_``.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_bins, n_frequencies)
+            The spectrogram.
+        Y : ndarray, shape (n_bins, n_units)
+            Spike counts per bin.
+        train_mask, holdout_mask : ndarray of bool, shape (n_bins,)
+            Bins to fit on, and bins for early stopping.
+
+        Returns
+        -------
+        EncodingEstimator
+            ``self``, fitted.
         """
         self._check_params()
         X = np.asarray(X, dtype=np.float32)
@@ -143,9 +177,10 @@ class EncodingEstimator:
         config = {
             "n_frequencies": int(X.shape[1]),
             "n_units": int(self.units_.size),
-            **self.architecture,
+            **(self.architecture or {}),
         }
-        torch.manual_seed(self.training.seed * 1000)  # the first initialisation
+        training = self._training()
+        torch.manual_seed(training.seed * 1000)  # the first initialisation
         model = build_model(self.kind, config)
         self.device_ = device
         runs: list = []
@@ -155,7 +190,7 @@ class EncodingEstimator:
             Y[:, self.units_],
             train_mask,
             np.asarray(holdout_mask, dtype=bool),
-            self.training,
+            training,
             device=device,
             progress=self.progress,
             every_fit=runs,
@@ -196,7 +231,27 @@ class EncodingEstimator:
         seed: int = 0,
         member: int = 0,
     ) -> UnitScores:
-        """Validation scores of the fitted units against repeat-averaged PSTHs."""
+        """Validation scores of the fitted units against repeat-averaged PSTHs.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_bins, n_frequencies)
+            The session's spectrogram (predicted at every bin).
+        validation : mapping
+            Sound id -> ``ValidationPSTH`` (``start_bins``, ``n_bins``, ``mean``) with one
+            column per column of the fitted ``Y``.
+        noise_ceiling : ndarray, shape (n_units,)
+            Per-column noise ceiling.
+        seed : int, default 0
+            Seed of the shuffle noise floor.
+        member : int, default 0
+            Which fit to score (``members_[member]``).
+
+        Returns
+        -------
+        UnitScores
+            One entry per fitted unit (``units_``).
+        """
         pred = validation_predictions(self.predict(X, member=member), validation)
         psth = validation_psths(validation, self.units_)
         return score_predictions(pred, psth, np.asarray(noise_ceiling)[self.units_], seed=seed)
@@ -213,11 +268,32 @@ class EncodingEstimator:
     ) -> FittedModel:
         """The fitted model (or ``members_[member]``) as a ``FittedModel`` for ``write_results``.
 
-        ``unit_rows`` are the units-table rows of all columns of ``Y``; only the fitted ones
-        (``units_``) are kept.
+        Parameters
+        ----------
+        name : str
+            Name of the stored model (e.g. ``"cnn"``).
+        unit_rows : ndarray of int
+            Units-table rows of all columns of ``Y``; only the fitted ones (``units_``) are
+            kept.
+        bin_size_s : float
+            Bin width in seconds.
+        scores : UnitScores, optional
+            Validation scores (:meth:`score`).
+        spectrogram : str, optional
+            Name of the stored spectrogram the model takes.
+        architecture : str, optional
+            Description of the architecture (default: one per ``kind``).
+        member : int, default 0
+            Which fit to store (``members_[member]``).
+
+        Returns
+        -------
+        FittedModel
         """
+        if not hasattr(self, "model_"):
+            raise RuntimeError("call fit() before to_result()")
         module = self._member(member)
-        info = training_info(self.training, self.member_histories_[member], self.device_)
+        info = training_info(self._training(), self.member_histories_[member], self.device_)
         return FittedModel(
             name=name,
             module=module.cpu(),

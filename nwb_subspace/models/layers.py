@@ -44,6 +44,12 @@ __all__ = [
     "EncodingModel",
     "Readout",
     "causal_pad",
+    "check_bool",
+    "check_int",
+    "layer_row",
+    "second_difference_roughness",
+    "sum_of_squares",
+    "uniform_",
 ]
 
 #: Lower clamp on the scaled input of the double exponential, ``exp(kappa) * (x + shift)``.
@@ -57,7 +63,7 @@ _DEXP_MIN_SCALED_INPUT = -30.0
 # --------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, *, minimum: int = 1) -> int:
+def check_int(name: str, value: Any, *, minimum: int = 1) -> int:
     """Return ``value`` as ``int`` if it is an integer >= ``minimum``, else raise."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(
@@ -69,21 +75,21 @@ def _check_int(name: str, value: Any, *, minimum: int = 1) -> int:
     return int(value)
 
 
-def _check_bool(name: str, value: Any) -> bool:
+def check_bool(name: str, value: Any) -> bool:
     """Return ``value`` if it is a bool, else raise ``TypeError``."""
     if not isinstance(value, bool | np.bool_):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
 
-def _uniform_(tensor: Tensor, fan_in: int) -> Tensor:
+def uniform_(tensor: Tensor, fan_in: int) -> Tensor:
     """Fill ``tensor`` in place from U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (torch's default)."""
     bound = 1.0 / math.sqrt(max(fan_in, 1))
     with torch.no_grad():
         return tensor.uniform_(-bound, bound)
 
 
-def _roughness(weight: Tensor) -> Tensor:
+def second_difference_roughness(weight: Tensor) -> Tensor:
     """Sum of squared second differences along the last axis of ``weight``.
 
     Zero for a straight line; penalises the jagged filters that directions of the stimulus
@@ -95,7 +101,7 @@ def _roughness(weight: Tensor) -> Tensor:
     return d2.pow(2).sum()
 
 
-def _sum_of_squares(*tensors: Tensor) -> Tensor:
+def sum_of_squares(*tensors: Tensor) -> Tensor:
     """Sum of squared entries over ``tensors`` (at least one), as a scalar tensor."""
     return sum((t.pow(2).sum() for t in tensors[1:]), tensors[0].pow(2).sum())
 
@@ -125,7 +131,7 @@ def causal_pad(x: Tensor, n_bins: int) -> Tensor:
 # --------------------------------------------------------------------------------------
 
 
-def _layer(
+def layer_row(
     name: str, layer_type: str, in_size: int, out_size: int, kernel_size: int, activation: str
 ) -> dict[str, Any]:
     """One row of a model's layer summary (see :meth:`EncodingModel.layer_summary`)."""
@@ -164,7 +170,7 @@ class DoubleExponential(nn.Module):
     -----
     :meth:`freeze` / :meth:`unfreeze` switch ``requires_grad`` of all four parameters, so the
     nonlinearity can be held fixed while the rest of the model trains (the two-stage recipe
-    of DESIGN.md section 3). An optimiser built from ``filter(lambda p: p.requires_grad,
+    of docs/methods.md, "Training recipe"). An optimiser built from ``filter(lambda p: p.requires_grad,
     model.parameters())`` then skips them.
     """
 
@@ -178,7 +184,7 @@ class DoubleExponential(nn.Module):
         shift: float = 0.0,
     ) -> None:
         super().__init__()
-        self.n_units = _check_int("n_units", n_units)
+        self.n_units = check_int("n_units", n_units)
         self.base = nn.Parameter(torch.empty(self.n_units))
         self.amp = nn.Parameter(torch.empty(self.n_units))
         self.kappa = nn.Parameter(torch.empty(self.n_units))
@@ -270,14 +276,14 @@ class CausalDepthwiseConv1d(nn.Module):
 
     def __init__(self, n_channels: int, n_taps: int, *, bias: bool = True, pad: bool = True):
         super().__init__()
-        self.n_channels = _check_int("n_channels", n_channels)
-        self.n_taps = _check_int("n_taps", n_taps)
-        self.pad = _check_bool("pad", pad)
+        self.n_channels = check_int("n_channels", n_channels)
+        self.n_taps = check_int("n_taps", n_taps)
+        self.pad = check_bool("pad", pad)
         self.weight = nn.Parameter(torch.empty(self.n_channels, self.n_taps))
-        _uniform_(self.weight, self.n_taps)
-        if _check_bool("bias", bias):
+        uniform_(self.weight, self.n_taps)
+        if check_bool("bias", bias):
             self.bias: nn.Parameter | None = nn.Parameter(torch.empty(self.n_channels))
-            _uniform_(self.bias, self.n_taps)
+            uniform_(self.bias, self.n_taps)
         else:
             self.register_parameter("bias", None)
 
@@ -325,14 +331,14 @@ class Readout(nn.Module):
         self, n_inputs: int, n_units: int, *, bias: bool = True, input_dim: str = "feature"
     ) -> None:
         super().__init__()
-        self.n_inputs = _check_int("n_inputs", n_inputs)
-        self.n_units = _check_int("n_units", n_units)
+        self.n_inputs = check_int("n_inputs", n_inputs)
+        self.n_units = check_int("n_units", n_units)
         self.input_dim = input_dim
         self.weight = nn.Parameter(torch.empty(self.n_units, self.n_inputs))
-        _uniform_(self.weight, self.n_inputs)
-        if _check_bool("bias", bias):
+        uniform_(self.weight, self.n_inputs)
+        if check_bool("bias", bias):
             self.bias: nn.Parameter | None = nn.Parameter(torch.empty(self.n_units))
-            _uniform_(self.bias, self.n_inputs)
+            uniform_(self.bias, self.n_inputs)
         else:
             self.register_parameter("bias", None)
 
@@ -342,7 +348,7 @@ class Readout(nn.Module):
 
     def regularizer(self) -> Tensor:
         """Sum of squared weights (biases excluded); scale it by the L2 strength."""
-        return _sum_of_squares(self.weight)
+        return sum_of_squares(self.weight)
 
     def offset(self) -> Tensor | None:
         """The per-unit offset of the drive (the bias), or None."""
@@ -360,7 +366,7 @@ class Readout(nn.Module):
 
     def layer_summary(self, prefix: str = "readout") -> list[dict[str, Any]]:
         """Rows describing this layer (see :meth:`EncodingModel.layer_summary`)."""
-        return [_layer(prefix, "dense", self.n_inputs, self.n_units, 1, "none")]
+        return [layer_row(prefix, "dense", self.n_inputs, self.n_units, 1, "none")]
 
 
 # --------------------------------------------------------------------------------------
@@ -523,7 +529,7 @@ class EncodingModel(nn.Module):
     def roughness(self) -> Tensor:
         """Smoothness penalty of the core's spectro-temporal filters (zero if it has none).
 
-        Scale it by ``TrainingConfig.smoothness`` to train; see :func:`_roughness`.
+        Scale it by ``TrainingConfig.smoothness`` to train; see :func:`second_difference_roughness`.
         """
         rough = getattr(self.core, "roughness", None)
         if rough is None:
@@ -620,5 +626,5 @@ class EncodingModel(nn.Module):
         rows += self.readout.layer_summary("readout")
         if self.output is not None:
             n = self.n_units
-            rows.append(_layer("output", "double_exponential", n, n, 1, "none"))
+            rows.append(layer_row("output", "double_exponential", n, n, 1, "none"))
         return rows

@@ -1,4 +1,4 @@
-"""Population linear-nonlinear (LN) model, the comparison model of DESIGN.md section 3.
+"""Population linear-nonlinear (LN) model, the comparison model of docs/methods.md ("Architectures").
 
 ::
 
@@ -25,12 +25,12 @@ from nwb_subspace.models.layers import (
     DoubleExponential,
     EncodingModel,
     Readout,
-    _check_bool,
-    _check_int,
-    _layer,
-    _roughness,
-    _sum_of_squares,
-    _uniform_,
+    check_bool,
+    check_int,
+    layer_row,
+    second_difference_roughness,
+    sum_of_squares,
+    uniform_,
 )
 
 __all__ = ["LNCore", "PopulationLN"]
@@ -58,11 +58,11 @@ class LNCore(nn.Module):
 
     def __init__(self, n_frequencies: int, *, n_channels: int = 120, n_taps: int = 25) -> None:
         super().__init__()
-        self.n_frequencies = _check_int("n_frequencies", n_frequencies)
-        self.n_channels = _check_int("n_channels", n_channels)
-        n_taps = _check_int("n_taps", n_taps)
+        self.n_frequencies = check_int("n_frequencies", n_frequencies)
+        self.n_channels = check_int("n_channels", n_channels)
+        n_taps = check_int("n_taps", n_taps)
         self.spectral = nn.Parameter(
-            _uniform_(torch.empty(self.n_channels, self.n_frequencies), self.n_frequencies)
+            uniform_(torch.empty(self.n_channels, self.n_frequencies), self.n_frequencies)
         )
         self.temporal = CausalDepthwiseConv1d(self.n_channels, n_taps, bias=False, pad=False)
         self.memory = n_taps
@@ -74,7 +74,7 @@ class LNCore(nn.Module):
 
     def regularizer(self) -> Tensor:
         """Sum of squared weights."""
-        return _sum_of_squares(self.spectral, self.temporal.weight)
+        return sum_of_squares(self.spectral, self.temporal.weight)
 
     @torch.no_grad()
     def fold_input_standardization(self, mean: Tensor, std: Tensor) -> Tensor:
@@ -91,7 +91,9 @@ class LNCore(nn.Module):
     def roughness(self) -> Tensor:
         """Squared second differences of the spectral weightings (along frequency) and the
         temporal filters (along lag)."""
-        return _roughness(self.spectral) + _roughness(self.temporal.weight)
+        return second_difference_roughness(self.spectral) + second_difference_roughness(
+            self.temporal.weight
+        )
 
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
         """Dimension names of each ``state_dict`` entry."""
@@ -104,8 +106,8 @@ class LNCore(nn.Module):
         """Rows describing the core's layers, input first."""
         c = self.n_channels
         return [
-            _layer(f"{prefix}.spectral", "dense", self.n_frequencies, c, 1, "none"),
-            _layer(f"{prefix}.temporal", "temporal_conv", c, c, self.memory, "none"),
+            layer_row(f"{prefix}.spectral", "dense", self.n_frequencies, c, 1, "none"),
+            layer_row(f"{prefix}.temporal", "temporal_conv", c, c, self.memory, "none"),
         ]
 
     def extra_repr(self) -> str:
@@ -142,7 +144,7 @@ class PopulationLN(EncodingModel):
     ) -> None:
         core = LNCore(n_frequencies, n_channels=n_channels, n_taps=n_taps)
         readout = Readout(core.n_channels, n_units, input_dim="channel")
-        use_output = _check_bool("output_nonlinearity", output_nonlinearity)
+        use_output = check_bool("output_nonlinearity", output_nonlinearity)
         output = DoubleExponential(readout.n_units) if use_output else None
         super().__init__(core, readout, output)
         self._set_config(

@@ -17,12 +17,16 @@ from nwb_subspace.models.layers import EncodingModel
 from nwb_subspace.models.ln import PopulationLN
 from nwb_subspace.models.subspace import SubspaceModel
 
-__all__ = ["MODEL_KINDS", "build_model"]
+__all__ = ["MODEL_CLASSES", "build_model"]
 
-#: Model class of each kind (read-only).
-MODEL_KINDS: Mapping[str, type[EncodingModel]] = MappingProxyType(
+#: Model class of each kind (read-only). (``config.MODEL_KINDS`` is something else: the kinds
+#: a session run may fit.)
+MODEL_CLASSES: Mapping[str, type[EncodingModel]] = MappingProxyType(
     {cls.kind: cls for cls in (PopulationCNN, PopulationLN, SubspaceModel)}
 )
+#: Transitional alias, for models/estimator.py only (owned by another engineer) until it
+#: imports MODEL_CLASSES; not exported. Remove it then.
+MODEL_KINDS = MODEL_CLASSES
 
 
 def build_model(kind: str, config: Mapping[str, Any]) -> EncodingModel:
@@ -47,6 +51,6 @@ def build_model(kind: str, config: Mapping[str, Any]) -> EncodingModel:
     TypeError
         ``config`` not a dict, or a value of the wrong type.
     """
-    if not isinstance(kind, str) or kind not in MODEL_KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(MODEL_KINDS)}")
-    return MODEL_KINDS[kind].from_config(config)
+    if not isinstance(kind, str) or kind not in MODEL_CLASSES:
+        raise ValueError(f"unknown model kind {kind!r}; choose one of {sorted(MODEL_CLASSES)}")
+    return MODEL_CLASSES[kind].from_config(config)

@@ -1,4 +1,4 @@
-"""Subspace model (DESIGN.md section 3): each unit sees the stimulus only through its own
+"""Subspace model (docs/methods.md, "Subspace model"): each unit sees the stimulus only through its own
 tuning subspace.
 
 ::
@@ -27,11 +27,11 @@ from torch import Tensor, nn
 from nwb_subspace.models.layers import (
     DoubleExponential,
     EncodingModel,
-    _check_bool,
-    _check_int,
-    _layer,
-    _sum_of_squares,
-    _uniform_,
+    check_bool,
+    check_int,
+    layer_row,
+    sum_of_squares,
+    uniform_,
 )
 
 __all__ = ["SubspaceModel", "SubspaceProjection", "UnitMLP"]
@@ -50,7 +50,7 @@ def _check_components(n_components: int | Sequence[int], n_units: int) -> list[i
             f"n_components has {len(n_components)} entries but n_units={n_units}; "
             "give one subspace dimensionality per unit"
         )
-    return [_check_int(f"n_components[{u}]", k) for u, k in enumerate(n_components)]
+    return [check_int(f"n_components[{u}]", k) for u, k in enumerate(n_components)]
 
 
 class SubspaceProjection(nn.Module):
@@ -77,9 +77,9 @@ class SubspaceProjection(nn.Module):
 
     def __init__(self, n_frequencies: int, n_lags: int, n_components: Sequence[int]) -> None:
         super().__init__()
-        self.n_frequencies = _check_int("n_frequencies", n_frequencies)
-        self.memory = _check_int("n_lags", n_lags)
-        self.n_components = [_check_int("n_components[u]", k) for k in n_components]
+        self.n_frequencies = check_int("n_frequencies", n_frequencies)
+        self.memory = check_int("n_lags", n_lags)
+        self.n_components = [check_int("n_components[u]", k) for k in n_components]
         if not self.n_components:
             raise ValueError("n_components is empty; give at least one unit")
         self.n_units = len(self.n_components)
@@ -135,7 +135,7 @@ class SubspaceProjection(nn.Module):
     def layer_summary(self, prefix: str = "core") -> list[dict[str, Any]]:
         """One row: the per-unit projection onto ``k_max`` basis filters of ``n_lags`` bins."""
         f, k = self.n_frequencies, self.k_max
-        return [_layer(f"{prefix}.bases", "projection", f, k, self.memory, "none")]
+        return [layer_row(f"{prefix}.bases", "projection", f, k, self.memory, "none")]
 
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
         """Dimension names of each ``state_dict`` entry."""
@@ -178,21 +178,21 @@ class UnitMLP(nn.Module):
         fan_in: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        self.n_units = _check_int("n_units", n_units)
-        self.n_inputs = _check_int("n_inputs", n_inputs)
-        h1 = self.n_hidden1 = _check_int("n_hidden1", n_hidden1)
-        h2 = self.n_hidden2 = _check_int("n_hidden2", n_hidden2)
+        self.n_units = check_int("n_units", n_units)
+        self.n_inputs = check_int("n_inputs", n_inputs)
+        h1 = self.n_hidden1 = check_int("n_hidden1", n_hidden1)
+        h2 = self.n_hidden2 = check_int("n_hidden2", n_hidden2)
         n = self.n_units
         fans = [self.n_inputs] * n if fan_in is None else list(fan_in)
         self.weight1 = nn.Parameter(torch.empty(n, self.n_inputs, h1))
         self.bias1 = nn.Parameter(torch.empty(n, h1))
         for u, fan in enumerate(fans):
-            _uniform_(self.weight1.data[u], fan)
-            _uniform_(self.bias1.data[u], fan)
-        self.weight2 = nn.Parameter(_uniform_(torch.empty(n, h1, h2), h1))
-        self.bias2 = nn.Parameter(_uniform_(torch.empty(n, h2), h1))
-        self.weight3 = nn.Parameter(_uniform_(torch.empty(n, h2), h2))
-        self.bias3 = nn.Parameter(_uniform_(torch.empty(n), h2))
+            uniform_(self.weight1.data[u], fan)
+            uniform_(self.bias1.data[u], fan)
+        self.weight2 = nn.Parameter(uniform_(torch.empty(n, h1, h2), h1))
+        self.bias2 = nn.Parameter(uniform_(torch.empty(n, h2), h1))
+        self.weight3 = nn.Parameter(uniform_(torch.empty(n, h2), h2))
+        self.bias3 = nn.Parameter(uniform_(torch.empty(n), h2))
 
     def forward(self, p: Tensor) -> Tensor:
         """Map ``(batch, time, n_units, n_inputs)`` to ``(batch, time, n_units)``."""
@@ -206,15 +206,15 @@ class UnitMLP(nn.Module):
 
     def regularizer(self) -> Tensor:
         """Sum of squared weights (biases excluded)."""
-        return _sum_of_squares(self.weight1, self.weight2, self.weight3)
+        return sum_of_squares(self.weight1, self.weight2, self.weight3)
 
     def layer_summary(self, prefix: str = "readout") -> list[dict[str, Any]]:
         """Rows of the per-unit MLP (sizes are per unit; all units share the shapes)."""
         h1, h2 = self.n_hidden1, self.n_hidden2
         return [
-            _layer(f"{prefix}.weight1", "unit_dense", self.n_inputs, h1, 1, "relu"),
-            _layer(f"{prefix}.weight2", "unit_dense", h1, h2, 1, "relu"),
-            _layer(f"{prefix}.weight3", "unit_dense", h2, 1, 1, "none"),
+            layer_row(f"{prefix}.weight1", "unit_dense", self.n_inputs, h1, 1, "relu"),
+            layer_row(f"{prefix}.weight2", "unit_dense", h1, h2, 1, "relu"),
+            layer_row(f"{prefix}.weight3", "unit_dense", h2, 1, 1, "none"),
         ]
 
     def tensor_dims(self) -> dict[str, tuple[str, ...]]:
@@ -280,13 +280,13 @@ class SubspaceModel(EncodingModel):
         n_hidden2: int = 15,
         output_nonlinearity: bool = True,
     ) -> None:
-        n_units = _check_int("n_units", n_units)
+        n_units = check_int("n_units", n_units)
         components = _check_components(n_components, n_units)
         core = SubspaceProjection(n_frequencies, n_lags, components)
         readout = UnitMLP(
             n_units, core.k_max, n_hidden1=n_hidden1, n_hidden2=n_hidden2, fan_in=components
         )
-        use_output = _check_bool("output_nonlinearity", output_nonlinearity)
+        use_output = check_bool("output_nonlinearity", output_nonlinearity)
         output = DoubleExponential(n_units) if use_output else None
         super().__init__(core, readout, output)
         self._set_config(

@@ -7,9 +7,11 @@ windows of ``window`` bins, each preceded by ``memory - 1`` bins of real stimulu
 every scored bin sees exactly the stimulus history it had in the experiment; bins outside the
 masks (validation repeats, silences) are never scored.
 
-Recipe (DESIGN.md section 3): stage 1 fits the linear drive with the output nonlinearity held
-out (mean squared error, lr 1e-3); the double exponential is then initialised from the data
-and stage 2 fits the whole model (Poisson or MSE loss, lr 1e-4). Both stages use L2 on core
+Recipe (docs/methods.md, "Training recipe"): stage 1 fits the linear drive with the output
+nonlinearity held out (mean squared error); the double exponential is then initialised from
+the data and stage 2 fits the whole model (Poisson or MSE loss). Learning rates: ours default
+to 6e-3 (stage 1) / 2e-3 (stage 2) for minibatch steps, where the reference uses 1e-3 / 1e-4
+with full-batch epochs (``TrainingConfig.lr_stage1`` / ``lr_stage2``). Both stages use L2 on core
 and readout weights and early stopping on the holdout bins with the best weights restored;
 the best of several random initialisations is kept.
 """
@@ -29,8 +31,26 @@ from torch import Tensor
 
 from nwb_subspace.denormals import flushed_denormals
 from nwb_subspace.errors import ModelFitError  # noqa: F401  (raised by callers; re-exported here)
+from nwb_subspace.io.session import available_memory, check_memory
 from nwb_subspace.models.layers import EncodingModel
 from nwb_subspace.progress import progress_bar
+
+__all__ = [
+    "FLAT_PREDICTION",
+    "FitHistory",
+    "INPUT_SPREAD",
+    "LOSSES",
+    "TrainingConfig",
+    "available_memory",
+    "check_training_data",
+    "check_training_memory",
+    "estimate_memory",
+    "fit_model",
+    "fit_problem",
+    "predict",
+    "standardizer",
+    "training_info",
+]
 
 LOSSES = ("poisson", "mse")
 
@@ -68,7 +88,9 @@ class TrainingConfig:
         noise-corrected correlation from 0.84 to 0.85-0.87 and the match of its dSTRF PCs to
         the true subspace (median cos^2) from 0.45 to 0.52-0.61 over two fits.
     max_epochs_stage1, max_epochs_stage2 : int
-        Upper bounds on epochs (passes over the training windows).
+        Upper bounds on epochs (passes over the training windows). Stage 1 needs at least
+        one (0 would leave the model untrained); ``max_epochs_stage2 = 0`` skips stage 2,
+        keeping the stage-1 fit with the data-initialised output nonlinearity.
     patience : int
         Epochs without holdout improvement before a stage stops.
     n_initializations : int
@@ -78,8 +100,10 @@ class TrainingConfig:
     batch_windows : int
         Windows per optimiser step.
     seed : int
-        Seed of initialisation and window order; the same seed gives bitwise-equal fits on
-        the CPU.
+        Seed of initialisation and window order (>= 0); the same seed gives bitwise-equal
+        fits on the CPU. In an analysis run it is the top-level ``seed`` of
+        :class:`~nwb_subspace.config.AnalysisConfig` (a differing ``[training] seed`` is
+        refused there).
     standardize : bool
         Fit on the spectrogram centred per channel and scaled to a common spread of
         :data:`INPUT_SPREAD` (statistics over the fit bins), then fold the scaling into the
@@ -93,6 +117,13 @@ class TrainingConfig:
         that is constant on the holdout bins or correlates with no unit's response) is
         retried this many times, each time with a new initialisation and a learning rate 4x
         smaller; if every attempt fails the fit is reported as failed (``FitHistory.problem``).
+
+    Raises
+    ------
+    ValueError
+        When a setting has the wrong type (a string or bool for a number, a float for an
+        integer) or is out of range; the message names ``[training]`` and the key, the
+        value and an example of a good one.
     """
 
     loss: str = "poisson"
@@ -111,38 +142,32 @@ class TrainingConfig:
     max_retries: int = 2
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}")
-        for name in ("lr_stage1", "lr_stage2"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0; got {getattr(self, name)!r}")
-        for name in ("l2", "smoothness"):
+        def fail(name: str, what: str, value: object, example: object, wrong_type: bool) -> None:
+            got = f"{value!r} ({type(value).__name__})" if wrong_type else repr(value)
+            raise ValueError(f"[training] {name} must be {what}; got {got}, e.g. {example}")
+
+        if not isinstance(self.loss, str) or self.loss not in LOSSES:
+            fail("loss", f"one of {list(LOSSES)}", self.loss, '"poisson"', False)
+        numbers = {"lr_stage1": (6e-3, 0), "lr_stage2": (2e-3, 0)}  # name: (example, > low)
+        numbers.update(l2=(1e-4, None), smoothness=(1e-2, None))  # >= 0
+        for name, (example, above) in numbers.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-                raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+            what = "a number > 0" if above is not None else "a number >= 0"
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if not number or not math.isfinite(value) or not value >= 0 or value == above:
+                fail(name, what, value, example, not number)
+        # max_epochs_stage2 = 0 skips stage 2 (the linear fit with the initialised output
+        # nonlinearity is kept); max_epochs_stage1 = 0 would leave the model untrained.
+        ints = {"max_epochs_stage1": (1, 100), "max_epochs_stage2": (0, 60), "patience": (1, 10)}
+        ints.update(n_initializations=(1, 3), window=(1, 128), batch_windows=(1, 16))
+        ints.update(seed=(0, 0), max_retries=(0, 2))
+        for name, (low, example) in ints.items():
+            value = getattr(self, name)
+            integer = isinstance(value, int) and not isinstance(value, bool)
+            if not integer or value < low:
+                fail(name, f"an integer >= {low}", value, example, not integer)
         if not isinstance(self.standardize, bool):
-            raise ValueError(f"standardize must be true or false; got {self.standardize!r}")
-        if (
-            isinstance(self.max_retries, bool)
-            or not isinstance(self.max_retries, int)
-            or self.max_retries < 0
-        ):
-            raise ValueError(f"max_retries must be an integer >= 0; got {self.max_retries!r}")
-        for name in (
-            "max_epochs_stage1",
-            "max_epochs_stage2",
-            "patience",
-            "n_initializations",
-            "window",
-            "batch_windows",
-        ):
-            value = getattr(self, name)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int)
-                or value < (0 if name.startswith("max_epochs") else 1)
-            ):
-                raise ValueError(f"{name} must be a positive integer; got {value!r}")
+            fail("standardize", "true or false", self.standardize, "true", True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -206,6 +231,80 @@ def check_training_data(
             f"units {silent.tolist()} have no spikes in the training data; exclude them "
             "before fitting (nwb_subspace.models.estimator drops them with a warning)"
         )
+
+
+def estimate_memory(
+    n_bins: int,
+    n_channels: int,
+    n_units: int,
+    window: int,
+    memory: int,
+    n_windows: int | None = None,
+) -> dict[str, int]:
+    """Bytes the training windows and the dSTRF moments of a fit will take.
+
+    Parameters
+    ----------
+    n_bins : int
+        Bins of the session.
+    n_channels : int
+        Spectrogram channels F.
+    n_units : int
+        Units fitted together N.
+    window : int
+        ``TrainingConfig.window``.
+    memory : int
+        The model's memory (lags D).
+    n_windows : int, optional
+        Windows holding training or holdout bins, each; default ``ceil(n_bins / window)``.
+
+    Returns
+    -------
+    dict of str to int
+        ``"training windows"``: the fit and holdout windows, stimulus with context, targets
+        and weights in float32, ``2 x n_windows x (window + memory) x (F + N + 1) x 4``;
+        ``"dSTRF moments"``: the float64 covariance of each unit's dSTRFs,
+        ``N x (F x D)^2 x 8``.
+    """
+    if n_windows is None:
+        n_windows = max(1, math.ceil(int(n_bins) / int(window)))
+    per_bin = (int(n_channels) + int(n_units) + 1) * 4
+    return {
+        "training windows": 2 * int(n_windows) * (int(window) + int(memory)) * per_bin,
+        "dSTRF moments": int(n_units) * (int(n_channels) * int(memory)) ** 2 * 8,
+    }
+
+
+def check_training_memory(
+    X: np.ndarray,
+    Y: np.ndarray,
+    masks: tuple[np.ndarray, np.ndarray],
+    config: TrainingConfig,
+    memory: int,
+) -> None:
+    """Refuse a fit whose windows or dSTRF moments would not fit in memory (before allocating).
+
+    Raises
+    ------
+    nwb_subspace.io.session.InsufficientMemoryError
+        Naming the setting, the estimate and the memory available.
+    """
+    n_bins, n_channels = X.shape
+    n_units = Y.shape[1]
+    n_windows = max(len(_windows(m, config.window)) for m in masks) if n_bins else 1
+    est = estimate_memory(n_bins, n_channels, n_units, config.window, memory, n_windows)
+    check_memory(
+        est["training windows"],
+        f"the training windows (2 x {n_windows} windows x ({config.window} + {memory}) bins x "
+        f"({n_channels} channels + {n_units} units + 1) x 4 bytes)",
+        f"[training] window = {config.window}",
+    )
+    check_memory(
+        est["dSTRF moments"],
+        f"the dSTRF moments computed from the fit ({n_units} units x ({n_channels} channels "
+        f"x {memory} lags)^2 x 8 bytes)",
+        f"[spectrogram] n_channels = {n_channels} and the model's memory ({memory} lags)",
+    )
 
 
 def _windows(mask: np.ndarray, window: int) -> np.ndarray:
@@ -436,7 +535,7 @@ def fit_problem(
     return None
 
 
-def _standardizer(X: Tensor, train_mask: np.ndarray) -> tuple[Tensor, Tensor]:
+def standardizer(X: Tensor, train_mask: np.ndarray) -> tuple[Tensor, Tensor]:
     """Per-channel mean and one common scale over the training bins (float64 sums).
 
     Every channel is centred; all are divided by one number, the RMS over channels of their
@@ -499,7 +598,7 @@ def _train_once(
 
 
 @flushed_denormals()
-def fit_model(
+def fit_model(  # long: the restart loop (initialisations x retries x two stages) shares its state
     model: EncodingModel,
     X: np.ndarray,
     Y: np.ndarray,
@@ -553,11 +652,12 @@ def fit_model(
     check_training_data(X, Y, train_mask, holdout_mask, model.memory)
     if (train_mask & holdout_mask).any():
         raise ValueError("train_mask and holdout_mask overlap; holdout bins must be unseen")
+    check_training_memory(X, Y, (train_mask, holdout_mask), cfg, model.memory)
     dev = torch.device(device)
     Xt, Yt = torch.from_numpy(X).to(dev), torch.from_numpy(Y).to(dev)
     standardize = cfg.standardize and model.can_standardize_input
     if standardize:
-        x_mean, x_std = _standardizer(Xt, train_mask)
+        x_mean, x_std = standardizer(Xt, train_mask)
         Xt = (Xt - x_mean) / x_std
     train = _Batches(Xt, Yt, train_mask, cfg.window, model.memory)
     hold = _Batches(Xt, Yt, holdout_mask, cfg.window, model.memory)

@@ -32,6 +32,7 @@ def _unit_vector(rng: np.random.Generator, n: int) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
+# long: one seeded sequence of draws per unit; their order fixes the simulated population
 def draw_population(
     rng: np.random.Generator, cfg: SimulationConfig, spec: np.ndarray
 ) -> dict[str, np.ndarray]:

@@ -127,6 +127,7 @@ def truth_spectrogram(
     return compute_spectrogram(wave, fs, settings, presented=presented_samples(plan))
 
 
+# long: the session recipe in seed-stream order (plan, sound, units, spikes, waveforms, raw)
 def simulate_session(
     path: str | Path,
     preset: str | SimulationConfig = "tiny",
@@ -255,6 +256,7 @@ def _design_text(cfg: SimulationConfig) -> str:
     return f"Encoding-model benchmark: {how}, interleaved in random order."
 
 
+# long: every table and series of the simulated NWB file, in one place and in file order
 def _build_nwbfile(
     cfg: SimulationConfig,
     seed: int,

@@ -3,8 +3,8 @@
 Frames and signs
 ----------------
 ``rel_y`` (µm) is the distance along the linear probe from its tip (0, deepest contact);
-larger ``rel_y`` is closer to the cortical surface. Layer boundaries follow DESIGN.md
-section 3, as depths below the L3/4 boundary (positive = deeper): BS/1 = -800 µm,
+larger ``rel_y`` is closer to the cortical surface. Layer boundaries follow docs/methods.md
+("Cell types, depths and layers"), as depths below the L3/4 boundary (positive = deeper): BS/1 = -800 µm,
 L3/4 = 0, L4/5 = 200, L6/WM = 800. With the L3/4 boundary at ``rel_y = l34``, a boundary at
 depth ``d`` sits at ``rel_y = l34 - d``. Layer groups: ``"13"`` between BS/1 and L3/4,
 ``"44"`` between L3/4 and L4/5, ``"56"`` between L4/5 and L6/WM.

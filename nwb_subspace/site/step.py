@@ -36,7 +36,7 @@ from nwb_subspace.site.groups import (
 from nwb_subspace.site.subspace import SiteSubspaceAnalysis
 from nwb_subspace.site.tables import (
     SITE_COLUMNS,
-    UNIT_COLUMNS,
+    UNIT_TABLE_COLUMNS,
     site_overview,
     site_table,
     srf_measures,
@@ -120,9 +120,9 @@ class SiteStepResult:
     analyses : dict of str -> SiteSubspaceAnalysis
     tilings : dict of str -> TilingResult
     unit_table : DataFrame
-        One row per unit (``summary.UNIT_COLUMNS``).
+        One row per unit (:data:`~nwb_subspace.site.tables.UNIT_TABLE_COLUMNS`).
     site_table : DataFrame
-        One row per site (``summary.SITE_COLUMNS``).
+        One row per site (:data:`~nwb_subspace.site.tables.SITE_COLUMNS`).
     statistics_table : DataFrame
         The statistics rows, long format.
     labels : ndarray of str
@@ -257,7 +257,7 @@ class SiteStep:
             tilings=tilings,
             unit_table=pd.concat(units_df, ignore_index=True)
             if units_df
-            else pd.DataFrame(columns=list(UNIT_COLUMNS)),
+            else pd.DataFrame(columns=list(UNIT_TABLE_COLUMNS)),
             site_table=pd.DataFrame(sites_rows, columns=list(SITE_COLUMNS)),
             statistics_table=site_table(stat_rows),
             labels=labels,

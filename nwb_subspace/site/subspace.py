@@ -10,7 +10,7 @@ subspace is the common span of the units' *tuning* subspaces (which are centred 
 differences between the units' mean dSTRFs are not part of it. Its principal axes
 (:func:`nwb_subspace.subspace.tuning.pca_from_moments`, sign-fixed) are the site PCs; the site
 dimensionality ``K`` is ``n_components`` or the smallest ``K`` reaching ``variance_threshold``
-(default 0.85; DESIGN.md asks 75-90% for similarity analyses). Each unit's **variance
+(default 0.85, within the 75-90% usual for similarity analyses). Each unit's **variance
 fraction** is ``trace(V^T C_u V) / trace(C_u)`` with ``V`` the ``P x K`` site PCs.
 
 Nulls
@@ -42,7 +42,7 @@ import numpy as np
 from nwb_subspace.dstrf.compute import DSTRFMoments
 from nwb_subspace.results import SiteSubspaceResult, TuningSubspaces
 from nwb_subspace.site.groups import null_row, p_greater, stat_row, verdict_text, wilcoxon_greater
-from nwb_subspace.site.tiling import TilingResult, _nan_diag, tiling
+from nwb_subspace.site.tiling import TilingResult, nan_diag, tiling
 from nwb_subspace.subspace.tuning import pca_from_moments
 
 __all__ = [
@@ -140,6 +140,7 @@ class SiteSubspaceAnalysis:
         if self.weighting not in _WEIGHTINGS:
             raise ValueError(f"weighting must be one of {_WEIGHTINGS}; got {self.weighting!r}")
 
+    # long: the site fit's seeded draws (null, similarity) share one generator in a fixed order
     def fit(
         self,
         moments: DSTRFMoments | tuple[np.ndarray, np.ndarray],
@@ -281,9 +282,9 @@ class SiteSubspaceAnalysis:
             null[i] = pairwise_similarity([b[rng.permutation(p)] for b in b32])
         iu = np.triu_indices(sim.shape[0], 1)
         obs, null_site = sim[iu].mean(), null[:, iu[0], iu[1]].mean(1)
-        self.similarity_ = _nan_diag(sim)
-        self.similarity_null_mean_ = _nan_diag(null.mean(0).astype(float))
-        self.similarity_p_ = _nan_diag(p_greater(sim, null))
+        self.similarity_ = nan_diag(sim)
+        self.similarity_null_mean_ = nan_diag(null.mean(0).astype(float))
+        self.similarity_p_ = nan_diag(p_greater(sim, null))
         self.rows_.append(
             null_row(self._site, "pairwise_similarity_mean", obs, null_site, iu[0].size,
                      f"mean over unit pairs vs {self.n_null} pixel shuffles (one-sided)",

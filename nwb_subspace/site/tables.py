@@ -33,7 +33,7 @@ from nwb_subspace.subspace.srf import normalised_map, shape_asymmetry, shape_cla
 
 __all__ = [
     "SITE_COLUMNS",
-    "UNIT_COLUMNS",
+    "UNIT_TABLE_COLUMNS",
     "site_overview",
     "site_table",
     "srf_measures",
@@ -41,7 +41,7 @@ __all__ = [
     "write_summary",
 ]
 
-UNIT_COLUMNS = (
+UNIT_TABLE_COLUMNS = (
     "site",
     "unit_row",
     "unit_id",
@@ -137,7 +137,7 @@ def unit_table(
             raise ValueError(f"got {len(values)} values for {n} unit rows; align them")
         return values
 
-    table = {r: {c: np.nan for c in UNIT_COLUMNS} for r in rows}
+    table = {r: {c: np.nan for c in UNIT_TABLE_COLUMNS} for r in rows}
     for i, r in enumerate(rows):
         table[r].update(
             site=site,
@@ -174,7 +174,7 @@ def unit_table(
         for r, values in srf_measures(srfs).items():
             if r in table:
                 table[r].update(values)
-    return pd.DataFrame([table[r] for r in rows], columns=list(UNIT_COLUMNS))
+    return pd.DataFrame([table[r] for r in rows], columns=list(UNIT_TABLE_COLUMNS))
 
 
 def site_overview(

@@ -18,13 +18,13 @@ from nwb_subspace.results import SiteSubspaceResult, SubspaceRFs, TuningSubspace
 from nwb_subspace.site.groups import p_greater, stat_row, z_score
 from nwb_subspace.subspace.srf import normalised_map, subspace_rfs
 
-__all__ = ["TILING_STATISTIC", "TilingResult", "tiling", "tiling_from_stored"]
+__all__ = ["TILING_STATISTIC", "TilingResult", "nan_diag", "tiling", "tiling_from_stored"]
 
 #: Name of the site statistics row holding the tiling test.
 TILING_STATISTIC = "tiling_overlap_mean"
 
 
-def _nan_diag(m: np.ndarray) -> np.ndarray:
+def nan_diag(m: np.ndarray) -> np.ndarray:
     m = np.array(m, dtype=float)
     np.fill_diagonal(m, np.nan)
     return m
@@ -148,18 +148,7 @@ def tiling(
     if site.dimensionality < 2 or len(site.components) < 2:
         why = f"site {site.site!r} has {site.dimensionality} dimension(s); tiling needs 2"
         return TilingResult(site.site, site.unit_rows[:0], verdict=f"not tested: {why}")
-    comps = np.broadcast_to(np.asarray(site.components)[:2], (n, 2, *site.components.shape[1:]))
-    tuning = TuningSubspaces(
-        unit_rows=site.unit_rows,
-        components=comps,
-        explained_variance_ratio=np.tile(site.explained_variance_ratio[:2], (n, 1)),
-        dimensionality=np.full(n, 2),
-        mean_dstrf=np.zeros(comps.shape[0:1] + comps.shape[2:]),
-        n_frames=np.zeros(n, dtype=np.int64),
-        noise_floor=np.full((n, 2), np.nan),
-        frequencies=site.frequencies,
-        lags_s=site.lags_s,
-    )
+    tuning = _on_site_plane(site)
     source = "model" if prediction is not None else "measured"
     srfs = subspace_rfs(
         tuning, X, prediction=prediction if source == "model" else None, counts=counts,
@@ -179,6 +168,44 @@ def tiling(
     occupied = np.isfinite(srfs.response_map[pick][ok]).all(0)  # one grid: same for all units
     obs = _jaccard(regions.reshape(m, -1))
     iu = np.triu_indices(m, 1)
+    null_pairs = _shifted_overlaps(regions, occupied, n_shifts, b, seed)
+    null = null_pairs[:, iu[0], iu[1]].mean(1)
+    mean_obs = float(obs[iu].mean())
+    p_above = float(p_greater(mean_obs, null))
+    p_below = float(p_greater(-mean_obs, -null))
+    verdict = _verdict(p_above, p_below, alpha)
+    if m < 4:
+        notes.insert(0, f"site {site.site!r}: only {m} units with a region; little power")
+    return TilingResult(
+        site.site, site.unit_rows[ok], srfs, source, regions, nan_diag(obs),
+        nan_diag(null_pairs.mean(0)), nan_diag(p_greater(obs, null_pairs)), mean_obs, null,
+        p_above, p_below, min(1.0, 2 * min(p_above, p_below)), verdict, alpha, notes,
+    )  # fmt: skip
+
+
+def _on_site_plane(site: SiteSubspaceResult) -> TuningSubspaces:
+    """Every unit of ``site`` given the site's top two PCs as its tuning subspace."""
+    n = site.unit_rows.size
+    comps = np.broadcast_to(np.asarray(site.components)[:2], (n, 2, *site.components.shape[1:]))
+    return TuningSubspaces(
+        unit_rows=site.unit_rows,
+        components=comps,
+        explained_variance_ratio=np.tile(site.explained_variance_ratio[:2], (n, 1)),
+        dimensionality=np.full(n, 2),
+        mean_dstrf=np.zeros(comps.shape[0:1] + comps.shape[2:]),
+        n_frames=np.zeros(n, dtype=np.int64),
+        noise_floor=np.full((n, 2), np.nan),
+        frequencies=site.frequencies,
+        lags_s=site.lags_s,
+    )
+
+
+def _shifted_overlaps(
+    regions: np.ndarray, occupied: np.ndarray, n_shifts: int, b: int, seed: int
+) -> np.ndarray:
+    """Null pairwise overlaps, (n_shifts, m, m): each draw rolls every unit's (B x B) region
+    by its own random circular offset, keeping only occupied bins."""
+    m = regions.shape[0]
     rng = np.random.default_rng(seed)
     null_pairs = np.empty((n_shifts, m, m))
     grid, units = np.arange(b), np.arange(m)[:, None, None]
@@ -187,22 +214,16 @@ def tiling(
         ix, iy = (grid[None] - sx[:, None]) % b, (grid[None] - sy[:, None]) % b
         rolled = regions[units, ix[:, :, None], iy[:, None, :]] & occupied
         null_pairs[i] = _jaccard(rolled.reshape(m, -1))
-    null = null_pairs[:, iu[0], iu[1]].mean(1)
-    mean_obs = float(obs[iu].mean())
-    p_above = float(p_greater(mean_obs, null))
-    p_below = float(p_greater(-mean_obs, -null))
-    verdict = "overlap at chance"
+    return null_pairs
+
+
+def _verdict(p_above: float, p_below: float, alpha: float) -> str:
+    """Two-sided verdict at ``alpha`` on the mean overlap."""
     if p_above < alpha / 2:
-        verdict = "overlap above chance"
-    elif p_below < alpha / 2:
-        verdict = "overlap below chance"
-    if m < 4:
-        notes.insert(0, f"site {site.site!r}: only {m} units with a region; little power")
-    return TilingResult(
-        site.site, site.unit_rows[ok], srfs, source, regions, _nan_diag(obs),
-        _nan_diag(null_pairs.mean(0)), _nan_diag(p_greater(obs, null_pairs)), mean_obs, null,
-        p_above, p_below, min(1.0, 2 * min(p_above, p_below)), verdict, alpha, notes,
-    )  # fmt: skip
+        return "overlap above chance"
+    if p_below < alpha / 2:
+        return "overlap below chance"
+    return "overlap at chance"
 
 
 def _site_regions(srfs: SubspaceRFs) -> tuple[str, np.ndarray, np.ndarray]:
@@ -250,7 +271,7 @@ def tiling_from_stored(
     match = [r for r in rows or () if r["site"] == site.site and r["statistic"] == TILING_STATISTIC]
     out = TilingResult(site.site, unit_rows[ok], site.srfs, source, regions[ok])
     if ok.sum() >= 2:
-        out.overlap = _nan_diag(_jaccard(regions[ok].reshape(int(ok.sum()), -1)))
+        out.overlap = nan_diag(_jaccard(regions[ok].reshape(int(ok.sum()), -1)))
     if not match:
         why = f"site {site.site!r}: no stored tiling test ({int(ok.sum())} unit(s) with a region)"
         out.verdict, out.notes = f"not tested: {why}", [why]

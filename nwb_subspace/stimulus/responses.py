@@ -71,6 +71,7 @@ split-half correlation), and NaN for every unit when a sound has a single presen
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -83,11 +84,16 @@ __all__ = [
     "ValidationPSTH",
     "bin_edges",
     "bin_spikes",
+    "check_split_disjoint",
     "DESIGNS",
     "default_min_repeats",
     "describe_split",
     "noise_ceiling",
+    "OVERLAP_MODES",
+    "overlapping_trials",
+    "resolve_overlaps",
     "segments",
+    "separate_trial_bins",
     "split_trials",
     "trial_bins",
     "validation_psth",
@@ -380,6 +386,194 @@ def trial_bins(
     return out
 
 
+#: What :func:`resolve_overlaps` does with overlapping trials.
+OVERLAP_MODES = ("error", "trim")
+
+#: How messages name the option that trims overlapping trials instead of refusing them.
+OVERLAP_OPTION = "overlapping_trials='trim' (load_session_data)"
+
+
+def overlapping_trials(trials: Trials, tolerance_s: float = 0.0) -> list[tuple[int, int]]:
+    """Pairs of trials whose intervals overlap by more than ``tolerance_s`` seconds.
+
+    Parameters
+    ----------
+    trials : Trials
+    tolerance_s : float, default 0.0
+        Overlaps up to this long are ignored (e.g. half a bin: rounding to bins).
+
+    Returns
+    -------
+    list of (int, int)
+        ``(i, j)``: trial ``j`` starts before trial ``i`` (which started no later) stops,
+        by more than ``tolerance_s``; one pair per overlapping trial ``j``, ``i`` being the
+        earlier-starting trial that reaches furthest. Trials that touch do not overlap.
+    """
+    order = np.argsort(trials.start, kind="stable")
+    out: list[tuple[int, int]] = []
+    reach, reacher = -np.inf, -1
+    for j in order:
+        if trials.start[j] < reach - tolerance_s:
+            out.append((int(reacher), int(j)))
+        if trials.stop[j] > reach:
+            reach, reacher = float(trials.stop[j]), int(j)
+    return out
+
+
+def _pair_text(trials: Trials, pairs: list[tuple[int, int]], limit: int = 5) -> str:
+    """``trials row i ('a', 0.200-1.300 s) and trials row j (...); ...`` for messages."""
+
+    def row(k: int) -> str:
+        return (
+            f"{trials.table} row {k} ({str(trials.sound_id[k])!r}, "
+            f"{trials.start[k]:.3f}-{trials.stop[k]:.3f} s)"
+        )
+
+    text = "; ".join(f"{row(i)} and {row(j)}" for i, j in pairs[:limit])
+    return text + (f"; ... ({len(pairs)} overlaps in all)" if len(pairs) > limit else "")
+
+
+def resolve_overlaps(trials: Trials, rate: float, mode: str = "error") -> Trials:
+    """Refuse overlapping trials, or trim them so that none overlaps another.
+
+    Parameters
+    ----------
+    trials : Trials
+    rate : float
+        Bins per second; overlaps shorter than half a bin are rounding, left to
+        :func:`separate_trial_bins`.
+    mode : {"error", "trim"}, default "error"
+        ``"trim"`` ends each trial where the next one (in start order) starts, drops the
+        trials left empty, and warns naming the trials and bins trimmed.
+
+    Returns
+    -------
+    Trials
+        ``trials`` itself when nothing overlaps; otherwise (``"trim"``) the trimmed trials
+        (their indices no longer match the table's rows when a trial was dropped).
+
+    Raises
+    ------
+    ValueError
+        ``mode="error"`` and some trials overlap: the message names them and their times
+        (an overlap would put the same bins in two trials, possibly a fit and a
+        validation one).
+    """
+    if mode not in OVERLAP_MODES:
+        raise ValueError(f"overlapping_trials must be one of {list(OVERLAP_MODES)}, got {mode!r}")
+    rate, _ = _check_rate(rate, 0.0)
+    pairs = overlapping_trials(trials, 0.5 / rate)
+    if not pairs:
+        return trials
+    if mode == "error":
+        raise ValueError(
+            f"{len(pairs)} trial(s) of the {trials.table} table overlap an earlier one: "
+            f"{_pair_text(trials, pairs)}. "
+            "Overlapping trials share bins, which could then be fitted and validated at once; "
+            f"fix the start/stop times, drop the duplicates, or pass {OVERLAP_OPTION} to end "
+            "each trial where the next one starts"
+        )
+    order = np.argsort(trials.start, kind="stable")
+    stop = trials.stop.copy()
+    nxt = np.append(trials.start[order][1:], np.inf)
+    stop[order] = np.minimum(trials.stop[order], nxt)
+    cut = np.flatnonzero(stop < trials.stop)
+    keep = stop - trials.start > 0.5 / rate
+    lost = np.rint((trials.stop[cut] - stop[cut]) * rate).astype(np.int64)
+    dropped = np.flatnonzero(~keep)
+    warnings.warn(
+        f"trimmed {cut.size} overlapping {trials.table} trial(s) ({OVERLAP_OPTION}): "
+        + ", ".join(
+            f"{trials.table} row {k} by {n} bin(s)"
+            for k, n in zip(cut[:10], lost[:10], strict=True)
+        )
+        + (" ..." if cut.size > 10 else "")
+        + (f"; dropped rows {dropped.tolist()} (left empty)" if dropped.size else "")
+        + f" (overlaps: {_pair_text(trials, pairs)})",
+        UserWarning,
+        stacklevel=2,
+    )
+    return Trials(
+        trials.start[keep],
+        stop[keep],
+        trials.sound_id[keep],
+        table=trials.table,
+        sound_column=trials.sound_column,
+    )
+
+
+def separate_trial_bins(bins: np.ndarray) -> np.ndarray:
+    """End each trial's bin range no later than the next trial's (in start order) begins.
+
+    Trials that touch in time can share a bin after rounding to bins
+    (:func:`trial_bins`); this gives that bin to the later trial. Use it after
+    :func:`resolve_overlaps`, which refuses real overlaps.
+
+    Parameters
+    ----------
+    bins : ndarray of int, shape (n_trials, 2)
+
+    Returns
+    -------
+    ndarray of int64, shape (n_trials, 2)
+        A copy, with ``stop`` lowered where needed (never below ``first``).
+    """
+    out = np.array(bins, dtype=np.int64, copy=True)
+    if out.shape[0] < 2:
+        return out
+    order = np.argsort(out[:, 0], kind="stable")
+    nxt = np.append(out[order[1:], 0], np.iinfo(np.int64).max)
+    out[order, 1] = np.maximum(np.minimum(out[order, 1], nxt), out[order, 0])
+    return out
+
+
+def check_split_disjoint(bins: np.ndarray, split: Split) -> None:
+    """Raise if any bin belongs to two parts of the split (fit / holdout / validation).
+
+    Parameters
+    ----------
+    bins : ndarray of int, shape (n_trials, 2)
+        ``[first, stop)`` bin range of each trial.
+    split : Split
+
+    Raises
+    ------
+    RuntimeError
+        Naming the parts, the number of bins shared and the trials involved. Never raised
+        for trials that passed :func:`resolve_overlaps` and :func:`separate_trial_bins`;
+        it guards against a fit on validation bins whatever the cause.
+    """
+    bins = np.asarray(bins, dtype=np.int64)
+    parts = {
+        "fit": split.fit_trials,
+        "holdout": split.holdout_trials,
+        "validation": split.validation_trials,
+    }
+    n = int(bins[:, 1].max()) if bins.size else 0
+    masks = {}
+    for name, idx in parts.items():
+        m = np.zeros(n, dtype=bool)
+        for a, b in bins[np.asarray(idx, dtype=np.int64)]:
+            m[a:b] = True
+        masks[name] = m
+    names = list(parts)
+    for k, a in enumerate(names):
+        for b in names[k + 1 :]:
+            shared = masks[a] & masks[b]
+            if shared.any():
+                first = int(np.argmax(shared))
+                who = [
+                    int(t)
+                    for t in np.concatenate([parts[a], parts[b]])
+                    if bins[t, 0] <= first < bins[t, 1]
+                ]
+                raise RuntimeError(
+                    f"{int(shared.sum())} bin(s) are in both the {a} and the {b} trials "
+                    f"(first: bin {first}, in trials {who}); the split must keep them apart. "
+                    "Check the trials for overlaps"
+                )
+
+
 def segments(bins: np.ndarray, trial_indices: np.ndarray) -> list[tuple[int, int]]:
     """``(first, stop)`` bin ranges of the given trials, in time order."""
     sel = np.asarray(bins)[np.asarray(trial_indices, dtype=np.int64)]
@@ -497,6 +691,7 @@ def _ceiling_note(val: tuple[str, ...], counts: dict[str, int], design: str) -> 
     return f"{note}; name only repeated sounds in {_KEY_SOUNDS}"
 
 
+# long: the split rules in the order they apply (design, validation draw, holdout), seeded
 def split_trials(
     trials: Trials,
     min_repeats: int | None = None,

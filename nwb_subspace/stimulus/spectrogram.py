@@ -1,6 +1,6 @@
 """Sound waveform -> compressed gammatone spectrogram (pure numerics, no file I/O).
 
-The reference representation (DESIGN.md section 3) is a gammatone filterbank of 32
+The reference representation (docs/methods.md, "Spectrogram") is a gammatone filterbank of 32
 log-spaced channels from 200 Hz to 20 kHz, read out in 10 ms bins (window = hop = 10 ms,
 100 Hz), compressed as ``log((x + 0.1) / 0.1)``.
 
@@ -113,6 +113,16 @@ class SpectrogramSettings:
     channel : "mean" or int, default "mean"
         For a multi-channel sound ``(n_samples, n_channels)``: the mean of the channels, or
         the channel with this (0-based) index. Ignored for a one-channel sound.
+
+    Raises
+    ------
+    TypeError
+        When a setting has the wrong type (a string or bool for a number, a float for an
+        integer); :class:`~nwb_subspace.config.AnalysisConfig` reports it as a
+        ``ValueError``.
+    ValueError
+        When a setting is out of range. Both messages name ``[spectrogram]`` and the key,
+        the value and an example of a good one.
     """
 
     n_channels: int = 32
@@ -127,40 +137,49 @@ class SpectrogramSettings:
     channel: str | int = "mean"
 
     def __post_init__(self) -> None:
-        if isinstance(self.n_channels, bool) or not isinstance(self.n_channels, int | np.integer):
-            raise TypeError(f"n_channels must be an int, got {self.n_channels!r}")
-        if self.n_channels < 1:
-            raise ValueError(f"n_channels must be >= 1, got {self.n_channels}; use e.g. 32")
-        if not (0 < self.f_min < self.f_max):
+        def fail(name: str, what: str, value: Any, example: Any, wrong_type: bool) -> None:
+            got = f"{value!r} ({type(value).__name__})" if wrong_type else repr(value)
+            error = TypeError if wrong_type else ValueError
+            raise error(f"[spectrogram] {name} must be {what}; got {got}, e.g. {example}")
+
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+        def is_number(value: Any) -> bool:
+            number = isinstance(value, int | float | np.integer | np.floating)
+            return number and not isinstance(value, bool)
+
+        if not is_int(self.n_channels) or self.n_channels < 1:
+            fail("n_channels", "an integer >= 1", self.n_channels, 32, not is_int(self.n_channels))
+        object.__setattr__(self, "n_channels", int(self.n_channels))
+        numbers = {"f_min": 200.0, "f_max": 20000.0, "log_offset": 0.1, "reference_rms": 0.3}
+        for name, example in numbers.items():
+            value = getattr(self, name)
+            if not is_number(value) or not (np.isfinite(value) and value > 0):
+                fail(name, "a number > 0", value, example, not is_number(value))
+        if not self.f_min < self.f_max:
             raise ValueError(
-                f"need 0 < f_min < f_max, got f_min={self.f_min!r}, f_max={self.f_max!r}; "
-                "e.g. f_min=200.0, f_max=20000.0"
+                f"[spectrogram] f_min must be below f_max; got f_min={self.f_min!r}, "
+                f"f_max={self.f_max!r}, e.g. f_min=200.0, f_max=20000.0"
             )
-        if not (0 < self.bin_s <= 1.0):
-            raise ValueError(f"bin_s must be in (0, 1] seconds, got {self.bin_s!r}; e.g. 0.01")
-        if self.compression not in _COMPRESSIONS:
-            raise ValueError(
-                f"compression must be one of {_COMPRESSIONS}, got {self.compression!r}"
-            )
-        if not self.log_offset > 0:
-            raise ValueError(f"log_offset must be > 0, got {self.log_offset!r}; e.g. 0.1")
-        if self.filterbank not in _FILTERBANKS:
-            raise ValueError(f"filterbank must be one of {_FILTERBANKS}, got {self.filterbank!r}")
-        if self.level not in _LEVELS:
-            raise ValueError(f"level must be one of {_LEVELS}, got {self.level!r}")
-        ref = self.reference_rms
-        if isinstance(ref, bool) or not isinstance(ref, int | float) or not 0 < ref < np.inf:
-            raise ValueError(f"reference_rms must be a number > 0, got {ref!r}; e.g. 0.3")
+        bin_s = self.bin_s
+        if not is_number(bin_s) or not (np.isfinite(bin_s) and 0 < bin_s <= 1):
+            fail("bin_s", "in (0, 1] seconds", bin_s, 0.01, not is_number(bin_s))
+        choices = {"compression": _COMPRESSIONS, "filterbank": _FILTERBANKS, "level": _LEVELS}
+        for name, allowed in choices.items():
+            value = getattr(self, name)
+            if not isinstance(value, str) or value not in allowed:
+                wrong_type = not isinstance(value, str)
+                fail(name, f"one of {list(allowed)}", value, f"{allowed[0]!r}", wrong_type)
         channel = self.channel
-        if isinstance(channel, np.integer):
+        if is_int(channel) and channel >= 0:
             object.__setattr__(self, "channel", int(channel))
-        elif channel != "mean" and (
-            isinstance(channel, bool) or not isinstance(channel, int) or channel < 0
-        ):
-            raise ValueError(
-                f"channel must be 'mean' or a channel index >= 0, got {channel!r}; 'mean' "
-                "averages the channels of a multi-channel sound"
-            )
+        elif channel != "mean":
+            fail(
+                "channel",
+                "'mean' (the mean of a multi-channel sound's channels) or a channel index >= 0",
+                channel, "'mean' or 0", not (isinstance(channel, str) or is_int(channel)),
+            )  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """Return every setting as a plain JSON-serialisable dict."""
@@ -470,6 +489,7 @@ def _compress(power: np.ndarray, settings: SpectrogramSettings) -> np.ndarray:
     return amp
 
 
+# long: a public function whose numpy docstring is 40 of its lines
 def compute_spectrogram(
     wave: Any,
     fs: float,

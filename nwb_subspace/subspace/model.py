@@ -1,4 +1,4 @@
-"""Fitting the subspace model (DESIGN.md section 3) on units' tuning subspaces.
+"""Fitting the subspace model (``docs/methods.md``, section 9) on units' tuning subspaces.
 
 Each unit sees the stimulus only through its own ``k_u`` PCs (``k_u`` = its dimensionality,
 at least 1); a small MLP (15-15 ReLU) and a double exponential follow. All units train
@@ -9,13 +9,20 @@ components, already in the model lag order.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from nwb_subspace.models import SubspaceModel
-from nwb_subspace.models.estimator import resolve_device
+from nwb_subspace.models.estimator import (
+    resolve_device,
+    score_predictions,
+    validation_predictions,
+    validation_psths,
+)
 from nwb_subspace.models.training import (
     FitHistory,
     TrainingConfig,
@@ -23,7 +30,7 @@ from nwb_subspace.models.training import (
     predict,
     training_info,
 )
-from nwb_subspace.results import FittedModel, TuningSubspaces
+from nwb_subspace.results import FittedModel, TuningSubspaces, UnitScores
 
 __all__ = ["SubspaceModelEstimator", "explained_variance_fraction"]
 
@@ -39,6 +46,11 @@ def explained_variance_fraction(ev_subspace: np.ndarray, ev_cnn: np.ndarray) -> 
 @dataclass
 class SubspaceModelEstimator:
     """Fit a :class:`~nwb_subspace.models.SubspaceModel` on tuning subspaces (sklearn style).
+
+    Follows the package's estimator contract: constructor arguments stored unchanged,
+    :meth:`fit` returns ``self`` and sets the learned attributes (ending in ``_``),
+    :meth:`predict`, :meth:`score`, and :meth:`to_result` for the stored
+    :class:`~nwb_subspace.results.FittedModel`.
 
     Parameters
     ----------
@@ -80,7 +92,21 @@ class SubspaceModelEstimator:
     ) -> SubspaceModelEstimator:
         """Fit on spectrogram ``X`` (n_bins, F) and counts ``Y`` (n_bins, n_units of tuning).
 
-        Returns ``self``.
+        Parameters
+        ----------
+        tuning : TuningSubspaces
+            The units' tuning subspaces (each unit sees the stimulus through its own PCs).
+        X : ndarray, shape (n_bins, F)
+            The spectrogram.
+        Y : ndarray, shape (n_bins, n_units)
+            Spike counts, one column per unit of ``tuning`` (same order).
+        train_mask, holdout_mask : ndarray of bool, shape (n_bins,)
+            Bins to fit on, and bins for early stopping.
+
+        Returns
+        -------
+        SubspaceModelEstimator
+            ``self``, fitted.
         """
         if not isinstance(tuning, TuningSubspaces):
             raise TypeError(f"tuning must be a TuningSubspaces; got {type(tuning).__name__}")
@@ -120,10 +146,76 @@ class SubspaceModelEstimator:
             raise RuntimeError("call fit() before predict()")
         return predict(self.model_, X, device=self.device_)
 
-    def to_fitted_model(self, bin_size_s: float, name: str = "subspace_model") -> FittedModel:
-        """The fitted model as a :class:`~nwb_subspace.results.FittedModel` for the writer."""
+    def score(
+        self,
+        X: np.ndarray,
+        validation: Mapping,
+        noise_ceiling: np.ndarray,
+        *,
+        columns: np.ndarray | None = None,
+        seed: int = 0,
+    ) -> UnitScores:
+        """Validation scores of the fitted units against repeat-averaged PSTHs.
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_bins, F)
+            The session's spectrogram (predicted at every bin).
+        validation : mapping
+            Sound id -> ``ValidationPSTH`` (``start_bins``, ``n_bins``, ``mean``).
+        noise_ceiling : ndarray
+            Per-column noise ceiling of the PSTHs.
+        columns : ndarray of int, optional
+            Columns of the PSTHs and of ``noise_ceiling`` that hold the model's units, in
+            order (e.g. the columns of the session's counts passed to :meth:`fit`); default:
+            all columns, which must then be exactly the model's units.
+        seed : int, default 0
+            Seed of the shuffle noise floor.
+
+        Returns
+        -------
+        UnitScores
+            One entry per unit of the model (``unit_rows_``).
+        """
+        pred = validation_predictions(self.predict(X), validation)
+        psth = validation_psths(validation, None if columns is None else np.asarray(columns))
+        ceiling = np.asarray(noise_ceiling)
+        if columns is not None:
+            ceiling = ceiling[np.asarray(columns)]
+        if psth.shape[1] != pred.shape[1] or ceiling.shape != (pred.shape[1],):
+            raise ValueError(
+                f"the PSTHs and noise_ceiling must have one column per unit of the model "
+                f"({pred.shape[1]}); got {psth.shape[1]} and {ceiling.shape}: pass columns="
+            )
+        return score_predictions(pred, psth, ceiling, seed=seed)
+
+    def to_result(
+        self,
+        name: str = "subspace",
+        *,
+        bin_size_s: float,
+        scores: UnitScores | None = None,
+        spectrogram: str | None = None,
+    ) -> FittedModel:
+        """The fitted model as a :class:`~nwb_subspace.results.FittedModel` for the writer.
+
+        Parameters
+        ----------
+        name : str, default "subspace"
+            Name of the stored model.
+        bin_size_s : float
+            Bin width in seconds.
+        scores : UnitScores, optional
+            Validation scores (:meth:`score`).
+        spectrogram : str, optional
+            Name of the stored spectrogram the model takes.
+
+        Returns
+        -------
+        FittedModel
+        """
         if self.model_ is None or self.history_ is None:
-            raise RuntimeError("call fit() before to_fitted_model()")
+            raise RuntimeError("call fit() before to_result()")
         info = training_info(self.training or TrainingConfig(), self.history_, self.device_)
         return FittedModel(
             name=name,
@@ -131,5 +223,32 @@ class SubspaceModelEstimator:
             unit_rows=self.unit_rows_,
             bin_size_s=float(bin_size_s),
             training=info,
-            architecture="per-unit projection onto k PCs -> 15 -> 15 ReLU -> double exponential",
+            scores=scores,
+            spectrogram=spectrogram,
+            architecture=(
+                f"per-unit projection onto k PCs -> {self.n_hidden1} -> {self.n_hidden2} ReLU "
+                "-> double exponential"
+            ),
         )
+
+    def to_fitted_model(self, bin_size_s: float, name: str = "subspace_model") -> FittedModel:
+        """Deprecated alias of :meth:`to_result` (``to_result(name, bin_size_s=...)``).
+
+        Parameters
+        ----------
+        bin_size_s : float
+            Bin width in seconds.
+        name : str, default "subspace_model"
+            Name of the stored model.
+
+        Returns
+        -------
+        FittedModel
+        """
+        warnings.warn(
+            "SubspaceModelEstimator.to_fitted_model() is deprecated; use "
+            "to_result(name, bin_size_s=...)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.to_result(name, bin_size_s=bin_size_s)

@@ -11,7 +11,7 @@ Spontaneous rate: the mean response over the bins whose stimulus window (the D b
 PCs see) has the least energy (lowest 5% of the window's summed spectrogram), i.e.
 silences between sounds in a typical session.
 
-High-activity region, breadth and shape (DESIGN.md section 3): the map is shifted to a
+High-activity region, breadth and shape (docs/methods.md, "SRFs, breadth and shape"): the map is shifted to a
 minimum of 0, smoothed (Gaussian, sigma 1 bin, NaN-aware), divided by its maximum; the region
 is the bins ``>= high_activity_threshold`` (0.5) and the breadth is their number. For each
 axis the 1-D marginal (mean of the normalised map over the other axis) gives
@@ -219,38 +219,14 @@ def subspace_rfs(
     if prediction is None and counts is None:
         raise ValueError("give prediction and/or counts: SRFs need a response")
     n_units = tuning.unit_rows.size
-    sources = []
-    for name, arr in (("model", prediction), ("measured", counts)):
-        if arr is None:
-            continue
-        arr = np.asarray(arr, dtype=np.float64)
-        if arr.shape != (X.shape[0], n_units):
-            raise ValueError(
-                f"{name} response must have shape ({X.shape[0]}, {n_units}); got {arr.shape}"
-            )
-        sources.append((name, arr))
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
-        raise ValueError(f"n_bins must be an int >= 2; got {n_bins!r}, e.g. 20")
-    lo_p, hi_p = percentiles
-    if not 0 <= lo_p < hi_p <= 100:
-        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100; got {percentiles!r}")
-    if not rate > 0:
-        raise ValueError(f"rate must be > 0 bins/s; got {rate!r}")
-    mask = np.ones(X.shape[0], bool) if bins is None else np.asarray(bins, dtype=bool)
-    if mask.shape != (X.shape[0],):
-        raise ValueError(f"bins must be a boolean mask of shape ({X.shape[0]},)")
+    sources = _response_sources(prediction, counts, (X.shape[0], n_units))
+    mask = _check_map_options(n_bins, percentiles, rate, bins, X.shape[0])
     d = tuning.components.shape[3]
     spont = _spontaneous_bins(X, d)
     rows: dict[str, list] = {k: [] for k in ("u", "dims", "src", "map", "occ", "ex", "ey")}
     rows.update(breadth=[], asym=[])
     for u in range(n_units):
-        n_dim = max(2, min(int(tuning.dimensionality[u]), max_dims))
-        if pairs == "first":
-            unit_pairs = [(0, 1)]
-        elif pairs == "all":
-            unit_pairs = list(itertools.combinations(range(n_dim), 2))
-        else:
-            unit_pairs = [tuple(int(i) for i in pr) for pr in pairs]
+        unit_pairs = _unit_pairs(pairs, int(tuning.dimensionality[u]), max_dims)
         need = max(max(pr) for pr in unit_pairs) + 1
         if need > tuning.components.shape[1]:
             raise ValueError(
@@ -260,11 +236,7 @@ def subspace_rfs(
         proj = project_stimulus(X, tuning.components[u, :need])
         for i, j in unit_pairs:
             px, py = proj[mask, i], proj[mask, j]
-            ex = np.linspace(*np.percentile(px, [lo_p, hi_p]), n_bins + 1)
-            ey = np.linspace(*np.percentile(py, [lo_p, hi_p]), n_bins + 1)
-            if ex[-1] <= ex[0] or ey[-1] <= ey[0]:  # flat projection (e.g. zero PCs)
-                ex = ex[0] + np.arange(n_bins + 1.0)
-                ey = ey[0] + np.arange(n_bins + 1.0)
+            ex, ey = _grid_edges(px, py, percentiles, n_bins)
             for name, arr in sources:
                 resp = arr[:, u] * rate
                 base = float(resp[spont].mean())
@@ -292,6 +264,62 @@ def subspace_rfs(
         shape_asymmetry=np.asarray(rows["asym"]),
         high_activity_threshold=float(high_activity_threshold),
     )
+
+
+def _response_sources(
+    prediction: np.ndarray | None, counts: np.ndarray | None, shape: tuple[int, int]
+) -> list[tuple[str, np.ndarray]]:
+    """``("model", prediction)`` and/or ``("measured", counts)`` as float arrays of ``shape``."""
+    sources = []
+    for name, arr in (("model", prediction), ("measured", counts)):
+        if arr is None:
+            continue
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.shape != shape:
+            raise ValueError(f"{name} response must have shape {shape}; got {arr.shape}")
+        sources.append((name, arr))
+    return sources
+
+
+def _check_map_options(
+    n_bins: int, percentiles: tuple[float, float], rate: float, bins: np.ndarray | None, n: int
+) -> np.ndarray:
+    """Refuse bad map settings; return the mask of the ``n`` time bins used."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
+        raise ValueError(f"n_bins must be an int >= 2; got {n_bins!r}, e.g. 20")
+    lo_p, hi_p = percentiles
+    if not 0 <= lo_p < hi_p <= 100:
+        raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100; got {percentiles!r}")
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0 bins/s; got {rate!r}")
+    mask = np.ones(n, bool) if bins is None else np.asarray(bins, dtype=bool)
+    if mask.shape != (n,):
+        raise ValueError(f"bins must be a boolean mask of shape ({n},)")
+    return mask
+
+
+def _unit_pairs(
+    pairs: str | list[tuple[int, int]], dimensionality: int, max_dims: int
+) -> list[tuple[int, ...]]:
+    """Dimension pairs of one unit (see ``pairs`` of :func:`subspace_rfs`)."""
+    n_dim = max(2, min(dimensionality, max_dims))
+    if pairs == "first":
+        return [(0, 1)]
+    if pairs == "all":
+        return list(itertools.combinations(range(n_dim), 2))
+    return [tuple(int(i) for i in pr) for pr in pairs]
+
+
+def _grid_edges(
+    px: np.ndarray, py: np.ndarray, percentiles: tuple[float, float], n_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin edges over the percentile range of each projection (unit steps if it is flat)."""
+    ex = np.linspace(*np.percentile(px, list(percentiles)), n_bins + 1)
+    ey = np.linspace(*np.percentile(py, list(percentiles)), n_bins + 1)
+    if ex[-1] <= ex[0] or ey[-1] <= ey[0]:  # flat projection (e.g. zero PCs)
+        ex = ex[0] + np.arange(n_bins + 1.0)
+        ey = ey[0] + np.arange(n_bins + 1.0)
+    return ex, ey
 
 
 def srf_shape_classes(srfs: SubspaceRFs, source: str = "model") -> dict[int, str]:

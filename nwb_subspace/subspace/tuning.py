@@ -31,6 +31,7 @@ ratios and a note in ``status``.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,8 +87,9 @@ def noise_floor(
         Frames that entered the covariance.
     n_components : int
         Ratios returned (largest first).
-    n_shuffles : int, default 1
-        Independent shuffles averaged.
+    n_shuffles : int, default 5
+        Independent shuffles averaged (:class:`TuningSubspaceEstimator` passes its own
+        ``n_shuffles``, default 1).
     seed : int, default 0
 
     Returns
@@ -177,6 +179,13 @@ def subspace_similarity(a: np.ndarray, b: np.ndarray) -> float:
 class TuningSubspaceEstimator:
     """Per-unit PCA of dSTRF moments (scikit-learn style; keyword-only settings).
 
+    Follows the package's estimator contract: constructor arguments stored unchanged,
+    :meth:`fit` returns ``self`` and sets the learned attributes (ending in ``_``), and
+    :meth:`to_result` returns the stored :class:`~nwb_subspace.results.TuningSubspaces`.
+    There is no ``predict`` or ``score``: a PCA of dSTRFs has no held-out target (the
+    subspace model, :class:`~nwb_subspace.subspace.model.SubspaceModelEstimator`, scores
+    the subspaces).
+
     Parameters
     ----------
     n_components : int, default 20
@@ -189,7 +198,12 @@ class TuningSubspaceEstimator:
 
     Attributes
     ----------
-    result_ : TuningSubspaces
+    components_ : ndarray, shape (n_units, n_components, F, D)
+        Each unit's principal components (zero rows past what the unit supports).
+    explained_variance_ratio_ : ndarray, shape (n_units, n_components)
+    noise_floor_ : ndarray, shape (n_units, n_components)
+        Explained-variance ratios of pixel-shuffled dSTRFs (:func:`noise_floor`).
+    dimensionality_ : ndarray of int, shape (n_units,)
     status_ : list of str
         One entry per unit: "ok", or what was handled (flat dSTRF, too few frames, ...).
     notes_ : list of str
@@ -200,9 +214,36 @@ class TuningSubspaceEstimator:
     variance_threshold: float = 0.95
     n_shuffles: int = 1
     seed: int = 0
-    result_: TuningSubspaces | None = field(default=None, init=False, repr=False)
     status_: list[str] = field(default_factory=list, init=False, repr=False)
     notes_: list[str] = field(default_factory=list, init=False, repr=False)
+    _result: TuningSubspaces | None = field(default=None, init=False, repr=False)
+
+    def to_result(self) -> TuningSubspaces:
+        """The fitted tuning subspaces, as stored (``ResultSet.subspaces``).
+
+        Returns
+        -------
+        TuningSubspaces
+
+        Raises
+        ------
+        RuntimeError
+            Before :meth:`fit`.
+        """
+        if self._result is None:
+            raise RuntimeError("call fit() before to_result()")
+        return self._result
+
+    @property
+    def result_(self) -> TuningSubspaces | None:
+        """Deprecated: the fitted :class:`~nwb_subspace.results.TuningSubspaces`; use
+        :meth:`to_result`."""
+        warnings.warn(
+            "TuningSubspaceEstimator.result_ is deprecated; use to_result()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._result
 
     def _validate(self) -> None:
         k = self.n_components
@@ -223,7 +264,7 @@ class TuningSubspaceEstimator:
         bin_s: float,
         unit_rows: np.ndarray | None = None,
     ) -> TuningSubspaceEstimator:
-        """Run PCA per unit; returns ``self`` with ``result_`` filled.
+        """Run PCA per unit; returns ``self``, fitted (see :meth:`to_result`).
 
         Parameters
         ----------
@@ -234,6 +275,11 @@ class TuningSubspaceEstimator:
             Bin width in seconds (for ``lags_s``).
         unit_rows : ndarray of int, optional
             Units-table row of each unit (default ``moments.units``).
+
+        Returns
+        -------
+        TuningSubspaceEstimator
+            ``self``, fitted.
         """
         self._validate()
         if not isinstance(moments, DSTRFMoments):
@@ -304,7 +350,9 @@ class TuningSubspaceEstimator:
             self.status_.append("; ".join(problems) or "ok")
         self.notes_ = list(moments.notes)
         rows = moments.units if unit_rows is None else np.asarray(unit_rows)
-        self.result_ = TuningSubspaces(
+        self.components_, self.explained_variance_ratio_ = comps, evr
+        self.noise_floor_, self.dimensionality_ = floor, dim
+        self._result = TuningSubspaces(
             unit_rows=rows,
             components=comps,
             explained_variance_ratio=evr,

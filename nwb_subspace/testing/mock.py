@@ -99,6 +99,7 @@ def write_mock_nwbfile(path: str | Path, **kwargs) -> Path:
     return path
 
 
+# long: one object of every result kind from one seeded generator; its draw order fixes them
 def mock_result_set(n_units: int = 5, n_frequencies: int = 6, seed: int = 0) -> ResultSet:
     """A result set holding one object of every kind (random but well-formed)."""
     import torch

@@ -4,7 +4,7 @@ Spike width
 -----------
 The trough-to-peak duration of a unit's mean waveform on its main channel separates
 narrow-spiking (putative fast-spiking interneurons) from broad-spiking (putative pyramidal)
-units. DESIGN.md section 3 (the paper's lab code): below 0.35 ms = narrow on Neuropixels
+units. The paper's lab code (docs/methods.md, "Cell types, depths and layers"): below 0.35 ms = narrow on Neuropixels
 probes, 0.40 ms on other probes. :func:`default_threshold_ms` picks between the two from a
 probe description; :class:`CellTypeParams` holds the threshold actually used, and
 :func:`classify_spike_width` returns the signed margin to it so users can re-threshold.
@@ -12,8 +12,8 @@ probe description; :class:`CellTypeParams` holds the threshold actually used, an
 Layers
 ------
 Depths are in the NWB electrodes ``rel_y`` frame: micrometres along the probe from its tip
-(tip = 0), so **larger** ``rel_y`` is **more superficial**. The nominal boundaries of
-DESIGN.md section 3 are given as depths below the L3/4 boundary (positive = deeper):
+(tip = 0), so **larger** ``rel_y`` is **more superficial**. The nominal boundaries
+(docs/methods.md, "Cell types, depths and layers") are given as depths below the L3/4 boundary (positive = deeper):
 BS/1 = -800 µm, L3/4 = 0, L4/5 = 200, L6/WM = 800. With the L3/4 boundary at ``rel_y = l34``,
 a boundary at depth ``d`` sits at ``rel_y = l34 - d``. The layer groups are the paper's (and
 the simulator's, :mod:`nwb_subspace.simulate.waveforms`): ``"13"`` (L1-3, between BS/1 and
@@ -47,9 +47,9 @@ __all__ = [
 
 #: Default narrow/broad threshold (ms) for Neuropixels probes and unknown probes.
 NARROW_THRESHOLD_MS = 0.35
-#: Threshold (ms) for other probes (linear silicon probes, tetrodes...), DESIGN.md section 3.
+#: Threshold (ms) for other probes (linear silicon probes, tetrodes...), the paper's lab code.
 NON_NEUROPIXELS_THRESHOLD_MS = 0.40
-#: Nominal boundary depths below the L3/4 boundary (µm, positive = deeper), DESIGN.md section 3.
+#: Nominal boundary depths below the L3/4 boundary (µm, positive = deeper), as in the paper.
 LAYER_DEPTHS_UM: dict[str, float] = {"BS/1": -800.0, "L3/4": 0.0, "L4/5": 200.0, "L6/WM": 800.0}
 #: Layer groups and the boundaries above and below them.
 LAYER_GROUPS: tuple[tuple[str, str, str], ...] = (
@@ -66,7 +66,7 @@ OUTSIDE = "outside"
 
 
 def default_threshold_ms(probe_description: str | None) -> float:
-    """Narrow/broad threshold for a probe, following DESIGN.md section 3.
+    """Narrow/broad threshold for a probe, following the paper's lab code.
 
     Parameters
     ----------
@@ -110,7 +110,10 @@ class CellTypeParams:
     def __post_init__(self) -> None:
         t = self.threshold_ms
         if isinstance(t, bool) or not isinstance(t, int | float | np.floating | np.integer):
-            raise TypeError(f"threshold_ms must be a number of milliseconds; got {t!r}")
+            raise TypeError(
+                f"threshold_ms must be a number of milliseconds in (0, 5); got {t!r} "
+                f"({type(t).__name__}), e.g. 0.35 (Neuropixels) or 0.40 (other probes)"
+            )
         if not (math.isfinite(t) and 0.0 < t < 5.0):
             raise ValueError(
                 f"threshold_ms={t!r} is not a plausible spike-width threshold; give a value in "
@@ -118,8 +121,11 @@ class CellTypeParams:
             )
         self.threshold_ms = float(t)
         u = self.upsample
-        if isinstance(u, bool) or not isinstance(u, int | np.integer) or not 1 <= u <= 100:
-            raise ValueError(f"upsample must be an int in [1, 100]; got {u!r}")
+        if isinstance(u, bool) or not isinstance(u, int | np.integer):
+            kind = type(u).__name__
+            raise TypeError(f"upsample must be an integer in [1, 100]; got {u!r} ({kind}), e.g. 10")
+        if not 1 <= u <= 100:
+            raise ValueError(f"upsample must be an integer in [1, 100]; got {u!r}, e.g. 10")
         self.upsample = int(u)
 
     @classmethod

@@ -12,12 +12,14 @@ from typing import Any
 
 import numpy as np
 
-from nwb_subspace.io.units.measure import _decode, _warn
-from nwb_subspace.io.units.nwb import _NwbMeta
+from nwb_subspace.io.units.measure import h5_strings, record_warning
+from nwb_subspace.io.units.nwb import NwbMeta
 from nwb_subspace.units.celltypes import LayerBoundaries, assign_layers, layer_from_location
 
+__all__ = ["DEPTH_COLUMNS", "unit_depths", "unit_layers"]
+
 #: Units columns (sorting properties) read as depths when no location is known.
-_DEPTH_COLUMNS = ("depth_um", "depth")
+DEPTH_COLUMNS = ("depth_um", "depth")
 
 
 def _depth_property(sorting: Any, depth_column: str | None) -> np.ndarray | None:
@@ -30,7 +32,7 @@ def _depth_property(sorting: Any, depth_column: str | None) -> np.ndarray | None
             )
         name = depth_column
     else:
-        name = next((c for c in _DEPTH_COLUMNS if c in keys), None)
+        name = next((c for c in DEPTH_COLUMNS if c in keys), None)
         if name is None:
             return None
     try:
@@ -42,24 +44,24 @@ def _depth_property(sorting: Any, depth_column: str | None) -> np.ndarray | None
     return values
 
 
-def _electrode_locations(meta: _NwbMeta | None, recording: Any) -> np.ndarray | None:
+def _electrode_locations(meta: NwbMeta | None, recording: Any) -> np.ndarray | None:
     """Brain-area string per electrode row (NWB) or recording channel, if known."""
     if meta is not None:
         return meta.electrode_location
     if recording is not None:
         for key in ("location", "brain_area"):
             if key in recording.get_property_keys():
-                return _decode(recording.get_property(key))
+                return h5_strings(recording.get_property(key))
     return None
 
 
-def _unit_depths(
+def unit_depths(
     location: np.ndarray,
     source: np.ndarray,
     main: np.ndarray,
     sorting: Any,
     depth_column: str | None,
-    meta: _NwbMeta | None,
+    meta: NwbMeta | None,
     single_channel_means: bool,
     messages: list[str],
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -91,18 +93,18 @@ def _unit_depths(
                     main[i] = rows[0]
     if not np.isfinite(depth).all():
         k = int((~np.isfinite(depth)).sum())
-        _warn(
+        record_warning(
             messages,
             f"depth unknown for {k} of {n} unit(s): no waveforms, depth column or single electrode",
         )
     return depth, depth_source
 
 
-def _unit_layers(
+def unit_layers(
     depth: np.ndarray,
     main: np.ndarray,
     boundaries: LayerBoundaries | None,
-    meta: _NwbMeta | None,
+    meta: NwbMeta | None,
     recording: Any,
 ) -> np.ndarray:
     """Layer per unit: from ``boundaries`` and depth, else the main electrode's location."""

@@ -1,13 +1,14 @@
 """What the waveform paths of :func:`~nwb_subspace.io.units.reader.read_units` share.
 
 The warning class and how messages are recorded, SpikeInterface job options, the
-:class:`_Measured` output of a waveform path, main-channel selection and the trough-to-peak
+:class:`MeasuredWaveforms` output of a waveform path, main-channel selection and the trough-to-peak
 detector (SpikeInterface's, on the main channel upsampled; positive-going spikes flipped).
 """
 
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -16,6 +17,19 @@ from typing import Any
 import numpy as np
 
 from nwb_subspace.units.celltypes import is_positive_going
+
+__all__ = [
+    "MeasuredWaveforms",
+    "UnitsReadWarning",
+    "h5_strings",
+    "h5_text",
+    "main_channel_waveforms",
+    "make_probe",
+    "quiet_spikeinterface",
+    "record_warning",
+    "spikeinterface_job_kwargs",
+    "trough_to_peak_si",
+]
 
 _DETECTOR = {  # the defaults of SpikeInterface's template_metrics extension (0.105)
     "min_thresh_detect_peaks_troughs": 0.3,
@@ -29,14 +43,19 @@ class UnitsReadWarning(UserWarning):
     """Something in the input limited what :func:`read_units` could measure."""
 
 
-def _warn(messages: list[str], text: str) -> None:
-    """Record ``text`` in ``messages`` and issue it as a :class:`UnitsReadWarning`."""
+def record_warning(messages: list[str], text: str) -> None:
+    """Record ``text`` in ``messages`` and issue it as a :class:`UnitsReadWarning`, attributed
+    to the first caller outside :mod:`nwb_subspace.io.units` (the one that called
+    :func:`~nwb_subspace.io.units.reader.read_units`), however deep the step that warns."""
     messages.append(text)
-    warnings.warn(text, UnitsReadWarning, stacklevel=3)
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith(__package__):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(text, UnitsReadWarning, stacklevel=level)
 
 
 @contextlib.contextmanager
-def _quiet_si() -> Iterator[None]:
+def quiet_spikeinterface() -> Iterator[None]:
     """Silence SpikeInterface progress bars for the duration of a computation."""
     from spikeinterface.core import get_global_job_kwargs, set_global_job_kwargs
 
@@ -48,7 +67,7 @@ def _quiet_si() -> Iterator[None]:
         set_global_job_kwargs(**old)
 
 
-def _job_kwargs(job_kwargs: Mapping | None) -> dict:
+def spikeinterface_job_kwargs(job_kwargs: Mapping | None) -> dict:
     """SpikeInterface job options: ours (one job, no progress bar) updated by the user's."""
     allowed = {"n_jobs", "chunk_duration", "chunk_size", "chunk_memory", "total_memory"}
     allowed |= {"pool_engine", "mp_context", "max_threads_per_worker", "progress_bar"}
@@ -64,14 +83,14 @@ def _job_kwargs(job_kwargs: Mapping | None) -> dict:
     return kw
 
 
-def _text(value: Any) -> str:
+def h5_text(value: Any) -> str:
     """An HDF5 string (bytes or str) as ``str``."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _decode(values: Any) -> np.ndarray:
+def h5_strings(values: Any) -> np.ndarray:
     """An array of HDF5 strings as a numpy ``str`` array."""
-    return np.array([_text(v) for v in values])
+    return np.array([h5_text(v) for v in values])
 
 
 def _main_channels(templates: np.ndarray) -> np.ndarray:
@@ -82,7 +101,7 @@ def _main_channels(templates: np.ndarray) -> np.ndarray:
     return main
 
 
-def _main_channel_waveforms(templates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def main_channel_waveforms(templates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Main channel per unit and the (n_units, n_samples) waveforms on it.
 
     ``templates`` is (n_units, n_samples, n_channels); units without a main channel (-1)
@@ -92,7 +111,7 @@ def _main_channel_waveforms(templates: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return main, templates[np.arange(templates.shape[0]), :, np.maximum(main, 0)]
 
 
-def _trough_to_peak_si(waveforms: np.ndarray, fs: float, upsample: int) -> np.ndarray:
+def trough_to_peak_si(waveforms: np.ndarray, fs: float, upsample: int) -> np.ndarray:
     """SpikeInterface's peak_to_trough_duration (converted to ms) of 1-D waveforms,
     flipping positive-going ones first."""
     from scipy.signal import resample_poly
@@ -116,7 +135,7 @@ def _trough_to_peak_si(waveforms: np.ndarray, fs: float, upsample: int) -> np.nd
     return out
 
 
-def _make_probe(positions: np.ndarray) -> Any:
+def make_probe(positions: np.ndarray) -> Any:
     """A 2-D probeinterface ``Probe`` with 5 µm round contacts at ``positions`` (µm)."""
     import probeinterface
 
@@ -127,7 +146,7 @@ def _make_probe(positions: np.ndarray) -> Any:
 
 
 @dataclass
-class _Measured:
+class MeasuredWaveforms:
     """Output of one waveform path, for the units it covers."""
 
     units: np.ndarray  # indices into the unit list

@@ -1,10 +1,10 @@
 """The NWB side of :func:`~nwb_subspace.io.units.reader.read_units`: file metadata and sorting.
 
-:func:`_read_nwb_meta` reads, with h5py, what SpikeInterface's NWB extractors do not give:
+:func:`read_nwb_meta` reads, with h5py, what SpikeInterface's NWB extractors do not give:
 electrode positions and locations, each unit's electrodes, ``waveform_mean`` attributes
 (sampling rate, unit, time before the peak), the ``ElectricalSeries`` in ``acquisition``
-and the probe text of the devices. :func:`_read_sorting` opens the units with SpikeInterface
-on the right time grid; :func:`_recording_rows` maps recording channels to electrode rows.
+and the probe text of the devices. :func:`read_sorting` opens the units with SpikeInterface
+on the right time grid; :func:`recording_rows` maps recording channels to electrode rows.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from typing import Any
 import numpy as np
 
 from nwb_subspace.io.remote import is_remote, open_h5
-from nwb_subspace.io.units.measure import _decode, _text, _warn
+from nwb_subspace.io.units.measure import h5_strings, h5_text, record_warning
+
+__all__ = ["NwbMeta", "read_nwb_meta", "read_sorting", "recording_rows"]
 
 _VOLT_SCALE = {"volts": 1e6, "volt": 1e6, "v": 1e6, "millivolts": 1e3, "mv": 1e3}
 _VOLT_SCALE.update({"microvolts": 1.0, "uv": 1.0, "µv": 1.0})
-_DEPTH_COLUMNS = ("depth_um", "depth")
 _PLACEHOLDERS = {
     "device",
     "deviceecephys",
@@ -31,8 +32,8 @@ _PLACEHOLDERS = {
 
 
 @dataclass
-class _NwbMeta:
-    """What :func:`_read_nwb_meta` found in an NWB file."""
+class NwbMeta:
+    """What :func:`read_nwb_meta` found in an NWB file."""
 
     n_units: int
     electrodes_xy: np.ndarray | None  # (n_electrodes, 2)
@@ -48,7 +49,7 @@ class _NwbMeta:
     columns: list[str]
 
 
-def _read_nwb_meta(path: Path | str) -> _NwbMeta:
+def read_nwb_meta(path: Path | str) -> NwbMeta:
     """Units, electrodes, ``waveform_mean`` and device metadata of the NWB file at ``path``
     (a local path or a URL, read lazily)."""
     with open_h5(path) as f:
@@ -58,7 +59,7 @@ def _read_nwb_meta(path: Path | str) -> _NwbMeta:
             )
         units = f["units"]
         n_units = int(units["id"].shape[0])
-        columns = [_text(c) for c in units.attrs["colnames"]]
+        columns = [h5_text(c) for c in units.attrs["colnames"]]
         xy = loc = None
         if "general/extracellular_ephys/electrodes" in f:
             el = f["general/extracellular_ephys/electrodes"]
@@ -67,7 +68,7 @@ def _read_nwb_meta(path: Path | str) -> _NwbMeta:
             elif "rel_y" in el:
                 xy = np.column_stack([np.zeros(el["rel_y"].shape[0]), el["rel_y"][()]])
             if "location" in el:
-                loc = _decode(el["location"][()])
+                loc = h5_strings(el["location"][()])
         unit_el = None
         if "electrodes" in units and "electrodes_index" in units:
             flat = units["electrodes"][()]
@@ -79,7 +80,7 @@ def _read_nwb_meta(path: Path | str) -> _NwbMeta:
             a = units["waveform_mean"].attrs
             if "sampling_rate" in a:
                 wf_fs = float(a["sampling_rate"])
-            unit = _text(a.get("unit", "volts"))
+            unit = h5_text(a.get("unit", "volts"))
             scale = _VOLT_SCALE.get(unit.strip().lower())
             if "time_before_peak_in_ms" in a:
                 before = float(a["time_before_peak_in_ms"])
@@ -89,7 +90,11 @@ def _read_nwb_meta(path: Path | str) -> _NwbMeta:
 
         def visit(name: str, obj: Any) -> None:
             t = obj.attrs.get("neurodata_type")
-            if t is not None and _text(t) == "ElectricalSeries" and name.startswith("acquisition/"):
+            if (
+                t is not None
+                and h5_text(t) == "ElectricalSeries"
+                and name.startswith("acquisition/")
+            ):
                 es.append(name)
 
         if "acquisition" in f:
@@ -101,10 +106,10 @@ def _read_nwb_meta(path: Path | str) -> _NwbMeta:
                 for key in ("description", "manufacturer", "model_name", "model_number"):
                     v = dev.attrs.get(key)
                     if v is not None:
-                        texts.append(_text(v))
+                        texts.append(h5_text(v))
         # Placeholders written by pynwb/NeuroConv say nothing about the probe.
         texts = [t for t in texts if t.strip().lower() not in _PLACEHOLDERS]
-    return _NwbMeta(
+    return NwbMeta(
         n_units=n_units,
         electrodes_xy=xy,
         electrode_location=loc,
@@ -120,8 +125,8 @@ def _read_nwb_meta(path: Path | str) -> _NwbMeta:
     )
 
 
-def _read_sorting(
-    path: Path | str, meta: _NwbMeta, es_path: str | None, messages: list[str]
+def read_sorting(
+    path: Path | str, meta: NwbMeta, es_path: str | None, messages: list[str]
 ) -> tuple[Any, str | None]:
     """The units of ``path`` as a SpikeInterface sorting, and the ElectricalSeries used."""
     from spikeinterface.extractors import read_nwb_sorting
@@ -136,7 +141,7 @@ def _read_sorting(
     elif meta.electrical_series:
         es_path = meta.electrical_series[0]
         if len(meta.electrical_series) > 1:
-            _warn(
+            record_warning(
                 messages,
                 f"{Path(str(path)).name} has several ElectricalSeries {meta.electrical_series}; using "
                 f"{es_path!r} (choose with electrical_series_path=)",
@@ -147,7 +152,7 @@ def _read_sorting(
     elif meta.resolution is None:
         fs = meta.waveform_fs or 30000.0
         kwargs["sampling_frequency"] = fs
-        _warn(
+        record_warning(
             messages,
             f"units table has no resolution and the file no ElectricalSeries; spike times are "
             f"read on a {fs:g} Hz grid",
@@ -161,7 +166,7 @@ def _read_sorting(
     return sorting, es_path
 
 
-def _recording_rows(path: Path | str, es_path: str | None, recording: Any) -> np.ndarray | None:
+def recording_rows(path: Path | str, es_path: str | None, recording: Any) -> np.ndarray | None:
     """Electrodes-table row of each channel of the file's own ElectricalSeries."""
     if es_path is None:
         return None

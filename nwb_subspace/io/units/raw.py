@@ -13,16 +13,18 @@ from typing import Any
 import numpy as np
 
 from nwb_subspace.io.units.measure import (
-    _main_channel_waveforms,
-    _make_probe,
-    _Measured,
-    _trough_to_peak_si,
-    _warn,
+    MeasuredWaveforms,
+    main_channel_waveforms,
+    make_probe,
+    record_warning,
+    trough_to_peak_si,
 )
 from nwb_subspace.units.celltypes import CellTypeParams, is_positive_going
 
+__all__ = ["raw_waveforms"]
 
-def _raw_path(
+
+def raw_waveforms(
     sorting: Any,
     recording: Any,
     unit_index: np.ndarray,
@@ -31,9 +33,9 @@ def _raw_path(
     options: dict,
     ms_window: tuple[float, float],
     messages: list[str],
-) -> _Measured | None:
+) -> MeasuredWaveforms | None:
     """Templates, trough-to-peak and locations from raw voltage (a SortingAnalyzer)."""
-    from spikeinterface.core import create_sorting_analyzer, get_noise_levels
+    from spikeinterface.core import create_sorting_analyzer
 
     if recording.get_num_segments() != 1:
         raise ValueError(
@@ -42,19 +44,7 @@ def _raw_path(
         )
     has_probe = recording.has_probe()
     if not has_probe:
-        if not options["nwb"]:
-            raise ValueError(
-                "the recording has no probe (channel locations); attach one with "
-                "recording.set_probe(probe) (probeinterface) before calling read_units"
-            )
-        _warn(
-            messages,
-            "the electrodes table has no rel_x/rel_y, so the raw recording has no probe: "
-            "cell types from raw data, but unit locations unknown",
-        )
-        n_ch = recording.get_num_channels()
-        recording = recording.clone()
-        recording.set_probe(_make_probe(np.column_stack([np.zeros(n_ch), np.arange(n_ch) * 1e4])))
+        recording = _with_placeholder_probe(recording, options, messages)
     fs = recording.sampling_frequency
     n_frames = recording.get_num_samples(0)
     if options["max_raw_s"] is not None:
@@ -69,7 +59,7 @@ def _raw_path(
     ok = counts >= options["min_spikes"]
     short = unit_index[~ok]
     if short.size:
-        _warn(
+        record_warning(
             messages,
             f"{short.size} unit(s) have fewer than {options['min_spikes']} spikes in the "
             f"{n_frames / fs:.1f} s of raw data (unit ids {sorting.unit_ids[~ok][:5].tolist()}"
@@ -92,8 +82,8 @@ def _raw_path(
     )
     # Dense (n, samples, channels) in µV; channels outside a unit's sparsity are zero.
     templates = analyzer.get_extension("templates").get_templates(operator="average")
-    main, wf = _main_channel_waveforms(templates)
-    ttp = _trough_to_peak_si(wf, fs, params.upsample)
+    main, wf = main_channel_waveforms(templates)
+    ttp = trough_to_peak_si(wf, fs, params.upsample)
     # SpikeInterface's own metric (seconds!) where it measures the same thing: negative-going
     # units whose main channel is ours.
     analyzer.compute("template_metrics", metric_names=["peak_to_trough_duration"])
@@ -103,17 +93,9 @@ def _raw_path(
     negative = np.array([not is_positive_going(w) for w in wf])
     use_si = same & negative & np.isfinite(si_ms)
     ttp[use_si] = si_ms[use_si]
-    # Units too small to see above the noise give meaningless shapes.
-    noise = get_noise_levels(
-        rec,
-        return_in_uV=True,
-        method="mad",
-        random_slices_kwargs={"num_chunks_per_segment": 5, "chunk_size": 10000, "seed": 0},
-    )
-    snr = np.ptp(wf, axis=1) / noise[np.maximum(main, 0)]
-    weak = snr < options["min_snr"]
+    weak = _below_noise(rec, wf, main, options["min_snr"])
     if weak.any():
-        _warn(
+        record_warning(
             messages,
             f"{int(weak.sum())} unit(s) are below the noise in the raw data (peak-to-peak "
             f"< {options['min_snr']:g} x noise; unit ids {keep_ids[weak][:5].tolist()}); their "
@@ -128,4 +110,40 @@ def _raw_path(
         return None
     if options["nwb"] and options["channel_rows"] is not None:
         main = np.where(main >= 0, options["channel_rows"][np.maximum(main, 0)], -1)
-    return _Measured(unit_index[ok][good], wf[good], fs, ttp[good], main[good], loc[good], "raw")
+    return MeasuredWaveforms(
+        unit_index[ok][good], wf[good], fs, ttp[good], main[good], loc[good], "raw"
+    )
+
+
+def _with_placeholder_probe(recording: Any, options: dict, messages: list[str]) -> Any:
+    """A copy of an NWB file's probe-less recording with channels 10 mm apart (so that
+    SpikeInterface runs; locations are then not computed). Other recordings must have a probe."""
+    if not options["nwb"]:
+        raise ValueError(
+            "the recording has no probe (channel locations); attach one with "
+            "recording.set_probe(probe) (probeinterface) before calling read_units"
+        )
+    record_warning(
+        messages,
+        "the electrodes table has no rel_x/rel_y, so the raw recording has no probe: "
+        "cell types from raw data, but unit locations unknown",
+    )
+    n_ch = recording.get_num_channels()
+    recording = recording.clone()
+    recording.set_probe(make_probe(np.column_stack([np.zeros(n_ch), np.arange(n_ch) * 1e4])))
+    return recording
+
+
+def _below_noise(rec: Any, wf: np.ndarray, main: np.ndarray, min_snr: float) -> np.ndarray:
+    """Units whose main-channel peak-to-peak is below ``min_snr`` x the channel's noise (MAD):
+    too small to see above the noise, their shapes mean nothing."""
+    from spikeinterface.core import get_noise_levels
+
+    noise = get_noise_levels(
+        rec,
+        return_in_uV=True,
+        method="mad",
+        random_slices_kwargs={"num_chunks_per_segment": 5, "chunk_size": 10000, "seed": 0},
+    )
+    snr = np.ptp(wf, axis=1) / noise[np.maximum(main, 0)]
+    return snr < min_snr

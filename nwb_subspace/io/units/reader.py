@@ -32,12 +32,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
 from nwb_subspace.io.remote import is_remote, resolve_source
-from nwb_subspace.io.units.depth import _DEPTH_COLUMNS, _unit_depths, _unit_layers
+from nwb_subspace.io.units.depth import DEPTH_COLUMNS, unit_depths, unit_layers
 from nwb_subspace.io.units.info import (
     MARGIN_DESCRIPTION,
     UnitInfo,
@@ -45,15 +46,21 @@ from nwb_subspace.io.units.info import (
     unit_columns,
     units_result_set,
 )
-from nwb_subspace.io.units.measure import UnitsReadWarning, _job_kwargs, _Measured, _quiet_si, _warn
-from nwb_subspace.io.units.nwb import _NwbMeta, _read_nwb_meta, _read_sorting, _recording_rows
-from nwb_subspace.io.units.raw import _raw_path
+from nwb_subspace.io.units.measure import (
+    MeasuredWaveforms,
+    UnitsReadWarning,
+    quiet_spikeinterface,
+    record_warning,
+    spikeinterface_job_kwargs,
+)
+from nwb_subspace.io.units.nwb import NwbMeta, read_nwb_meta, read_sorting, recording_rows
+from nwb_subspace.io.units.raw import raw_waveforms
 from nwb_subspace.io.units.templates import (
-    _channel_geometry,
-    _ms_window,
-    _nbefore,
-    _templates_path,
-    _waveform_mean,
+    channel_geometry,
+    samples_before_peak,
+    stored_mean_waveforms,
+    template_window_ms,
+    waveform_mean_uv,
 )
 from nwb_subspace.units.celltypes import CellTypeParams, LayerBoundaries, classify_spike_width
 
@@ -96,6 +103,7 @@ def _layer_boundaries(layers) -> LayerBoundaries | None:
     )
 
 
+# long: a public function whose numpy docstring is 70 of its lines; the steps are below it
 def read_units(
     source: str | os.PathLike | Any,
     *,
@@ -165,79 +173,26 @@ def read_units(
         Unreadable or non-NWB files, a recording without a probe, a sorting without any way
         to place its units (no recording, no depth property), bad options.
     """
-    from spikeinterface.core import BaseRecording, BaseSorting
-
     _check_options(prefer, max_raw_s, highpass_hz, max_spikes_per_unit, min_spikes, min_snr)
-    jk = _job_kwargs(job_kwargs)
+    jk = spikeinterface_job_kwargs(job_kwargs)
     boundaries = _layer_boundaries(layers)
-    if cell_type_params is not None and not isinstance(cell_type_params, CellTypeParams):
-        raise TypeError(
-            f"cell_type_params must be a CellTypeParams; got {type(cell_type_params).__name__}"
-        )
-    if recording is not None and not isinstance(recording, BaseRecording):
-        raise TypeError(
-            f"recording must be a spikeinterface BaseRecording; got {type(recording).__name__}"
-        )
+    _check_types(cell_type_params, recording)
     messages: list[str] = []
-    meta: _NwbMeta | None = None
-    own_recording = False
+    src = _open_source(source, recording, prefer, depth_column, electrical_series_path, messages)
+    sorting, meta, recording = src.sorting, src.meta, src.recording
 
-    if isinstance(source, BaseSorting):
-        sorting = source
-        if sorting.get_num_segments() != 1:
-            raise ValueError(
-                f"the sorting has {sorting.get_num_segments()} segments; read_units needs one"
-            )
-        probe_text = ""
-        if recording is not None and recording.has_probe():
-            p = recording.get_probe()
-            probe_text = " ".join(str(v) for v in (p.model_name, p.manufacturer, p.name) if v)
-        props = set(sorting.get_property_keys())
-        if recording is None and depth_column is None and not props & set(_DEPTH_COLUMNS):
-            raise ValueError(
-                "cannot place the sorting's units: there is no recording with a probe and no "
-                f"depth property ({' or '.join(_DEPTH_COLUMNS)}); pass recording=<a "
-                "BaseRecording with a probe> or sorting.set_property('depth_um', depths) "
-                "(rel_y frame, µm)"
-            )
-    elif isinstance(source, str | os.PathLike):
-        remote = is_remote(source)
-        path = resolve_source(source)
-        if not remote and not path.exists():
-            raise FileNotFoundError(f"no such NWB file: {path}; check the path")
-        if not remote and path.is_dir():
-            raise ValueError(f"{path} is a folder; give an .nwb file")
-        meta = _read_nwb_meta(path)
-        sorting, es_path = _read_sorting(path, meta, electrical_series_path, messages)
-        probe_text = meta.probe_text
-        if remote and es_path is not None and prefer == "auto" and "waveform_mean" in meta.columns:
-            # Lazy reading: the stored means avoid transferring raw voltage.
-            prefer = "waveform_mean"
-            messages.append(f"{path}: remote file, waveforms from waveform_mean (raw not read)")
-        if recording is None and es_path is not None and prefer != "waveform_mean":
-            from spikeinterface.extractors import read_nwb_recording
-
-            stream = {"stream_mode": "remfile"} if remote else {}
-            recording = read_nwb_recording(path, electrical_series_path=es_path, **stream)
-            own_recording = True
-    else:
-        raise TypeError(
-            f"source must be an NWB file path or a spikeinterface BaseSorting; got "
-            f"{type(source).__name__} {source!r}"
-        )
-
-    params = cell_type_params or CellTypeParams.for_probe(probe_text)
+    params = cell_type_params or CellTypeParams.for_probe(src.probe_text)
     options = {
         "max_raw_s": max_raw_s,
         "highpass_hz": highpass_hz,
         "max_spikes_per_unit": max_spikes_per_unit,
         "min_spikes": min_spikes,
         "min_snr": float(min_snr),
-        "nwb": meta is not None and own_recording,
+        "nwb": meta is not None and src.own_recording,
         "channel_rows": None,
     }
     if options["nwb"]:
-        options["channel_rows"] = _recording_rows(path, es_path, recording)
+        options["channel_rows"] = recording_rows(src.path, src.es_path, recording)
     n = sorting.get_num_units()
     unit_ids = np.asarray(sorting.unit_ids)
     if meta is not None and n != meta.n_units:
@@ -249,79 +204,18 @@ def read_units(
         for u in unit_ids
     ]
 
-    # ---- waveforms
-    measured: list[_Measured] = []
-    covered = np.zeros(n, dtype=bool)
-    wf_mean = _waveform_mean(sorting, meta, messages)
-    wf_fs = None
-    if wf_mean is not None:
-        wf_fs = meta.waveform_fs if meta is not None else None
-        if wf_fs is None:
-            wf_fs = float(sorting.sampling_frequency)
-            _warn(
-                messages,
-                f"waveform_mean has no sampling rate; assumed the sorting's {wf_fs:g} Hz",
-            )
-    order = ["raw", "waveform_mean"] if prefer in ("auto", "raw") else ["waveform_mean", "raw"]
-    if prefer == "raw" and recording is None:
-        _warn(messages, "prefer='raw' but there is no raw voltage (ElectricalSeries or recording)")
-    with _quiet_si():
-        for step in order:
-            todo = np.flatnonzero(~covered)
-            if not todo.size:
-                break
-            if step == "raw" and recording is not None:
-                sub = sorting.select_units(unit_ids[todo]) if todo.size < n else sorting
-                m = _raw_path(
-                    sub,
-                    recording,
-                    todo,
-                    params,
-                    jk,
-                    options,
-                    _ms_window(meta, wf_mean, wf_fs),
-                    messages,
-                )
-                if m is not None:
-                    measured.append(m)
-                    covered[m.units] = True
-            elif step == "waveform_mean" and wf_mean is not None:
-                chan_xy, unit_chans = _channel_geometry(meta, recording, wf_mean, todo, messages)
-                m = _templates_path(
-                    wf_mean[todo],
-                    todo,
-                    wf_fs,
-                    chan_xy,
-                    unit_chans,
-                    _nbefore(meta, wf_fs),
-                    params,
-                    messages,
-                )
-                measured.append(m)
-                covered[todo] = True
-
-    # ---- assemble
+    wf_mean, wf_fs = _stored_means(sorting, meta, recording, messages)
+    measured, covered = _measure_waveforms(src, wf_mean, wf_fs, params, jk, options, messages)
     source_arr, ttp, main, loc, waveform, fs_out = _assemble(measured, n)
     if not covered.all():
-        missing = np.flatnonzero(~covered)
-        why = (
-            "the file has no raw ElectricalSeries and no waveform_mean column"
-            if recording is None and wf_mean is None
-            else "no usable waveform (too few spikes in the raw data, no waveform_mean)"
-        )
-        _warn(
-            messages,
-            f"cell type 'unknown' for {missing.size} of {n} unit(s): {why}; pass "
-            "recording=<a BaseRecording with a probe> to compute waveforms",
-        )
+        _warn_unmeasured(covered, recording is None and wf_mean is None, messages)
     labels, margin = classify_spike_width(ttp, params)
 
-    # ---- depth and layer
     single_channel_means = wf_mean is not None and wf_mean.ndim == 2
-    depth, depth_source = _unit_depths(
+    depth, depth_source = unit_depths(
         loc, source_arr, main, sorting, depth_column, meta, single_channel_means, messages
     )
-    layer = _unit_layers(depth, main, boundaries, meta, recording)
+    layer = unit_layers(depth, main, boundaries, meta, recording)
     return UnitInfo(
         unit_ids=unit_ids,
         spike_times=spike_times,
@@ -342,8 +236,183 @@ def read_units(
     )
 
 
+def _check_types(cell_type_params: Any, recording: Any) -> None:
+    from spikeinterface.core import BaseRecording
+
+    if cell_type_params is not None and not isinstance(cell_type_params, CellTypeParams):
+        raise TypeError(
+            f"cell_type_params must be a CellTypeParams; got {type(cell_type_params).__name__}"
+        )
+    if recording is not None and not isinstance(recording, BaseRecording):
+        raise TypeError(
+            f"recording must be a spikeinterface BaseRecording; got {type(recording).__name__}"
+        )
+
+
+@dataclass
+class _Source:
+    """The units to read and what came with them (see :func:`_open_source`)."""
+
+    sorting: Any
+    recording: Any  # the one passed in, the file's own ElectricalSeries, or None
+    prefer: str  # "auto" becomes "waveform_mean" for a remote file with stored means
+    probe_text: str = ""
+    meta: NwbMeta | None = None
+    own_recording: bool = False  # the recording is the file's own ElectricalSeries
+    path: Any = None
+    es_path: str | None = None
+
+
+def _open_source(
+    source: Any,
+    recording: Any,
+    prefer: str,
+    depth_column: str | None,
+    electrical_series_path: str | None,
+    messages: list[str],
+) -> _Source:
+    """A SpikeInterface sorting as it is, or an NWB file opened (and its raw voltage, lazily)."""
+    from spikeinterface.core import BaseSorting
+
+    if isinstance(source, BaseSorting):
+        return _sorting_source(source, recording, prefer, depth_column)
+    if isinstance(source, str | os.PathLike):
+        return _nwb_source(source, recording, prefer, electrical_series_path, messages)
+    raise TypeError(
+        f"source must be an NWB file path or a spikeinterface BaseSorting; got "
+        f"{type(source).__name__} {source!r}"
+    )
+
+
+def _sorting_source(sorting: Any, recording: Any, prefer: str, depth_column: str | None) -> _Source:
+    if sorting.get_num_segments() != 1:
+        raise ValueError(
+            f"the sorting has {sorting.get_num_segments()} segments; read_units needs one"
+        )
+    probe_text = ""
+    if recording is not None and recording.has_probe():
+        p = recording.get_probe()
+        probe_text = " ".join(str(v) for v in (p.model_name, p.manufacturer, p.name) if v)
+    props = set(sorting.get_property_keys())
+    if recording is None and depth_column is None and not props & set(DEPTH_COLUMNS):
+        raise ValueError(
+            "cannot place the sorting's units: there is no recording with a probe and no "
+            f"depth property ({' or '.join(DEPTH_COLUMNS)}); pass recording=<a "
+            "BaseRecording with a probe> or sorting.set_property('depth_um', depths) "
+            "(rel_y frame, µm)"
+        )
+    return _Source(sorting, recording, prefer, probe_text)
+
+
+def _nwb_source(
+    source: str | os.PathLike,
+    recording: Any,
+    prefer: str,
+    electrical_series_path: str | None,
+    messages: list[str],
+) -> _Source:
+    remote = is_remote(source)
+    path = resolve_source(source)
+    if not remote and not path.exists():
+        raise FileNotFoundError(f"no such NWB file: {path}; check the path")
+    if not remote and path.is_dir():
+        raise ValueError(f"{path} is a folder; give an .nwb file")
+    meta = read_nwb_meta(path)
+    sorting, es_path = read_sorting(path, meta, electrical_series_path, messages)
+    if remote and es_path is not None and prefer == "auto" and "waveform_mean" in meta.columns:
+        # Lazy reading: the stored means avoid transferring raw voltage.
+        prefer = "waveform_mean"
+        messages.append(f"{path}: remote file, waveforms from waveform_mean (raw not read)")
+    own_recording = False
+    if recording is None and es_path is not None and prefer != "waveform_mean":
+        from spikeinterface.extractors import read_nwb_recording
+
+        stream = {"stream_mode": "remfile"} if remote else {}
+        recording = read_nwb_recording(path, electrical_series_path=es_path, **stream)
+        own_recording = True
+    return _Source(sorting, recording, prefer, meta.probe_text, meta, own_recording, path, es_path)
+
+
+def _stored_means(
+    sorting: Any, meta: NwbMeta | None, recording: Any, messages: list[str]
+) -> tuple[np.ndarray | None, float | None]:
+    """``waveform_mean`` in µV (or None) and its sampling rate; a malformed one raises
+    unless ``recording`` can give waveforms instead."""
+    if "waveform_mean" not in sorting.get_property_keys():
+        return None, None
+    wf_fs = meta.waveform_fs if meta is not None else None
+    if wf_fs is None:
+        wf_fs = float(sorting.sampling_frequency)
+        record_warning(
+            messages,
+            f"waveform_mean has no sampling rate; assumed the sorting's {wf_fs:g} Hz",
+        )
+    wf_mean = waveform_mean_uv(sorting, meta, messages, wf_fs, recording)
+    return wf_mean, (wf_fs if wf_mean is not None else None)
+
+
+def _measure_waveforms(
+    src: _Source,
+    wf_mean: np.ndarray | None,
+    wf_fs: float | None,
+    params: CellTypeParams,
+    jk: dict,
+    options: dict,
+    messages: list[str],
+) -> tuple[list[MeasuredWaveforms], np.ndarray]:
+    """The waveform paths in order of preference, each on the units still uncovered."""
+    sorting, recording, meta = src.sorting, src.recording, src.meta
+    n = sorting.get_num_units()
+    unit_ids = np.asarray(sorting.unit_ids)
+    measured: list[MeasuredWaveforms] = []
+    covered = np.zeros(n, dtype=bool)
+    if src.prefer in ("auto", "raw"):
+        order = ["raw", "waveform_mean"]
+    else:
+        order = ["waveform_mean", "raw"]
+    if src.prefer == "raw" and recording is None:
+        record_warning(
+            messages, "prefer='raw' but there is no raw voltage (ElectricalSeries or recording)"
+        )
+    with quiet_spikeinterface():
+        for step in order:
+            todo = np.flatnonzero(~covered)
+            if not todo.size:
+                break
+            if step == "raw" and recording is not None:
+                sub = sorting.select_units(unit_ids[todo]) if todo.size < n else sorting
+                window = template_window_ms(meta, wf_mean, wf_fs)
+                m = raw_waveforms(sub, recording, todo, params, jk, options, window, messages)
+                if m is not None:
+                    measured.append(m)
+                    covered[m.units] = True
+            elif step == "waveform_mean" and wf_mean is not None:
+                chan_xy, unit_chans = channel_geometry(meta, recording, wf_mean, todo, messages)
+                before = samples_before_peak(meta, wf_fs)
+                m = stored_mean_waveforms(
+                    wf_mean[todo], todo, wf_fs, chan_xy, unit_chans, before, params, messages
+                )
+                measured.append(m)
+                covered[todo] = True
+    return measured, covered
+
+
+def _warn_unmeasured(covered: np.ndarray, no_source: bool, messages: list[str]) -> None:
+    missing = np.flatnonzero(~covered)
+    why = (
+        "the file has no raw ElectricalSeries and no waveform_mean column"
+        if no_source
+        else "no usable waveform (too few spikes in the raw data, no waveform_mean)"
+    )
+    record_warning(
+        messages,
+        f"cell type 'unknown' for {missing.size} of {covered.size} unit(s): {why}; pass "
+        "recording=<a BaseRecording with a probe> to compute waveforms",
+    )
+
+
 def _assemble(
-    measured: list[_Measured], n: int
+    measured: list[MeasuredWaveforms], n: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float | None]:
     """Merge the waveform paths' outputs into per-unit arrays (NaN / -1 / "none" elsewhere).
 
