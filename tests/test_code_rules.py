@@ -15,27 +15,19 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nwb_subspace"
-MAX_FUNCTION_LINES = 100
+#: Lines of a function body, its docstring not counted (issue 17: "no function over ~80
+#: lines without a reason written next to it").
+MAX_FUNCTION_LINES = 80
 
 #: Functions over the limit in files this change did not own, by "path::name"; their owners
 #: split them (or add ``# long:``) and remove the entry. Entries that are no longer over the
 #: limit are ignored.
-ALLOWED_LONG: dict[str, str] = {
-    "pipeline.py::_run_session": "pipeline.py is being reorganised by its owner (issue 17)",
-    "cli/main.py::build_parser": "cli/main.py is owned by another engineer (issue 17)",
-    "subspace/tuning.py::fit": "subspace/tuning.py is owned by another engineer (issue 17)",
-    "io/writer.py::write_results": "io/writer.py is being extended by another engineer",
-}
+ALLOWED_LONG: dict[str, str] = {}
 
 #: Private imports in files this change did not own that were still in progress when the
 #: rule was added, by "path: import"; their owners give the name a public one and remove
 #: the entry. Any other private import fails.
-ALLOWED_PRIVATE: dict[str, str] = {
-    f"cli/repair.py: from nwb_subspace.io.writer import {name}": (
-        "cli/repair.py and io/writer.py are new work of another engineer (issue 17)"
-    )
-    for name in ("_damaged_after", "_remove_stale_temps", "_target_lock")
-}
+ALLOWED_PRIVATE: dict[str, str] = {}
 
 
 def _modules() -> list[Path]:
@@ -91,7 +83,8 @@ def private_imports(path: Path, package: Path = PACKAGE) -> list[str]:
 
 
 def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
-    """Functions of ``path`` longer than ``limit`` lines without a ``# long:`` reason."""
+    """Functions of ``path`` longer than ``limit`` lines (docstring not counted) without a
+    ``# long:`` reason on the ``def`` line or the line above."""
     lines = path.read_text(encoding="utf-8").splitlines()
     tree = ast.parse("\n".join(lines), filename=str(path))
     out = []
@@ -99,6 +92,10 @@ def long_functions(path: Path, limit: int = MAX_FUNCTION_LINES) -> list[str]:
         if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             continue
         n_lines = node.end_lineno - node.lineno + 1
+        doc = node.body[0] if node.body else None
+        if isinstance(doc, ast.Expr) and isinstance(getattr(doc, "value", None), ast.Constant):
+            if isinstance(doc.value.value, str):
+                n_lines -= doc.end_lineno - doc.lineno + 1
         if n_lines <= limit:
             continue
         near = lines[max(node.lineno - 2, 0) : node.lineno]

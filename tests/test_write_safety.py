@@ -112,7 +112,7 @@ def test_writer_waits_for_the_lock_then_gives_a_clear_error(mock_file, results):
 
 def test_run_name_is_checked_again_under_the_lock(mock_file, results, monkeypatch):
     """A run stored by another writer while we waited is refused, not replaced."""
-    original = writer._target_lock
+    original = writer.target_lock
     calls = {"n": 0}
 
     def lock_then_other_writer(target, timeout):
@@ -120,11 +120,11 @@ def test_run_name_is_checked_again_under_the_lock(mock_file, results, monkeypatc
         if calls["n"] == 1:  # the other writer finishes just before we get the lock
             with original(target, timeout):
                 pass
-            monkeypatch.setattr(writer, "_target_lock", original)
+            monkeypatch.setattr(writer, "target_lock", original)
             write_results(mock_file, mock_result_set(seed=1), "run1")
         return original(target, timeout)
 
-    monkeypatch.setattr(writer, "_target_lock", lock_then_other_writer)
+    monkeypatch.setattr(writer, "target_lock", lock_then_other_writer)
     with pytest.raises(ResultsExistError):
         write_results(mock_file, results, "run1")
     assert list_runs(mock_file) == ["run1"]

@@ -158,7 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    _add_demo_parser(sub)
+    _add_simulate_parser(sub)
+    _add_run_parser(sub)
+    _add_report_parser(sub)
+    p = sub.add_parser("inspect", help="say what a file holds that the analysis can use")
+    p.add_argument("file", help="NWB file")
+    p.set_defaults(func=_cmd_inspect)
 
+    from nwb_subspace.cli.batch import add_batch_parser
+    from nwb_subspace.cli.repair import add_repair_parser
+
+    add_batch_parser(sub)
+    add_repair_parser(sub)
+    return parser
+
+
+def _add_demo_parser(sub) -> None:
     p = sub.add_parser("demo", help="simulate a session and run the analysis on it")
     p.add_argument("--outdir", default="nwb_subspace_demo", help="folder for all outputs")
     p.add_argument("--preset", default="small", help="simulation preset (default: small)")
@@ -166,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_simulate_parser(sub) -> None:
     p = sub.add_parser("simulate", help="write a simulated recording session with ground truth")
     p.add_argument("output", help="NWB file to write")
     p.add_argument(
@@ -202,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=_cmd_simulate)
 
+
+def _add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="run the whole analysis on an NWB file")
     p.add_argument("file", help="NWB file (results appended safely), http(s) URL or DANDI: spec")
     p.add_argument("--config", help="TOML file with analysis settings")
@@ -239,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_run)
 
+
+def _add_report_parser(sub) -> None:
     p = sub.add_parser(
         "report",
         help="write an HTML report with figures from results stored in a file (no refitting)",
@@ -254,17 +276,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder for report.html and figures/ (default: <file stem>_report_<run> beside it)",
     )
     p.set_defaults(func=_cmd_report)
-
-    p = sub.add_parser("inspect", help="say what a file holds that the analysis can use")
-    p.add_argument("file", help="NWB file")
-    p.set_defaults(func=_cmd_inspect)
-
-    from nwb_subspace.cli.batch import add_batch_parser
-    from nwb_subspace.cli.repair import add_repair_parser
-
-    add_batch_parser(sub)
-    add_repair_parser(sub)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

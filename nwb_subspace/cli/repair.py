@@ -42,12 +42,12 @@ def run_repair_command(args: argparse.Namespace) -> int:
 
     from nwb_subspace.io.writer import (
         DEFAULT_MODULE,
-        _remove_stale_temps,
-        _target_lock,
         check_runs,
         drop_runs,
         one_line,
+        remove_stale_temps,
         stale_temp_files,
+        target_lock,
     )
 
     path = Path(args.file)
@@ -78,8 +78,8 @@ def run_repair_command(args: argparse.Namespace) -> int:
             drop_runs(path, damaged, module=DEFAULT_MODULE)
             print(f"dropped {', '.join(damaged)} from {path}")
         else:
-            with _target_lock(path, 60.0):
-                _remove_stale_temps(path)
+            with target_lock(path, 60.0):
+                remove_stale_temps(path)
         if stale:
             print(f"removed {len(stale)} leftover temporary file(s)")
     except (OSError, KeyError, RuntimeError) as err:
@@ -118,7 +118,7 @@ def describe_error(err: BaseException, args: argparse.Namespace | None = None) -
     from nwb_subspace.io.writer import (
         DamagedRunError,
         ResultsWriteError,
-        _damaged_after,
+        damaged_after,
         one_line,
     )
 
@@ -126,7 +126,7 @@ def describe_error(err: BaseException, args: argparse.Namespace | None = None) -
         return one_line(err, limit=1000), EXIT_BAD_INPUT
     source = getattr(args, "file", None)
     if isinstance(source, str | os.PathLike) and Path(source).is_file():
-        damaged = _damaged_after(err, Path(source), "misc", "")
+        damaged = damaged_after(err, Path(source), "misc", "")
         if damaged:
             return one_line(DamagedRunError(source, damaged), limit=1000), EXIT_BAD_INPUT
     if isinstance(err, ValueError | TypeError | OSError):

@@ -261,7 +261,7 @@ def lock_path(target: str | os.PathLike) -> Path:
 
 
 @contextlib.contextmanager
-def _target_lock(target: Path, timeout: float) -> Iterator[None]:
+def target_lock(target: Path, timeout: float) -> Iterator[None]:
     """Hold the writers' lock of ``target`` (an OS advisory lock, released if we die)."""
     lock = FileLock(lock_path(target), timeout=timeout)
     try:
@@ -333,7 +333,7 @@ def stale_temp_files(target: str | os.PathLike) -> list[Path]:
     return sorted(stale)
 
 
-def _remove_stale_temps(target: Path) -> list[Path]:
+def remove_stale_temps(target: Path) -> list[Path]:
     """Remove (and log) copies of ``target`` left by killed writes; call under the lock."""
     removed = []
     for path in stale_temp_files(target):
@@ -512,8 +512,8 @@ def write_results(
     what = f"{target} was not changed" if in_place else f"nothing was written to {target}"
     if not remote:  # fail fast, before waiting for another writer
         _preflight(source, results, run_name, module, overwrite)
-    with _target_lock(target, LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout):
-        _remove_stale_temps(target)
+    with target_lock(target, LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout):
+        remove_stale_temps(target)
         if not in_place and target.exists():  # another writer made it while we waited
             raise FileExistsError(f"output {target} exists; choose a new path or remove it")
         # Again under the lock: another writer may have stored this run meanwhile.
@@ -533,7 +533,7 @@ def write_results(
                     _verify(tmp, run_name, module)
                     _fsync(tmp)
                 except Exception as err:
-                    damaged = _damaged_after(err, tmp, module, run_name)
+                    damaged = damaged_after(err, tmp, module, run_name)
                     if damaged:  # pynwb failed on another stored run, not on ours
                         raise DamagedRunError(
                             source, damaged, doing=f"cannot add results {run_name!r} ({what}): "
@@ -581,7 +581,7 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _damaged_after(err: BaseException, path: Path, module: str, run_name: str) -> dict[str, str]:
+def damaged_after(err: BaseException, path: Path, module: str, run_name: str) -> dict[str, str]:
     """After pynwb failed on ``path``: the stored runs (other than ``run_name``) that cannot
     be read, if they are why; empty when the failure is something else."""
     if _is_no_space(err) or not path.exists():
@@ -700,8 +700,8 @@ def drop_runs(
     if not _writable(path):
         raise PermissionError(f"cannot write {path} (or its folder); nothing dropped")
     what = f"{path} was not changed"
-    with _target_lock(path, LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout):
-        _remove_stale_temps(path)
+    with target_lock(path, LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout):
+        remove_stale_temps(path)
         with h5py.File(path, "r") as f:
             stored = _run_groups(f, module)
         missing = [n for n in names if n not in stored]
@@ -743,7 +743,7 @@ def list_runs(path: str | os.PathLike, module: str = DEFAULT_MODULE) -> list[str
                 if isinstance(obj, ndx.SubspaceAnalysis)
             ]
     except Exception as err:
-        damaged = {} if _is_remote(path) else _damaged_after(err, Path(path), module, "")
+        damaged = {} if _is_remote(path) else damaged_after(err, Path(path), module, "")
         if damaged:
             raise DamagedRunError(path, damaged) from None
         raise

@@ -182,6 +182,8 @@ class SiteStep:
     min_occupancy: int = 10
     seed: int = 0
 
+    # One pass over the sites in order; split further it would hand a dozen per-site
+    # long: accumulators between helpers (81 lines)
     def run(self, inputs: SiteInputs) -> SiteStepResult:
         """Analyse every site of the session; see the module docstring."""
         if not isinstance(self.settings, SiteSettings):

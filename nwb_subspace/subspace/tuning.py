@@ -218,6 +218,56 @@ class TuningSubspaceEstimator:
     notes_: list[str] = field(default_factory=list, init=False, repr=False)
     _result: TuningSubspaces | None = field(default=None, init=False, repr=False)
 
+    def _unit_pca(self, moments: DSTRFMoments, u: int, k_keep: int):
+        """PCA of unit ``u``'s dSTRFs: ``(status, k_u, components, variance ratios, noise
+        floor, dimensionality)``; ``k_u = 0`` (and a status saying why) when there is none."""
+        cov = moments.covariance[u]
+        count = int(moments.count[u])
+        total = float(np.trace(cov)) if np.isfinite(cov).all() else np.nan
+        if count < 2:
+            return f"too few frames ({count}); no PCA", 0, None, None, None, 0
+        if not np.isfinite(total):
+            return "non-finite covariance; no PCA", 0, None, None, None, 0
+        if total <= 1e-24:
+            flat = not np.abs(moments.mean[u]).max() > 0
+            status = (
+                "flat dSTRF (all zero); dimensionality 0"
+                if flat
+                else "constant dSTRF (zero variance; a linear unit); dimensionality 0"
+            )
+            return status, 0, None, None, None, 0
+        p = cov.shape[0]
+        k_u = min(k_keep, count - 1)
+        noise = None if moments.noise_covariance is None else moments.noise_covariance[u]
+        c, ev = pca_from_moments(cov, p if noise is not None else k_u)
+        evr = ev[:k_u] / total
+        floor = noise_floor(
+            np.diag(cov), count, k_keep, n_shuffles=self.n_shuffles, seed=self.seed + u
+        )
+        problems = []
+        if noise is None:
+            cum = np.cumsum(evr)
+        else:
+            cum = _agreed_variance_ratio(c, ev, noise)[:k_u]
+            if not np.isfinite(cum).all():
+                problems.append(
+                    f"no dSTRF variance beyond the fit-to-fit noise of "
+                    f"{moments.n_models} fits; dimensionality 0"
+                )
+                cum = np.zeros(k_u)
+        k95 = int(np.searchsorted(cum, self.variance_threshold - 1e-12) + 1)
+        above = evr > floor[:k_u]
+        n_above = int(np.argmin(above)) if not above.all() else k_u
+        dim = 0 if problems else max(min(k95, n_above, k_u), 0)
+        if k_u < k_keep:
+            problems.append(f"only {count} frames: {k_u} of {k_keep} components")
+        if k95 > k_u:
+            problems.append(
+                f"{self.variance_threshold:.0%} of the dSTRF variance not reached within "
+                f"{k_u} components (dimensionality capped at {dim})"
+            )
+        return "; ".join(problems) or "ok", k_u, c, evr, floor, dim
+
     def to_result(self) -> TuningSubspaces:
         """The fitted tuning subspaces, as stored (``ResultSet.subspaces``).
 
@@ -300,54 +350,13 @@ class TuningSubspaceEstimator:
         dim = np.zeros(n, dtype=np.int64)
         self.status_ = []
         for u in range(n):
-            cov = moments.covariance[u]
-            count = int(moments.count[u])
-            total = float(np.trace(cov)) if np.isfinite(cov).all() else np.nan
-            if count < 2:
-                self.status_.append(f"too few frames ({count}); no PCA")
-                continue
-            if not np.isfinite(total):
-                self.status_.append("non-finite covariance; no PCA")
-                continue
-            if total <= 1e-24:
-                flat = not np.abs(moments.mean[u]).max() > 0
-                self.status_.append(
-                    "flat dSTRF (all zero); dimensionality 0"
-                    if flat
-                    else "constant dSTRF (zero variance; a linear unit); dimensionality 0"
-                )
-                continue
-            k_u = min(k_keep, count - 1)
-            noise = None if moments.noise_covariance is None else moments.noise_covariance[u]
-            c, ev = pca_from_moments(cov, p if noise is not None else k_u)
-            comps[u, :k_u] = c[:k_u].reshape(k_u, f, d)
-            evr[u, :k_u] = ev[:k_u] / total
-            floor[u] = noise_floor(
-                np.diag(cov), count, k_keep, n_shuffles=self.n_shuffles, seed=self.seed + u
-            )
-            problems = []
-            if noise is None:
-                cum = np.cumsum(evr[u, :k_u])
-            else:
-                cum = _agreed_variance_ratio(c, ev, noise)[:k_u]
-                if not np.isfinite(cum).all():
-                    problems.append(
-                        f"no dSTRF variance beyond the fit-to-fit noise of "
-                        f"{moments.n_models} fits; dimensionality 0"
-                    )
-                    cum = np.zeros(k_u)
-            k95 = int(np.searchsorted(cum, self.variance_threshold - 1e-12) + 1)
-            above = evr[u, :k_u] > floor[u, :k_u]
-            n_above = int(np.argmin(above)) if not above.all() else k_u
-            dim[u] = 0 if problems else max(min(k95, n_above, k_u), 0)
-            if k_u < k_keep:
-                problems.append(f"only {count} frames: {k_u} of {k_keep} components")
-            if k95 > k_u:
-                problems.append(
-                    f"{self.variance_threshold:.0%} of the dSTRF variance not reached within "
-                    f"{k_u} components (dimensionality capped at {dim[u]})"
-                )
-            self.status_.append("; ".join(problems) or "ok")
+            status, k_u, c_u, evr_u, floor_u, dim[u] = self._unit_pca(moments, u, k_keep)
+            self.status_.append(status)
+            if k_u:
+                comps[u, :k_u] = c_u[:k_u].reshape(k_u, f, d)
+                evr[u, :k_u] = evr_u[:k_u]
+            if floor_u is not None:
+                floor[u] = floor_u
         self.notes_ = list(moments.notes)
         rows = moments.units if unit_rows is None else np.asarray(unit_rows)
         self.components_, self.explained_variance_ratio_ = comps, evr

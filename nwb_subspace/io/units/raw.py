@@ -24,6 +24,8 @@ from nwb_subspace.units.celltypes import CellTypeParams, is_positive_going
 __all__ = ["raw_waveforms"]
 
 
+# The SpikeInterface analyzer set-up, extension computation and read-back in order, each
+# long: step a few lines; split, the analyzer and its options would be passed around (88 lines)
 def raw_waveforms(
     sorting: Any,
     recording: Any,
