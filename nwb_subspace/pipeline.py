@@ -711,12 +711,14 @@ def _check_run(
             f"the new run needs a name other than {plan.reuse!r}, the run it reuses: pass "
             f"--run-name NAME (or --overwrite to replace run {plan.reuse!r})"
         )
+    if write and output is not None and Path(output).exists():
+        raise FileExistsError(f"output {output} exists; choose a new path or remove it")
     if isinstance(path, str):
         return
-    exists_check = write and not overwrite and output is None
+    exists_check = write and not overwrite
     runs = list_runs(path) if plan.reuse is not None or exists_check else []
     if exists_check and config.run_name in runs:
-        # Say so before hours of fitting, not after.
+        # Say so before hours of fitting, not after (with --output too: the copy holds it).
         raise ResultsExistError(
             f"{path} already holds results named {config.run_name!r}; choose another run "
             "name or pass overwrite=True to replace them"
