@@ -170,6 +170,9 @@ class SessionSettings:
         How the sound of each presentation is stored: one of :data:`SOUND_LAYOUTS`.
     sound_dir : str or None
         Folder of sound files (for ``layout = "sound-dir"``).
+    overlapping_trials : {"error", "trim"}, default "error"
+        Trials that overlap in time are refused (naming them), or each is ended where the
+        next one starts, with a warning naming the trials and bins trimmed.
     """
 
     sound_name: str | None = None
@@ -181,6 +184,7 @@ class SessionSettings:
     validation_sounds: tuple[str, ...] | None = None
     validation_fraction: float = 0.2
     layout: str = "auto"
+    overlapping_trials: str = "error"
     sound_dir: str | None = None
 
     def __post_init__(self) -> None:
@@ -221,6 +225,7 @@ class SessionSettings:
                 )
             object.__setattr__(self, "validation_sounds", tuple(str(x) for x in sounds))
         _check_choice("[session] layout", self.layout, SOUND_LAYOUTS)
+        _check_choice("[session] overlapping_trials", self.overlapping_trials, ("error", "trim"))
 
 
 @dataclass(frozen=True)

@@ -140,6 +140,7 @@ def load_session(path: Path, config: AnalysisConfig) -> SessionData:
         holdout_fraction=s.holdout_fraction,
         seed=config.seed,
         chunk_s=s.chunk_s,
+        overlapping_trials=s.overlapping_trials,
         trials_table=s.trials_table,
         validation_sounds=s.validation_sounds,
         validation_fraction=s.validation_fraction,

@@ -379,7 +379,7 @@ def trial_bins(
             end = t0 + int(n_bins) / rate
             raise ValueError(
                 f"{len(rows)} {trials.table} row(s) lie outside the spectrogram's span "
-                f"[{t0:.3f}, {end:.3f}) s, e.g. row {i} ({trials.sound_id[i]!r}, "
+                f"[{t0:.3f}, {end:.3f}) s, e.g. row {i} ({str(trials.sound_id[i])!r}, "
                 f"{trials.start[i]:.3f}-{trials.stop[i]:.3f} s); check that the trials and "
                 "the sound share the session clock, or drop those rows"
             )
@@ -390,7 +390,7 @@ def trial_bins(
 OVERLAP_MODES = ("error", "trim")
 
 #: How messages name the option that trims overlapping trials instead of refusing them.
-OVERLAP_OPTION = "overlapping_trials='trim' (load_session_data)"
+OVERLAP_OPTION = "[session] overlapping_trials = \"trim\" (overlapping_trials='trim' in Python)"
 
 
 def overlapping_trials(trials: Trials, tolerance_s: float = 0.0) -> list[tuple[int, int]]:
