@@ -135,15 +135,15 @@ class Trials:
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(
-                f"{self.table} row {i} has a non-finite time (start={start[i]!r}, "
-                f"stop={stop[i]!r}); fix or remove that row"
+                f"{self.table} row {i} has a non-finite time (start={start[i]:g}, "
+                f"stop={stop[i]:g}); fix or remove that row"
             )
         bad = stop < start
         if bad.any():
             i = int(np.argmax(bad))
             raise ValueError(
-                f"{self.table} row {i} stops before it starts (start={start[i]!r}, "
-                f"stop={stop[i]!r}); swap or fix the times"
+                f"{self.table} row {i} stops before it starts (start={start[i]:g}, "
+                f"stop={stop[i]:g}); swap or fix the times"
             )
         object.__setattr__(self, "start", start)
         object.__setattr__(self, "stop", stop)
