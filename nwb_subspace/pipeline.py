@@ -490,15 +490,35 @@ def _flatten(value: Any, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
+#: Settings added after runs may have been stored, and the value an older run behaved as
+#: (a run stored without the key is compared with this value; any other missing key differs).
+LEGACY_SETTINGS: dict[str, Any] = {
+    "session.overlapping_trials": "error",  # older runs never saw an overlap refused
+    "session.layout": "auto",
+    "session.sound_dir": None,
+    "session.trials_table": None,
+    "session.validation_sounds": None,
+    "session.validation_fraction": 0.2,
+    "spectrogram.level": "none",  # older spectrograms were in the waveform's units
+    "spectrogram.channel": "mean",  # older runs took mono sound only
+    "training.standardize": False,
+    "training.max_retries": 0,
+}
+
+
 def settings_differences(stored: dict, config: AnalysisConfig, keys: Sequence[str]) -> list[str]:
     """``"key (stored A, now B)"`` for every setting under ``keys`` that differs between a
-    stored run's config (a dict read back from the file) and ``config``."""
+    stored run's config (a dict read back from the file) and ``config``. A setting the
+    stored run predates counts as its :data:`LEGACY_SETTINGS` value."""
     now = _json(config.to_dict())
     old: dict[str, Any] = {}
     new: dict[str, Any] = {}
     for key in dict.fromkeys(keys):
         old.update(_flatten(stored.get(key, "<not stored>"), key))
         new.update(_flatten(now.get(key), key))
+    for key, value in LEGACY_SETTINGS.items():
+        if key in new and key not in old and key.split(".")[0] in stored:
+            old[key] = _json(value)
     unset = "<not set>"
     return [
         f"{key} (stored {old.get(key, unset)!r}, now {new.get(key, unset)!r})"

@@ -5,6 +5,7 @@ models depend on other settings is refused before any work."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import replace
 
@@ -211,3 +212,18 @@ def test_bad_reuse_is_refused_before_any_work(stored, tmp_path, capsys, monkeypa
     same = ["run", str(stored), "--config", str(toml), "--reuse", "base", "--run-name", "base"]
     _refused(capsys, same, "needs a name other than 'base'", "--run-name")
     assert list_runs(stored) == runs
+
+
+def test_settings_a_stored_run_predates_count_as_their_legacy_value():
+    """A run stored before a setting existed is compared with how it behaved then: a new
+    check with the old behaviour as default does not block a reuse; a new default that
+    changes the data (the level-free spectrogram) does."""
+    from nwb_subspace.pipeline import settings_differences
+
+    config = AnalysisConfig()
+    stored = json.loads(json.dumps(config.to_dict()))
+    del stored["session"]["overlapping_trials"]
+    assert settings_differences(stored, config, ["session"]) == []
+    del stored["spectrogram"]["level"]
+    differ = settings_differences(stored, config, ["spectrogram"])
+    assert differ == ["spectrogram.level (stored 'none', now 'rms')"]
