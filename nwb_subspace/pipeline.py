@@ -40,7 +40,9 @@ from nwb_subspace.io.session import SessionData, load_session_data
 from nwb_subspace.io.units.reader import UnitInfo, read_units, unit_columns
 from nwb_subspace.io.writer import (
     ResultsExistError,
+    check_runs,
     default_output_path,
+    drop_runs,
     list_runs,
     read_results,
     write_results,
@@ -717,6 +719,19 @@ def run_session(
     )
 
 
+def _drop_damaged_run(path: Path, run_name: str) -> None:
+    """With ``overwrite``: a stored run of this name that cannot be read (damaged by a tool
+    or a crash) is dropped at the HDF5 level first, so that reading the session works and the
+    new run replaces it; other damaged runs are left for ``nwb-subspace repair``."""
+    try:
+        damaged = {run: why for run, why in check_runs(path, runs=[run_name]).items() if why}
+    except KeyError:  # no such run yet
+        return
+    if run_name in damaged:
+        log.warning("dropping run %r, which cannot be read (%s)", run_name, damaged[run_name])
+        drop_runs(path, [run_name])
+
+
 def _check_run(
     path: Path | str,
     config: AnalysisConfig,
@@ -736,6 +751,8 @@ def _check_run(
         raise FileExistsError(f"output {output} exists; choose a new path or remove it")
     if isinstance(path, str):
         return
+    if write and overwrite and output is None:
+        _drop_damaged_run(path, config.run_name)
     exists_check = write and not overwrite
     runs = list_runs(path) if plan.reuse is not None or exists_check else []
     if exists_check and config.run_name in runs:
