@@ -50,9 +50,6 @@ from nwb_subspace.io.writer import (
 from nwb_subspace.models.estimator import (
     EncodingEstimator,
     resolve_device,
-    score_predictions,
-    validation_predictions,
-    validation_psths,
 )
 from nwb_subspace.models.training import FitHistory
 from nwb_subspace.results import (
@@ -346,11 +343,10 @@ def fit_subspace_model(
         notes.append(
             f"the subspace model fit failed ({sm.history_.problem}); its scores must not be trusted"
         )
-    pred = validation_predictions(sm.predict(X), session.validation)
-    psth = validation_psths(session.validation, rows)
-    ceiling = np.asarray(session.noise_ceiling)[rows]
     step.model = sm
-    step.scores = score_predictions(pred, psth, ceiling, seed=config.seed)
+    step.scores = sm.score(
+        X, session.validation, session.noise_ceiling, columns=rows, seed=config.seed
+    )
     step.ev_fraction = explained_variance_fraction(
         step.scores.explained_variance, cnn_scores.explained_variance[step.passing]
     )
