@@ -64,19 +64,68 @@ def test_streaming_moments_equal_batch_moments():
     assert mom2.n_total.tolist() == [30] * 5
 
 
-def test_outliers_left_out_exactly():
+@pytest.mark.parametrize(("rule", "threshold"), [("rms", 2.0), ("reference", 0.5)])
+def test_outliers_left_out_exactly(rule, threshold):
     model = _small_cnn().eval()
     X = np.random.default_rng(0).random((60, 8)).astype(np.float32)
-    mom = dstrf_moments(model, X, n_lags=6, outlier_threshold=2.0, chunk_size=7)
+    kw = {"outlier_threshold": threshold, "outlier_rule": rule, "chunk_size": 7}
+    mom = dstrf_moments(model, X, n_lags=6, **kw)
     J = compute_dstrf(model, X, np.arange(60), n_lags=6).reshape(60, 5, -1).astype(np.float64)
     for u in range(5):
-        mu = J[:, u].mean(0)
-        dev = np.linalg.norm(J[:, u] - mu, axis=1)
-        keep = dev <= 2.0 * np.sqrt(np.mean(dev**2))
+        mu = J[:, u].mean(0)  # the mean of every frame, not recomputed
+        if rule == "rms":
+            dev = np.linalg.norm(J[:, u] - mu, axis=1)
+            keep = dev <= threshold * np.sqrt(np.mean(dev**2))
+        else:
+            keep = np.std(J[:, u] - mu, axis=1) <= threshold * np.std(mu)
         assert mom.n_outliers[u] == (~keep).sum()
         np.testing.assert_allclose(mom.mean[u].ravel(), J[keep, u].mean(0), atol=1e-8)
         np.testing.assert_allclose(mom.covariance[u], np.cov(J[keep, u], rowvar=False), atol=1e-8)
-    assert mom.notes
+    assert mom.n_outliers.sum() > 0 and mom.outlier_rule == rule
+    assert any(f"{rule} rule" in n for n in mom.notes)
+
+
+class _FramesAsJacobians(torch.nn.Module):
+    """rate(t) = |X[t]|^2 / 2 (memory 1): the dSTRF at bin t is the spectrogram row X[t]."""
+
+    memory, n_frequencies, n_units = 1, 4, 1
+
+    def forward(self, x):
+        return 0.5 * (x**2).sum(-1, keepdim=True)
+
+
+def test_reference_and_rms_outlier_rules_on_hand_computed_frames():
+    """Eight frames b = [0, 0, 4, 4], U = b + 10 (a uniform offset), V = b + 5 [1, -1, 1, -1].
+
+    Mean m = b + [1.5, 0.5, 1.5, 0.5] = [1.5, 0.5, 5.5, 4.5]; spread over the pixels
+    std_p(m) = sqrt(17 / 4) = 2.06. Deviations from m: b: [-1.5, -0.5, -1.5, -0.5] (std_p 0.5,
+    norm sqrt 5), U: [8.5, 9.5, 8.5, 9.5] (std_p 0.5, norm sqrt 325 = 18.0), V: [3.5, -5.5,
+    3.5, -5.5] (std_p 4.5, norm sqrt 85 = 9.2); RMS deviation sqrt((8*5 + 325 + 85) / 10) =
+    sqrt 45 = 6.7. At threshold 2: the reference rule drops V (4.5 > 2 * 2.06 = 4.12; a
+    uniform offset has no spread over the pixels, so U stays); the RMS rule drops U (18.0 >
+    2 * 6.7 = 13.4) and keeps V (9.2).
+    """
+    b = np.array([0.0, 0.0, 4.0, 4.0])
+    frames = np.vstack([np.tile(b, (8, 1)), b + 10, b + 5 * np.array([1, -1, 1, -1])])
+    X = frames.astype(np.float32)
+    model = _FramesAsJacobians()
+    np.testing.assert_allclose(compute_dstrf(model, X, np.arange(10))[:, 0, :, 0], frames)
+    m = frames.mean(0)
+    np.testing.assert_allclose(m, [1.5, 0.5, 5.5, 4.5])
+    assert np.std(m) == pytest.approx(np.sqrt(17 / 4))
+    expected = {"reference": [9], "rms": [8]}  # frame V, frame U
+    for rule, dropped in expected.items():
+        mom = dstrf_moments(model, X, n_lags=1, outlier_threshold=2.0, outlier_rule=rule)
+        keep = np.setdiff1d(np.arange(10), dropped)
+        assert mom.n_outliers.tolist() == [1] and mom.count.tolist() == [9]
+        np.testing.assert_allclose(mom.mean[0, :, 0], frames[keep].mean(0), atol=1e-6)
+        np.testing.assert_allclose(mom.covariance[0], np.cov(frames[keep], rowvar=False), atol=1e-5)
+        assert mom.mean_spread[0] == pytest.approx(np.sqrt(17 / 4), rel=1e-6)
+    # at the default threshold 5 neither rule drops a frame
+    for rule in expected:
+        assert dstrf_moments(model, X, n_lags=1, outlier_rule=rule).n_outliers.tolist() == [0]
+    with pytest.raises(ValueError, match="outlier_rule must be one of"):
+        dstrf_moments(model, X, n_lags=1, outlier_rule="mad")
 
 
 def test_memory_constant_in_recording_length():

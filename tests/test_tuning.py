@@ -168,3 +168,82 @@ def test_dimensionality_counts_only_the_variance_fits_agree_on():
     )
     assert none.to_result().dimensionality[0] == 0
     assert "fit-to-fit noise of 4 fits" in none.status_[0]
+
+
+def test_reference_dimensionality_rule_pinned_to_hand_computed_cases():
+    """The reference rule: smallest k with sum_{i<=k} l_i / sum_{i<=15} l_i > 0.95."""
+    from nwb_subspace.subspace.tuning import dimensionality_reference
+
+    p = 40  # F*D of _moments
+    ev = np.arange(1, p + 1) ** -1.5
+    # direct computation: the share of the top 15 eigenvalues passes 0.95 at k = 11
+    share = np.cumsum(ev[:15]) / ev[:15].sum()
+    np.testing.assert_allclose(share[9:11], [0.94816, 0.96118], atol=5e-6)
+    assert int(np.argmax(share > 0.95)) + 1 == 11
+    assert dimensionality_reference(ev) == 11
+    assert dimensionality_reference(ev[::-1]) == 11  # order does not matter
+    assert dimensionality_reference(ev, threshold=0.9) == 8  # share[7] = 0.9155
+    # a share exactly at the threshold is not enough (strict >, as the reference code)
+    assert dimensionality_reference(np.array([0.95, 0.05])) == 2
+    assert dimensionality_reference(np.ones(20)) == 15  # 14 / 15 = 0.933
+    assert dimensionality_reference(np.zeros(5)) == 0
+    with pytest.raises(ValueError, match="threshold"):
+        dimensionality_reference(ev, threshold=1.0)
+    # through the estimator, from a covariance whose spectrum is the toy spectrum
+    q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((p, p)))
+    cov = (q * ev) @ q.T
+    est = TuningSubspaceEstimator().fit(_moments(cov[None], None), frequencies=np.arange(5.0),
+                                        bin_s=0.01)  # fmt: skip
+    tu = est.to_result()
+    assert est.dimensionality_reference_.tolist() == [11]
+    assert tu.dimensionality_reference.tolist() == [11] and tu.reference_n_components == 15
+    # ours shares out the total variance over all 40 pixels (95% needs 22 components), then
+    # caps it by the noise floor (this rotated spectrum spreads evenly over the pixels, so the
+    # pixel-shuffle floor is ~1/40 a component and binds) and by n_components
+    assert int(np.argmax(np.cumsum(ev) / ev.sum() >= 0.95)) + 1 == 22
+    above = tu.explained_variance_ratio[0] > tu.noise_floor[0]
+    assert tu.dimensionality[0] == min(22, int(np.argmin(above)), 20)
+    # the reference rule uses the raw eigenvalues: fit-to-fit noise does not change it
+    noisy = TuningSubspaceEstimator().fit(
+        _moments(cov[None], 0.5 * cov[None]), frequencies=np.arange(5.0), bin_s=0.01
+    )
+    assert noisy.dimensionality_reference_.tolist() == [11]
+    # its own settings
+    wide = TuningSubspaceEstimator(reference_n_components=40, reference_variance_threshold=0.9)
+    wide.fit(_moments(cov[None], None), frequencies=np.arange(5.0), bin_s=0.01)
+    assert wide.dimensionality_reference_.tolist() == [
+        int(np.argmax(np.cumsum(ev) / ev.sum() > 0.9)) + 1
+    ]
+    with pytest.raises(ValueError, match="reference_variance_threshold"):
+        TuningSubspaceEstimator(reference_variance_threshold=0.0).fit(
+            _moments(cov[None], None), frequencies=np.arange(5.0), bin_s=0.01
+        )
+
+
+def test_reference_dimensionality_and_outlier_counts_round_trip_through_nwb(tmp_path):
+    from dataclasses import replace
+
+    from nwb_subspace.io.writer import read_results, write_results
+    from nwb_subspace.testing import mock_result_set, write_mock_nwbfile
+
+    path = write_mock_nwbfile(tmp_path / "session.nwb")
+    results = mock_result_set()
+    sub = results.subspaces[0]
+    n = sub.unit_rows.size
+    results.subspaces[0] = replace(
+        sub,
+        dimensionality_reference=np.arange(n) + 1,
+        n_outlier_frames=np.arange(n) * 7,
+        reference_n_components=12,
+        reference_variance_threshold=0.9,
+    )
+    results.subspaces.append(replace(sub, name="without_reference"))  # as older files
+    write_results(path, results, "run1")
+    back = {s.name: s for s in read_results(path, "run1").subspaces}
+    a = back["tuning_subspaces"]
+    assert a.dimensionality_reference.tolist() == list(range(1, n + 1))
+    assert a.n_outlier_frames.tolist() == [7 * i for i in range(n)]
+    assert (a.reference_n_components, a.reference_variance_threshold) == (12, 0.9)
+    old = back["without_reference"]
+    assert old.dimensionality_reference is None and old.n_outlier_frames is None
+    np.testing.assert_array_equal(old.dimensionality, sub.dimensionality)

@@ -78,6 +78,19 @@ class MomentAccumulator:
         if self._buffered >= self.flush_every:
             self.flush()
 
+    def replace_units(self, rows: Tensor, other: MomentAccumulator) -> None:
+        """Take the frame moments of units ``rows`` from ``other`` (one row per entry of
+        ``rows``, fed the same pixels); ``total``, ``nonfinite`` and ``max_dev`` are kept."""
+        self.flush()
+        other.flush()
+        if other.centre is None:
+            raise ValueError("other holds no frames")
+        if self.centre is None:
+            self.centre = other.centre.new_zeros(self.sum_dev.shape)
+        self.centre[rows] = other.centre
+        for name in ("count", "sum_dev", "sumsq_dev", "m2"):
+            getattr(self, name)[rows] = getattr(other, name)
+
     def flush(self) -> None:
         """Move the float32 buffer into the float64 totals."""
         if self._buf is not None and self._buffered:

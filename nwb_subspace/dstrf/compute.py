@@ -32,12 +32,34 @@ Streaming moments
 unit, the count, the sum, the sum of squared norms, the largest deviation from a provisional
 centre, and the shifted second moment ``sum (J - c)(J - c)^T`` (``c`` = the mean of the
 first chunk, for numerical stability): chunk products in float32 (BLAS), accumulated in
-float64. Outlier frames (deviation from the mean dSTRF ``> outlier_threshold`` times the RMS
-deviation, the reference's "> 5x its spread") are then removed in a second pass that runs
-only for units whose largest deviation could exceed the threshold, subtracting those frames'
-contributions exactly. Non-finite Jacobian frames are dropped and counted. Memory is
+float64. Non-finite Jacobian frames are dropped and counted.
+
+Outlier frames are then removed in a second pass, against the mean dSTRF ``m`` of pass 1
+(every finite frame; it is not recomputed while frames are removed):
+
+* ``outlier_rule="reference"`` (the default, the paper's rule): frame ``J`` is an outlier
+  when the spread of ``J - m`` over the pixels exceeds ``outlier_threshold`` times the
+  spread of ``m`` over the pixels, ``std_p(J - m) > threshold * std_p(m)`` (``std_p``: the
+  population standard deviation over the ``F*D`` pixels, each array centred on its own
+  pixel mean). A unit whose mean dSTRF is flat (``std_p(m) = 0``) has no outliers.
+* ``outlier_rule="rms"``: ``||J - m|| > threshold * sqrt(mean_t ||J_t - m||^2)``, the
+  deviation against the frames' RMS deviation. By Chebyshev's inequality it drops at most
+  ``1 / threshold^2`` of the frames (4% at 5), usually far fewer.
+
+The second pass runs only for units whose largest deviation could exceed the limit; it
+accumulates those units' kept frames afresh, so their moments are exactly those of the kept
+frames (the covariance centred on the kept frames' own mean), with none of the rounding
+that subtracting large outlier frames would leave. Memory is
 ``O(units * (F*D)^2 + chunk * units * L * F)`` whatever the recording length; bound it with
 ``unit_batch`` (units are processed in groups, one pass over time per group).
+
+Frames
+------
+Every bin passed in ``bins`` is one frame. A repeated presentation of a sound (with the
+same context within the model memory) gives the same dSTRFs as its first presentation, so
+callers pass each stimulus bin once (the pipeline: the first presentation of each distinct
+sound, :meth:`nwb_subspace.io.session.SessionData.frame_bins`); passing the repeats too
+weights those sounds by their repeat count.
 
 Ensembles
 ---------
@@ -166,6 +188,11 @@ class DSTRFMoments:
     spread : ndarray of float64, shape (n,)
         RMS deviation ``sqrt(mean ||J - mean||^2)`` over the finite frames (pass 1).
     outlier_threshold : float
+    outlier_rule : {"reference", "rms"}
+        Which outlier rule removed the ``n_outliers`` frames (see the module notes).
+    mean_spread : ndarray of float64, shape (n,) or None
+        Spread over the pixels of the pass-1 mean dSTRF, ``std_p(m)`` (population standard
+        deviation): the scale of the reference outlier rule.
     mode : str
         "gated", "reverse" or "forward".
     frames : ndarray of float32, shape (n_keep, n, F, D) or None
@@ -203,6 +230,12 @@ class DSTRFMoments:
     timings: dict[str, float] = field(default_factory=dict)
     n_models: int = 1
     noise_covariance: np.ndarray | None = None
+    outlier_rule: str = "reference"
+    mean_spread: np.ndarray | None = None
+
+
+#: Values of ``outlier_rule`` (:func:`dstrf_moments`; the module notes define them).
+OUTLIER_RULES = ("reference", "rms")
 
 
 @flushed_denormals()
@@ -215,6 +248,7 @@ def dstrf_moments(  # long: the numpy docstring is half of it; the steps are hel
     n_lags: int | None = None,
     mode: str = "auto",
     outlier_threshold: float | None = 5.0,
+    outlier_rule: str = "reference",
     keep_frames: np.ndarray | None = None,
     chunk_size: int | None = None,
     unit_batch: int | None = None,
@@ -234,8 +268,8 @@ def dstrf_moments(  # long: the numpy docstring is half of it; the steps are hel
     X : ndarray, shape (n_bins, F)
         Spectrogram of the whole recording (context before each bin is real stimulus).
     bins : ndarray, optional
-        Boolean mask (n_bins,) or integer indices of the bins whose dSTRFs count; default
-        every bin.
+        Boolean mask (n_bins,) or integer indices of the bins whose dSTRFs count (each
+        bin once; repeated indices count once); default every bin.
     units : array of int, optional
         Output units (default all).
     n_lags : int, optional
@@ -244,8 +278,12 @@ def dstrf_moments(  # long: the numpy docstring is half of it; the steps are hel
         ``"auto"``: the gated-linear map for a PopulationCNN / PopulationLN, else reverse
         if ``units <= F*D`` and forward otherwise.
     outlier_threshold : float or None, default 5.0
-        Frames whose deviation from the mean dSTRF exceeds this many times the RMS deviation
-        are left out; ``None`` keeps all finite frames.
+        Frames further from the mean dSTRF than this many times the rule's scale are left
+        out; ``None`` keeps all finite frames.
+    outlier_rule : {"reference", "rms"}, default "reference"
+        ``"reference"``: ``std_p(J - m) > threshold * std_p(m)`` (spreads over the pixels;
+        the paper's rule); ``"rms"``: ``||J - m|| > threshold * sqrt(mean ||J - m||^2)``.
+        ``m`` is the mean of every finite frame (pass 1); see the module notes.
     keep_frames : array of int, optional
         Bins whose raw dSTRFs are returned in ``frames`` (for plotting).
     chunk_size : int, optional
@@ -267,6 +305,8 @@ def dstrf_moments(  # long: the numpy docstring is half of it; the steps are hel
     idx = _selected_bins(bins, n_bins)
     if outlier_threshold is not None and not outlier_threshold > 0:
         raise ValueError(f"outlier_threshold must be > 0 or None; got {outlier_threshold!r}")
+    if outlier_rule not in OUTLIER_RULES:
+        raise ValueError(f"outlier_rule must be one of {OUTLIER_RULES}; got {outlier_rule!r}")
     p = n_freq * d
     unit_batch = _unit_batch(unit_batch, p, len(members))
     length = max(int(model.memory), d)
@@ -282,13 +322,19 @@ def dstrf_moments(  # long: the numpy docstring is half of it; the steps are hel
         length,
         chosen,
         chunk_size,
-        outlier_threshold,
+        (outlier_threshold, outlier_rule),
         keep_frames,
         timings,
     )
     cat = {k: np.concatenate([r[k] for r in results]) for k in results[0]}
     n_out, n_nf = cat["n_outliers"], cat["n_nonfinite"]
-    notes = _dropped_frame_notes(units, n_out, n_nf)
+    notes = _dropped_frame_notes(units, n_out, n_nf, cat["n_total"], outlier_rule)
+    flat = (cat["mean_spread"] == 0) & (cat["n_total"] > cat["n_nonfinite"])
+    if outlier_threshold is not None and outlier_rule == "reference" and flat.any():
+        notes.append(
+            f"units {units[flat].tolist()}: flat mean dSTRF, so the reference outlier rule "
+            "(relative to its spread) removed no frames"
+        )
     return DSTRFMoments(
         units=units,
         n_frequencies=n_freq,
@@ -301,6 +347,8 @@ def dstrf_moments(  # long: the numpy docstring is half of it; the steps are hel
         covariance=cat["covariance"],
         spread=cat["spread"],
         outlier_threshold=math.inf if outlier_threshold is None else float(outlier_threshold),
+        outlier_rule=outlier_rule,
+        mean_spread=cat["mean_spread"],
         mode=chosen,
         frames=frames,
         frame_bins=None if keep_frames is None else np.asarray(keep_frames, dtype=np.int64),
@@ -321,12 +369,13 @@ def _moments_in_eval_mode(
     length: int,
     mode: str,
     chunk_size: int | None,
-    threshold: float | None,
+    outlier: tuple[float | None, str],
     keep_frames: np.ndarray | None,
     timings: dict[str, float],
 ) -> tuple[list[dict[str, np.ndarray]], np.ndarray | None]:
     """Each unit group's moments, and the raw frames kept, with every member in eval mode
-    (each member's training flag is restored afterwards)."""
+    (each member's training flag is restored afterwards); ``outlier`` is the threshold
+    (None: none) and the rule."""
     was_training = [m.training for m in members]
     for m in members:
         m.eval()
@@ -337,7 +386,7 @@ def _moments_in_eval_mode(
             n_work = 64 if mode == "forward" else group.size
             step = bins_per_chunk(members[0], mode, n_work, length, d, chunk_size)
             results.append(
-                _group_moments(members, Xt, idx, group, d, length, mode, step, threshold, timings)
+                _group_moments(members, Xt, idx, group, d, length, mode, step, outlier, timings)
             )
         frames = None
         if keep_frames is not None:
@@ -380,7 +429,9 @@ def _unit_batch(unit_batch: int | None, p: int, n_members: int) -> int:
     return unit_batch
 
 
-def _dropped_frame_notes(units: np.ndarray, n_out: np.ndarray, n_nf: np.ndarray) -> list[str]:
+def _dropped_frame_notes(
+    units: np.ndarray, n_out: np.ndarray, n_nf: np.ndarray, n_total: np.ndarray, rule: str
+) -> list[str]:
     """What was left out of the moments, in words (nothing: no notes)."""
     notes: list[str] = []
     if n_nf.any():
@@ -389,8 +440,11 @@ def _dropped_frame_notes(units: np.ndarray, n_out: np.ndarray, n_nf: np.ndarray)
             f"(counts {n_nf[n_nf > 0].tolist()})"
         )
     if n_out.any():
+        share = n_out / np.maximum(n_total, 1)
+        worst = int(np.argmax(share))
         notes.append(
-            f"{int(n_out.sum())} outlier frames left out over {int((n_out > 0).sum())} units"
+            f"{int(n_out.sum())} outlier frames left out over {int((n_out > 0).sum())} units "
+            f"({rule} rule; at most {share[worst]:.1%} of a unit's frames, unit {units[worst]})"
         )
     return notes
 
@@ -404,9 +458,10 @@ def _group_moments(
     length: int,
     mode: str,
     step: int,
-    threshold: float | None,
+    outlier: tuple[float | None, str],
     timings: dict[str, float],
 ) -> dict[str, np.ndarray]:
+    """One unit group's moments: pass 1 over every bin, then the outlier pass."""
     n_freq = Xt.shape[1]
     p = n_freq * d
     acc = MomentAccumulator(group.size, p, device=Xt.device)
@@ -431,29 +486,17 @@ def _group_moments(
             bar.update(jac.shape[1])
     mean = acc.mean()
     spread = acc.rms_deviation()
+    mean_spread = mean.std(dim=1, unbiased=False)
     n_outliers = torch.zeros(group.size, dtype=torch.long, device=Xt.device)
+    threshold, rule = outlier
     if threshold is not None:
-        bound = acc.max_dev + (mean - acc.centre.double()).norm(dim=1)
-        limit = threshold * spread
-        suspect = np.flatnonzero(((bound > limit) & (spread > 0)).cpu().numpy())
         t_pass2 = time.perf_counter()
         j_before = timings["jacobian_s"]
-        if suspect.size:  # pass 2, only for units that may hold outliers
-            sub = group[suspect]
-            for s in range(0, idx.size, step):
-                jac, diff = jac_chunk(s, sub)
-                dev = (jac.double() - mean[suspect][:, None, :]).norm(dim=-1)
-                out = (dev > limit[suspect][:, None]) & torch.isfinite(dev)
-                if out.any():
-                    full = out.new_zeros(group.size, jac.shape[1])
-                    full[suspect] = out
-                    for target, frames in ((acc, jac), (noise, diff)):
-                        if target is None:
-                            continue
-                        padded = frames.new_zeros(group.size, frames.shape[1], p)
-                        padded[suspect] = frames
-                        target.add(padded, sign=-1.0, weight=full)
-                    n_outliers[suspect] += out.sum(1)
+        with torch.no_grad():
+            _remove_outliers(
+                acc, noise, mean, spread, mean_spread, threshold, rule, idx.size, step,
+                lambda s, sub: jac_chunk(s, group[sub]), n_outliers,
+            )  # fmt: skip
         timings["outlier_pass_s"] += (
             time.perf_counter() - t_pass2 - (timings["jacobian_s"] - j_before)
         )
@@ -468,7 +511,55 @@ def _group_moments(
         "mean": acc.mean(),
         "covariance": cov,
         "spread": spread,
+        "mean_spread": mean_spread,
     }
     if noise is not None:
         out["noise_covariance"] = noise.covariance()
     return {key: value.cpu().numpy() for key, value in out.items()}
+
+
+def _remove_outliers(
+    acc: MomentAccumulator,
+    noise: MomentAccumulator | None,
+    mean: Tensor,
+    spread: Tensor,
+    mean_spread: Tensor,
+    threshold: float,
+    rule: str,
+    n_frames: int,
+    step: int,
+    jac_chunk,
+    n_outliers: Tensor,
+) -> None:
+    """Pass 2: the moments of ``acc`` and ``noise`` without the outlier frames (module notes).
+
+    Only units whose largest pass-1 deviation could exceed the limit are differentiated
+    again (``jac_chunk(start, unit_indices)``); their moments are accumulated afresh from
+    the kept frames (subtracting the outliers instead would leave the float32 rounding of
+    large frames behind), and ``n_outliers`` is incremented in place.
+    """
+    p = mean.shape[1]
+    # an upper bound on every frame's ||J - m||; std_p(J - m) <= ||J - m|| / sqrt(P)
+    bound = (acc.max_dev + (mean - acc.centre.double()).norm(dim=1)) * (1 + 1e-4)
+    if rule == "reference":
+        limit, bound, scale = threshold * mean_spread, bound / math.sqrt(p), mean_spread
+    else:
+        limit, scale = threshold * spread, spread
+    suspect = np.flatnonzero(((bound > limit) & (scale > 0)).cpu().numpy())
+    if not suspect.size:
+        return
+    sub = torch.as_tensor(suspect, device=mean.device)
+    kept = MomentAccumulator(suspect.size, p, device=mean.device)
+    kept_noise = None if noise is None else MomentAccumulator(suspect.size, p, device=mean.device)
+    for s in range(0, n_frames, step):
+        jac, diff = jac_chunk(s, suspect)
+        dev = jac.double() - mean[sub][:, None, :]
+        stat = dev.std(dim=-1, unbiased=False) if rule == "reference" else dev.norm(dim=-1)
+        out = (stat > limit[sub][:, None]) & torch.isfinite(stat)
+        kept.add(jac, weight=~out)
+        if kept_noise is not None:
+            kept_noise.add(diff, weight=~out)
+        n_outliers[sub] += out.sum(1)
+    acc.replace_units(sub, kept)
+    if noise is not None:
+        noise.replace_units(sub, kept_noise)

@@ -201,6 +201,39 @@ class SessionData:
             raise ValueError(f"part must be one of {sorted(parts)}, got {part!r}")
         return segments(self.trial_bins, parts[part])
 
+    def frame_bins(self, frames: str = "estimation") -> np.ndarray:
+        """Bins whose dSTRFs enter the tuning subspaces: each stimulus bin once.
+
+        For every distinct sound among the chosen trials, the bins of its first
+        presentation (earliest start) only: a repeat of a sound gives the same dSTRFs, so
+        it is used once and never weighted by its repeat count.
+
+        Parameters
+        ----------
+        frames : {"estimation", "all"}, default "estimation"
+            ``"estimation"``: the fit and holdout trials; ``"all"``: those and the
+            validation trials.
+
+        Returns
+        -------
+        ndarray of bool, shape (n_bins,)
+        """
+        parts = {"estimation": ("fit", "holdout"), "all": ("fit", "holdout", "validation")}
+        if frames not in parts:
+            raise ValueError(f"frames must be one of {sorted(parts)}, got {frames!r}")
+        trials = {
+            "fit": self.split.fit_trials,
+            "holdout": self.split.holdout_trials,
+            "validation": self.split.validation_trials,
+        }
+        chosen = np.unique(np.concatenate([trials[p] for p in parts[frames]]).astype(np.int64))
+        order = chosen[np.lexsort((chosen, self.trial_bins[chosen, 0]))]  # by start, then row
+        _, first = np.unique(self.trials.sound_id[order], return_index=True)
+        mask = np.zeros(self.n_bins, bool)
+        for a, b in self.trial_bins[order[first]]:
+            mask[a:b] = True
+        return mask
+
 
 def read_spike_times(nwbfile: NWBFile) -> tuple[list[np.ndarray], np.ndarray]:
     """Spike times of every unit (units-table order) and the unit ids.

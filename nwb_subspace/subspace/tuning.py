@@ -17,13 +17,25 @@ moments alone.
 
 Dimensionality
 --------------
-Smallest ``k`` whose cumulative explained-variance ratio reaches ``variance_threshold``
-(default 0.95), capped by the number of leading components whose ratio exceeds the noise
-floor. When the dSTRFs are the average over several model fits
-(:func:`nwb_subspace.dstrf.compute.dstrf_moments` with an ensemble), the cumulative ratio is that of
-the variance the fits **agree on**: along each principal axis the fit-to-fit error variance
-(from the moments' ``noise_covariance``) is subtracted first (a cross-validated PCA), so
-directions in which only the fits' noise varies do not inflate the dimensionality.
+Ours (``dimensionality``, used downstream): the smallest ``k`` whose cumulative
+explained-variance ratio, a share of the **total** variance over all ``F*D`` pixels,
+reaches ``variance_threshold`` (default 0.95), capped by the number of leading components
+whose ratio exceeds the noise floor and by ``n_components``. When the dSTRFs are the
+average over several model fits (:func:`nwb_subspace.dstrf.compute.dstrf_moments` with an
+ensemble), the cumulative ratio is that of the variance the fits **agree on**: along each
+principal axis the fit-to-fit error variance (from the moments' ``noise_covariance``) is
+subtracted first (a cross-validated PCA), so directions in which only the fits' noise
+varies do not inflate the dimensionality.
+
+The reference's (``dimensionality_reference``, :func:`dimensionality_reference`, stored so
+results compare with the paper): with ``lambda_1 >= lambda_2 >= ...`` the raw eigenvalues
+of the dSTRF covariance (no noise subtraction, no floor) and ``n = reference_n_components``
+(default 15), the smallest ``k`` with
+``sum_{i<=k} lambda_i / sum_{i<=n} lambda_i > reference_variance_threshold`` (default 0.95;
+a strict inequality, as the reference code has it). The share is of the top ``n``
+eigenvalues only, so the rule cannot exceed ``n`` and reads a slowly decaying spectrum as
+lower-dimensional than ours: eigenvalues ``i^-1.5`` give 11 with the reference rule and
+101 of 768 pixels (capped at 20) with ours.
 
 A unit with a flat (all-zero) dSTRF, or fewer than 2 kept frames, gets dimensionality 0, NaN
 ratios and a note in ``status``.
@@ -44,6 +56,7 @@ from nwb_subspace.results import TuningSubspaces
 
 __all__ = [
     "TuningSubspaceEstimator",
+    "dimensionality_reference",
     "jackknife_subspaces",
     "noise_floor",
     "pca_from_moments",
@@ -138,6 +151,43 @@ def pca_from_moments(covariance: np.ndarray, n_components: int) -> tuple[np.ndar
     return comps * signs[:, None], np.clip(evals[order], 0.0, None)
 
 
+def dimensionality_reference(
+    eigenvalues: np.ndarray, n_components: int = 15, threshold: float = 0.95
+) -> int:
+    """The reference's dimensionality: the smallest ``k`` whose cumulative share of the top
+    ``n_components`` eigenvalues exceeds ``threshold``.
+
+    Parameters
+    ----------
+    eigenvalues : ndarray, shape (m,)
+        Variances along the principal axes (any order; negatives from rounding count as 0).
+    n_components : int, default 15
+        Eigenvalues whose sum is the denominator (all of them when fewer are given).
+    threshold : float, default 0.95
+        In (0, 1); the cumulative share must be strictly above it.
+
+    Returns
+    -------
+    int
+        In ``1..min(n_components, m)``; 0 when the eigenvalues sum to 0 (a flat dSTRF).
+    """
+    if isinstance(n_components, bool) or not isinstance(n_components, int | np.integer):
+        raise TypeError(f"n_components must be an int; got {n_components!r}, e.g. 15")
+    if n_components < 1:
+        raise ValueError(f"n_components must be >= 1; got {n_components}, e.g. 15")
+    if not 0 < threshold < 1:
+        raise ValueError(f"threshold must be in (0, 1); got {threshold!r}, e.g. 0.95")
+    ev = np.sort(np.clip(np.asarray(eigenvalues, dtype=np.float64).ravel(), 0.0, None))[::-1]
+    if not np.isfinite(ev).all():
+        raise ValueError("eigenvalues must be finite")
+    top = ev[:n_components]
+    total = top.sum()
+    if not total > 0:
+        return 0
+    above = np.cumsum(top) / total > threshold
+    return int(np.argmax(above) + 1) if above.any() else int(top.size)
+
+
 def _agreed_variance_ratio(
     components: np.ndarray, eigenvalues: np.ndarray, noise: np.ndarray
 ) -> np.ndarray:
@@ -195,6 +245,10 @@ class TuningSubspaceEstimator:
     n_shuffles : int, default 1
         Shuffles averaged in the noise floor.
     seed : int, default 0
+    reference_n_components : int, default 15
+        Eigenvalues the reference dimensionality rule shares the variance out over.
+    reference_variance_threshold : float, default 0.95
+        Cumulative share the reference rule must exceed, in (0, 1).
 
     Attributes
     ----------
@@ -204,6 +258,12 @@ class TuningSubspaceEstimator:
     noise_floor_ : ndarray, shape (n_units, n_components)
         Explained-variance ratios of pixel-shuffled dSTRFs (:func:`noise_floor`).
     dimensionality_ : ndarray of int, shape (n_units,)
+        Ours (module notes): used downstream.
+    dimensionality_reference_ : ndarray of int, shape (n_units,)
+        The reference's rule (:func:`dimensionality_reference` on the raw eigenvalues of
+        each unit's dSTRF covariance); 0 where there is no PCA.
+    n_outlier_frames_ : ndarray of int, shape (n_units,)
+        Frames each unit lost as outliers (from the moments).
     status_ : list of str
         One entry per unit: "ok", or what was handled (flat dSTRF, too few frames, ...).
     notes_ : list of str
@@ -214,20 +274,23 @@ class TuningSubspaceEstimator:
     variance_threshold: float = 0.95
     n_shuffles: int = 1
     seed: int = 0
+    reference_n_components: int = 15
+    reference_variance_threshold: float = 0.95
     status_: list[str] = field(default_factory=list, init=False, repr=False)
     notes_: list[str] = field(default_factory=list, init=False, repr=False)
     _result: TuningSubspaces | None = field(default=None, init=False, repr=False)
 
-    def _unit_pca(self, moments: DSTRFMoments, u: int, k_keep: int):
+    def _unit_pca(self, moments: DSTRFMoments, u: int, k_keep: int):  # long: one unit's PCA
         """PCA of unit ``u``'s dSTRFs: ``(status, k_u, components, variance ratios, noise
-        floor, dimensionality)``; ``k_u = 0`` (and a status saying why) when there is none."""
+        floor, dimensionality, reference dimensionality)``; ``k_u = 0`` (and a status saying
+        why) when there is none."""
         cov = moments.covariance[u]
         count = int(moments.count[u])
         total = float(np.trace(cov)) if np.isfinite(cov).all() else np.nan
         if count < 2:
-            return f"too few frames ({count}); no PCA", 0, None, None, None, 0
+            return f"too few frames ({count}); no PCA", 0, None, None, None, 0, 0
         if not np.isfinite(total):
-            return "non-finite covariance; no PCA", 0, None, None, None, 0
+            return "non-finite covariance; no PCA", 0, None, None, None, 0, 0
         if total <= 1e-24:
             flat = not np.abs(moments.mean[u]).max() > 0
             status = (
@@ -235,11 +298,15 @@ class TuningSubspaceEstimator:
                 if flat
                 else "constant dSTRF (zero variance; a linear unit); dimensionality 0"
             )
-            return status, 0, None, None, None, 0
+            return status, 0, None, None, None, 0, 0
         p = cov.shape[0]
         k_u = min(k_keep, count - 1)
+        n_ref = min(self.reference_n_components, p)
         noise = None if moments.noise_covariance is None else moments.noise_covariance[u]
-        c, ev = pca_from_moments(cov, p if noise is not None else k_u)
+        c, ev = pca_from_moments(cov, p if noise is not None else max(k_u, n_ref))
+        dim_ref = dimensionality_reference(
+            ev[:n_ref], self.reference_n_components, self.reference_variance_threshold
+        )
         evr = ev[:k_u] / total
         floor = noise_floor(
             np.diag(cov), count, k_keep, n_shuffles=self.n_shuffles, seed=self.seed + u
@@ -266,7 +333,7 @@ class TuningSubspaceEstimator:
                 f"{self.variance_threshold:.0%} of the dSTRF variance not reached within "
                 f"{k_u} components (dimensionality capped at {dim})"
             )
-        return "; ".join(problems) or "ok", k_u, c, evr, floor, dim
+        return "; ".join(problems) or "ok", k_u, c, evr, floor, dim, dim_ref
 
     def to_result(self) -> TuningSubspaces:
         """The fitted tuning subspaces, as stored (``ResultSet.subspaces``).
@@ -305,6 +372,14 @@ class TuningSubspaceEstimator:
             )
         if isinstance(self.n_shuffles, bool) or not isinstance(self.n_shuffles, int):
             raise TypeError(f"n_shuffles must be an int; got {self.n_shuffles!r}")
+        k = self.reference_n_components
+        if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"reference_n_components must be a positive int; got {k!r}, e.g. 15")
+        if not 0 < self.reference_variance_threshold < 1:
+            raise ValueError(
+                "reference_variance_threshold must be in (0, 1); got "
+                f"{self.reference_variance_threshold!r}, e.g. 0.95"
+            )
 
     def fit(
         self,
@@ -348,9 +423,12 @@ class TuningSubspaceEstimator:
         evr = np.full((n, k_keep), np.nan)
         floor = np.full((n, k_keep), np.nan)
         dim = np.zeros(n, dtype=np.int64)
+        dim_ref = np.zeros(n, dtype=np.int64)
         self.status_ = []
         for u in range(n):
-            status, k_u, c_u, evr_u, floor_u, dim[u] = self._unit_pca(moments, u, k_keep)
+            status, k_u, c_u, evr_u, floor_u, dim[u], dim_ref[u] = self._unit_pca(
+                moments, u, k_keep
+            )
             self.status_.append(status)
             if k_u:
                 comps[u, :k_u] = c_u[:k_u].reshape(k_u, f, d)
@@ -361,6 +439,8 @@ class TuningSubspaceEstimator:
         rows = moments.units if unit_rows is None else np.asarray(unit_rows)
         self.components_, self.explained_variance_ratio_ = comps, evr
         self.noise_floor_, self.dimensionality_ = floor, dim
+        self.dimensionality_reference_ = dim_ref
+        self.n_outlier_frames_ = np.asarray(moments.n_outliers, dtype=np.int64)
         self._result = TuningSubspaces(
             unit_rows=rows,
             components=comps,
@@ -372,6 +452,10 @@ class TuningSubspaceEstimator:
             frequencies=frequencies,
             lags_s=(d - 1 - np.arange(d)) * float(bin_s),
             variance_threshold=float(self.variance_threshold),
+            dimensionality_reference=dim_ref,
+            n_outlier_frames=self.n_outlier_frames_,
+            reference_n_components=int(self.reference_n_components),
+            reference_variance_threshold=float(self.reference_variance_threshold),
         )
         return self
 
