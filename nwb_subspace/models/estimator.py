@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import torch
 
 from nwb_subspace.models.layers import EncodingModel
 from nwb_subspace.models.registry import MODEL_KINDS, build_model
-from nwb_subspace.models.training import TrainingConfig, fit_model, predict, training_info
+from nwb_subspace.models.training import (
+    FitHistory,
+    TrainingConfig,
+    fit_model,
+    predict,
+    training_info,
+)
 from nwb_subspace.results import FittedModel, UnitScores
 from nwb_subspace.stimulus import scoring
 
@@ -95,6 +102,25 @@ class EncodingEstimator:
         Columns left out because they had no spikes in the training bins.
     device_ : str
         The torch device the models were fitted on (``"auto"`` resolved).
+    jackknife_members_ : list of EncodingModel
+        With ``training.jackknife = K >= 2``: the jackknife fits that worked, in fold order;
+        fit ``i`` was fitted without the bins of fold ``jackknife_folds_[i]`` (the best of
+        ``n_initializations``). Empty without jackknife.
+    jackknife_folds_ : ndarray of int
+        The fold (0-based) each of ``jackknife_members_`` left out.
+    jackknife_histories_ : list of FitHistory
+        Their histories.
+    jackknife_problems_ : dict of int to str
+        Fold -> why its jackknife fit failed (left out of ``jackknife_members_``).
+    fold_labels_ : ndarray of int or None
+        The ``folds`` passed to :meth:`fit` (None without jackknife).
+    oof_prediction_ : ndarray of float32, shape (n_bins, len(units_)) or None
+        Out-of-fold prediction: at the bins of fold ``j``, the prediction of the jackknife
+        fit that never saw them; NaN elsewhere (and in folds whose fit failed).
+    oof_correlation_ : ndarray of float64, shape (len(units_),) or None
+        Per unit, the correlation of ``oof_prediction_`` with the spike counts over the
+        bins it covers (single trials of the estimation sounds, so below the validation
+        correlation against repeat-averaged PSTHs).
     """
 
     def __init__(
@@ -133,13 +159,31 @@ class EncodingEstimator:
         if not isinstance(self._training(), TrainingConfig):
             raise TypeError("training must be a TrainingConfig")
 
+    @property
+    def ensemble_(self) -> list[EncodingModel]:
+        """The fits whose dSTRFs are averaged: the jackknife fits (``training.jackknife >=
+        2``), else every initialisation of the fit (``members_``). Should every jackknife
+        fit have failed, ``members_``."""
+        if self._training().jackknife >= 2 and getattr(self, "jackknife_members_", None):
+            return list(self.jackknife_members_)
+        return list(self.members_)
+
     def fit(
-        self, X: np.ndarray, Y: np.ndarray, train_mask: np.ndarray, holdout_mask: np.ndarray
+        self,
+        X: np.ndarray,
+        Y: np.ndarray,
+        train_mask: np.ndarray,
+        holdout_mask: np.ndarray,
+        *,
+        folds: np.ndarray | None = None,
     ) -> EncodingEstimator:
         """Fit the model on the training bins, stopping early on the holdout bins.
 
         Units without a single spike in the training bins cannot be fitted; they are left
-        out with a warning and listed in ``excluded_units_``.
+        out with a warning and listed in ``excluded_units_``. With ``training.jackknife =
+        K >= 2``, ``K`` jackknife fits follow the fit on all training bins (see the
+        ``jackknife_*`` attributes): fit ``j`` on the training bins outside fold ``j``,
+        with the same holdout bins, each the best of ``n_initializations``.
 
         Parameters
         ----------
@@ -149,6 +193,10 @@ class EncodingEstimator:
             Spike counts per bin.
         train_mask, holdout_mask : ndarray of bool, shape (n_bins,)
             Bins to fit on, and bins for early stopping.
+        folds : ndarray of int, shape (n_bins,), optional
+            Jackknife fold of every bin (0 .. K-1 on the training bins, -1 elsewhere; e.g.
+            :func:`~nwb_subspace.models.training.jackknife_folds`); required when
+            ``training.jackknife >= 2``, refused otherwise.
 
         Returns
         -------
@@ -180,23 +228,14 @@ class EncodingEstimator:
             **(self.architecture or {}),
         }
         training = self._training()
-        torch.manual_seed(training.seed * 1000)  # the first initialisation
-        model = build_model(self.kind, config)
+        folds = _check_folds(folds, train_mask, training.jackknife)
+        holdout_mask = np.asarray(holdout_mask, dtype=bool)
         self.device_ = device
-        runs: list = []
-        self.model_, self.history_ = fit_model(
-            model,
-            X,
-            Y[:, self.units_],
-            train_mask,
-            np.asarray(holdout_mask, dtype=bool),
-            training,
-            device=device,
-            progress=self.progress,
-            every_fit=runs,
+        Yu = Y[:, self.units_]
+        self.model_, self.history_, runs = self._fit_best(
+            X, Yu, train_mask, holdout_mask, training, config
         )
         # stable: the best comes first; failed fits last, and only kept if nothing worked
-        runs.sort(key=lambda run: (run[1].failed, _loss_key(run[1].best_holdout_loss)))
         working = [run for run in runs if not run[1].failed] or runs
         self.members_ = [m for m, _ in working]
         self.member_histories_ = [h for _, h in working]
@@ -206,21 +245,135 @@ class EncodingEstimator:
             for problem in h.failed_attempts
         ]
         self.failed_ = self.history_.failed
+        self.jackknife_members_, self.jackknife_histories_ = [], []
+        self.jackknife_folds_ = np.zeros(0, dtype=np.int64)
+        self.jackknife_problems_ = {}
+        self.fold_labels_ = folds
+        self.oof_prediction_ = self.oof_correlation_ = None
+        if folds is not None:
+            self._fit_jackknife(X, Yu, train_mask, holdout_mask, folds, training, config)
+            self.out_of_fold(X, Y, folds)
         return self
 
-    def predict(self, X: np.ndarray, *, member: int = 0) -> np.ndarray:
+    def _fit_best(
+        self,
+        X: np.ndarray,
+        Yu: np.ndarray,
+        train_mask: np.ndarray,
+        holdout_mask: np.ndarray,
+        training: TrainingConfig,
+        config: dict,
+    ) -> tuple[EncodingModel, FitHistory, list]:
+        """The best of ``training.n_initializations`` fits, and every fit sorted best first."""
+        torch.manual_seed(training.seed * 1000)  # the first initialisation
+        model = build_model(self.kind, config)
+        runs: list = []
+        best, history = fit_model(
+            model,
+            X,
+            Yu,
+            train_mask,
+            holdout_mask,
+            training,
+            device=self.device_,
+            progress=self.progress,
+            every_fit=runs,
+        )
+        runs.sort(key=lambda run: (run[1].failed, _loss_key(run[1].best_holdout_loss)))
+        return best, history, runs
+
+    def _fit_jackknife(
+        self,
+        X: np.ndarray,
+        Yu: np.ndarray,
+        train_mask: np.ndarray,
+        holdout_mask: np.ndarray,
+        folds: np.ndarray,
+        training: TrainingConfig,
+        config: dict,
+    ) -> None:
+        """Fit ``j`` (seed ``seed * 1000 + 1 + j``) on the training bins outside fold ``j``."""
+        kept = []
+        for j in range(training.jackknife):
+            mask = train_mask & (folds != j)
+            silent = np.flatnonzero(Yu[mask].sum(axis=0) == 0)
+            if silent.size:
+                self.jackknife_problems_[j] = (
+                    f"units {self.units_[silent].tolist()} have no spikes outside fold {j + 1}"
+                )
+                continue
+            member = replace(training, seed=training.seed * 1000 + 1 + j)
+            model, history, runs = self._fit_best(X, Yu, mask, holdout_mask, member, config)
+            self.fit_problems_.extend(
+                f"jackknife fit {j + 1}, initialisation {h.initialization + 1}: {problem}"
+                for _, h in runs
+                for problem in h.failed_attempts
+            )
+            if history.failed:
+                self.jackknife_problems_[j] = str(history.problem)
+            else:
+                kept.append((j, model, history))
+        self.jackknife_folds_ = np.asarray([j for j, _, _ in kept], dtype=np.int64)
+        self.jackknife_members_ = [m for _, m, _ in kept]
+        self.jackknife_histories_ = [h for _, _, h in kept]
+
+    def out_of_fold(self, X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> np.ndarray:
+        """Out-of-fold predictions of the jackknife fits and their correlation per unit.
+
+        Sets ``oof_prediction_`` (each jackknife fit predicts the fold it left out) and
+        ``oof_correlation_`` (against ``Y``'s fitted columns over the predicted bins).
+
+        Parameters
+        ----------
+        X : ndarray, shape (n_bins, n_frequencies)
+        Y : ndarray, shape (n_bins, n_units)
+            Spike counts, all columns (as passed to :meth:`fit`).
+        folds : ndarray of int, shape (n_bins,)
+            The fold labels the jackknife fits were fitted with.
+
+        Returns
+        -------
+        ndarray
+            ``oof_correlation_`` (NaN for every unit when no jackknife fit worked).
+        """
+        folds = np.asarray(folds)
+        Yu = np.asarray(Y, dtype=np.float32)[:, self.units_]
+        if folds.shape != (Yu.shape[0],):
+            raise ValueError(f"folds must have shape ({Yu.shape[0]},); got {folds.shape}")
+        pred = np.full(Yu.shape, np.nan, dtype=np.float32)
+        for model, j in zip(self.jackknife_members_, self.jackknife_folds_, strict=True):
+            sel = folds == j
+            pred[sel] = predict(model, X, device=self.device_)[sel]
+        covered = np.isfinite(pred).all(axis=1)
+        self.oof_prediction_ = pred
+        if covered.sum() < 2:
+            self.oof_correlation_ = np.full(Yu.shape[1], np.nan)
+        else:
+            self.oof_correlation_ = scoring.correlation(pred[covered], Yu[covered])
+        return self.oof_correlation_
+
+    def predict(
+        self, X: np.ndarray, *, member: int = 0, jackknife: int | None = None
+    ) -> np.ndarray:
         """Predicted spike counts per bin, ``(n_bins, len(units_))``, of the best fit (or of
-        ``members_[member]``)."""
+        ``members_[member]``, or of ``jackknife_members_[jackknife]``)."""
         if not hasattr(self, "model_"):
             raise RuntimeError("call fit() before predict()")
-        return predict(self._member(member), X, device=self.device_)
+        return predict(self._member(member, jackknife)[0], X, device=self.device_)
 
-    def _member(self, member: int):
-        if isinstance(member, bool) or not isinstance(member, int):
-            raise TypeError(f"member must be an int index into members_; got {member!r}")
-        if not 0 <= member < len(self.members_):
-            raise ValueError(f"member must be in [0, {len(self.members_)}); got {member}")
-        return self.members_[member]
+    def _member(self, member: int, jackknife: int | None = None) -> tuple:
+        """The chosen fit and its history."""
+        name, index = ("member", member) if jackknife is None else ("jackknife", jackknife)
+        models, histories = (
+            (self.members_, self.member_histories_)
+            if jackknife is None
+            else (getattr(self, "jackknife_members_", []), self.jackknife_histories_)
+        )
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise TypeError(f"{name} must be an int index; got {index!r}")
+        if not 0 <= index < len(models):
+            raise ValueError(f"{name} must be in [0, {len(models)}); got {index}")
+        return models[index], histories[index]
 
     def score(
         self,
@@ -230,6 +383,7 @@ class EncodingEstimator:
         *,
         seed: int = 0,
         member: int = 0,
+        jackknife: int | None = None,
     ) -> UnitScores:
         """Validation scores of the fitted units against repeat-averaged PSTHs.
 
@@ -246,13 +400,16 @@ class EncodingEstimator:
             Seed of the shuffle noise floor.
         member : int, default 0
             Which fit to score (``members_[member]``).
+        jackknife : int, optional
+            Score ``jackknife_members_[jackknife]`` instead.
 
         Returns
         -------
         UnitScores
             One entry per fitted unit (``units_``).
         """
-        pred = validation_predictions(self.predict(X, member=member), validation)
+        pred = self.predict(X, member=member, jackknife=jackknife)
+        pred = validation_predictions(pred, validation)
         psth = validation_psths(validation, self.units_)
         return score_predictions(pred, psth, np.asarray(noise_ceiling)[self.units_], seed=seed)
 
@@ -265,6 +422,7 @@ class EncodingEstimator:
         spectrogram: str | None = None,
         architecture: str = "",
         member: int = 0,
+        jackknife: int | None = None,
     ) -> FittedModel:
         """The fitted model (or ``members_[member]``) as a ``FittedModel`` for ``write_results``.
 
@@ -285,6 +443,8 @@ class EncodingEstimator:
             Description of the architecture (default: one per ``kind``).
         member : int, default 0
             Which fit to store (``members_[member]``).
+        jackknife : int, optional
+            Store ``jackknife_members_[jackknife]`` instead.
 
         Returns
         -------
@@ -292,8 +452,8 @@ class EncodingEstimator:
         """
         if not hasattr(self, "model_"):
             raise RuntimeError("call fit() before to_result()")
-        module = self._member(member)
-        info = training_info(self._training(), self.member_histories_[member], self.device_)
+        module, history = self._member(member, jackknife)
+        info = training_info(self._training(), history, self.device_)
         return FittedModel(
             name=name,
             module=module.cpu(),
@@ -304,6 +464,35 @@ class EncodingEstimator:
             spectrogram=spectrogram,
             architecture=architecture or {"cnn": "1D-CNN x2", "ln": "population LN"}[self.kind],
         )
+
+
+def _check_folds(folds, train_mask: np.ndarray, k: int) -> np.ndarray | None:
+    """The jackknife fold labels as int64, checked against the training bins (None: off)."""
+    if k < 2:
+        if folds is not None:
+            raise ValueError(
+                "folds were given but training.jackknife is 0; set TrainingConfig(jackknife=K)"
+                " with K >= 2 for jackknife fits, or drop folds"
+            )
+        return None
+    if folds is None:
+        raise ValueError(
+            f"training.jackknife = {k} needs the fold of every bin: pass folds= (e.g. "
+            "nwb_subspace.models.training.jackknife_folds(...).labels)"
+        )
+    folds = np.asarray(folds)
+    if folds.shape != train_mask.shape or not np.issubdtype(folds.dtype, np.integer):
+        raise ValueError(f"folds must be integers of shape {train_mask.shape}; got {folds.shape}")
+    folds = folds.astype(np.int64)
+    if not np.array_equal(folds >= 0, train_mask):
+        raise ValueError("folds must be >= 0 exactly on the training bins and -1 elsewhere")
+    present = np.unique(folds[train_mask])
+    if not np.array_equal(present, np.arange(k)):
+        raise ValueError(
+            f"folds must label the training bins with every fold 0..{k - 1} "
+            f"(training.jackknife = {k}); got folds {present.tolist()}"
+        )
+    return folds
 
 
 def _loss_key(value: float) -> float:

@@ -39,6 +39,7 @@ __all__ = [
     "FLAT_PREDICTION",
     "FitHistory",
     "INPUT_SPREAD",
+    "JackknifeFolds",
     "LOSSES",
     "TrainingConfig",
     "available_memory",
@@ -47,6 +48,7 @@ __all__ = [
     "estimate_memory",
     "fit_model",
     "fit_problem",
+    "jackknife_folds",
     "predict",
     "standardizer",
     "training_info",
@@ -117,6 +119,15 @@ class TrainingConfig:
         that is constant on the holdout bins or correlates with no unit's response) is
         retried this many times, each time with a new initialisation and a learning rate 4x
         smaller; if every attempt fails the fit is reported as failed (``FitHistory.problem``).
+    jackknife : int
+        0 (default): one fit on all the fit data, whose ``n_initializations`` fits are the
+        ensemble behind averaged dSTRFs. ``K >= 2``: also ``K`` jackknife fits of the CNN, as
+        the reference does (8 fits, best of 5 initialisations each): the fit sounds are dealt
+        into ``K`` folds balanced by duration (:func:`jackknife_folds`), and fit ``j`` is
+        fitted on the fit data without fold ``j`` (the holdout data, for early stopping, is
+        the same for all), keeping the best of ``n_initializations``; the dSTRFs are then
+        averaged over the jackknife fits, and fit ``j``'s prediction of fold ``j`` gives
+        out-of-fold predictions. It costs ``K`` times the fits.
 
     Raises
     ------
@@ -140,6 +151,7 @@ class TrainingConfig:
     seed: int = 0
     standardize: bool = True
     max_retries: int = 2
+    jackknife: int = 0
 
     def __post_init__(self) -> None:
         def fail(name: str, what: str, value: object, example: object, wrong_type: bool) -> None:
@@ -168,6 +180,10 @@ class TrainingConfig:
                 fail(name, f"an integer >= {low}", value, example, not integer)
         if not isinstance(self.standardize, bool):
             fail("standardize", "true or false", self.standardize, "true", True)
+        value = self.jackknife
+        integer = isinstance(value, int) and not isinstance(value, bool)
+        if not integer or value < 0 or value == 1:
+            fail("jackknife", "0 (off) or an integer >= 2", value, 8, not integer)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -714,6 +730,131 @@ def _better(a: FitHistory, b: FitHistory) -> bool:
     if not math.isfinite(b.best_holdout_loss):
         return math.isfinite(a.best_holdout_loss)
     return a.best_holdout_loss < b.best_holdout_loss
+
+
+@dataclass
+class JackknifeFolds:
+    """Jackknife folds of the fit data (:func:`jackknife_folds`).
+
+    Attributes
+    ----------
+    labels : ndarray of int64, shape (n_bins,)
+        Fold of each bin (0 .. k-1), -1 for bins outside the fit trials.
+    bins : ndarray of int64, shape (k,)
+        Fit bins in each fold.
+    sounds : list of list of str
+        The sounds (or, when sounds were cut, ``"sound [a:b)"`` chunks in trial-relative
+        bins) of each fold.
+    note : str
+        Empty, or what was done to make ``k`` folds out of fewer sounds.
+    """
+
+    labels: np.ndarray
+    bins: np.ndarray
+    sounds: list[list[str]]
+    note: str = ""
+
+    @property
+    def k(self) -> int:
+        return int(self.bins.size)
+
+
+def jackknife_folds(
+    n_bins: int, trial_bins: np.ndarray, sound_ids, k: int, seed: int = 0
+) -> JackknifeFolds:
+    """Deal the fit sounds into ``k`` folds of about equal duration, for jackknife fits.
+
+    Every presentation of a sound goes to the same fold, so a fit without fold ``j`` has
+    never heard fold ``j``'s sounds. Sounds are dealt longest first, each to the fold with
+    the fewest bins so far (ties between sounds of equal length are broken by a permutation
+    seeded by ``seed``, ties between folds by the lower index); the folds then differ by at
+    most the longest sound. With fewer sounds than ``k``, the longest piece is cut in two
+    halves (in trial-relative bins: the same stretch of every presentation) until there are
+    ``k`` pieces, and ``note`` says so; neighbouring chunks of one sound share the stimulus
+    context across the cut.
+
+    Parameters
+    ----------
+    n_bins : int
+        Bins of the session.
+    trial_bins : ndarray of int, shape (n_trials, 2)
+        ``[first, stop)`` bins of the fit trials.
+    sound_ids : sequence of str, shape (n_trials,)
+        Sound of each fit trial.
+    k : int
+        Number of folds (>= 2).
+    seed : int
+        Seed of the tie-breaking permutation.
+
+    Returns
+    -------
+    JackknifeFolds
+
+    Raises
+    ------
+    ValueError
+        For ``k < 2``, malformed trials, or fit trials too short to give ``k`` pieces.
+    """
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 2:
+        raise ValueError(f"k (the number of jackknife folds) must be an integer >= 2; got {k!r}")
+    trial_bins = np.asarray(trial_bins, dtype=np.int64).reshape(-1, 2)
+    sound_ids = np.asarray([str(s) for s in np.asarray(sound_ids, dtype=object).reshape(-1)])
+    if sound_ids.size != trial_bins.shape[0]:
+        raise ValueError(
+            f"need one sound id per fit trial; got {sound_ids.size} for {trial_bins.shape[0]}"
+        )
+    if trial_bins.size and (
+        (trial_bins[:, 0] < 0).any()
+        or (trial_bins[:, 1] > n_bins).any()
+        or (trial_bins[:, 1] < trial_bins[:, 0]).any()
+    ):
+        raise ValueError(f"fit trial bins must satisfy 0 <= first <= stop <= {n_bins}")
+    lengths = trial_bins[:, 1] - trial_bins[:, 0]
+    names = sorted({s for s, n in zip(sound_ids, lengths, strict=True) if n > 0})
+    span = {s: int(lengths[sound_ids == s].max()) for s in names}
+    pieces = [(s, 0, span[s]) for s in names]  # (sound, first, stop) in trial-relative bins
+
+    def duration(piece: tuple[str, int, int]) -> int:
+        s, a, b = piece
+        return int(np.clip(lengths[sound_ids == s], a, b).sum() - a * (sound_ids == s).sum())
+
+    cut = len(pieces) < k
+    while len(pieces) < k:
+        longest = max(range(len(pieces)), key=lambda i: (pieces[i][2] - pieces[i][1], -i))
+        s, a, b = pieces[longest]
+        if b - a < 2:
+            raise ValueError(
+                f"the fit data ({int(lengths.sum())} bins in {len(names)} sound(s)) cannot be "
+                f"cut into {k} jackknife folds; use fewer folds ([training] jackknife)"
+            )
+        pieces[longest : longest + 1] = [(s, a, a + (b - a) // 2), (s, a + (b - a) // 2, b)]
+    order = np.random.default_rng(seed).permutation(len(pieces))
+    order = sorted(order.tolist(), key=lambda i: -duration(pieces[i]))  # stable: longest first
+    totals = np.zeros(k, dtype=np.int64)
+    fold_of = {}
+    for i in order:
+        f = int(np.argmin(totals))
+        fold_of[pieces[i]] = f
+        totals[f] += duration(pieces[i])
+    by_sound: dict[str, list[tuple[int, int, int]]] = {}
+    for (s, a, b), f in fold_of.items():
+        by_sound.setdefault(s, []).append((a, b, f))
+    labels = np.full(int(n_bins), -1, dtype=np.int64)
+    for (first, stop), s in zip(trial_bins, sound_ids, strict=True):
+        for a, b, f in by_sound.get(s, []):
+            labels[first + a : min(first + b, stop)] = f
+    sounds: list[list[str]] = [[] for _ in range(k)]
+    for (s, a, b), f in sorted(fold_of.items(), key=lambda item: item[0]):
+        sounds[f].append(str(s) if not cut else f"{s} [{a}:{b})")
+    note = ""
+    if cut:
+        note = (
+            f"{len(names)} fit sound(s) for {k} jackknife folds: the sounds were cut into "
+            f"{len(pieces)} contiguous chunks (every presentation of a chunk in one fold); a "
+            "fold's chunk shares stimulus context with its neighbours across the cut"
+        )
+    bins = np.bincount(labels[labels >= 0], minlength=k).astype(np.int64)
+    return JackknifeFolds(labels=labels, bins=bins, sounds=sounds, note=note)
 
 
 def training_info(config: TrainingConfig, history: FitHistory, device: str):
