@@ -6,13 +6,17 @@ Two tables (pandas DataFrames), one CSV each:
   cell_type, layer, depth_um, status`` (``"analysed"`` or ``"left out: <reason>"``), then the
   measures: ``dimensionality`` (own subspace at the similarity threshold),
   ``variance_fraction``, ``variance_fraction_null``, ``variance_fraction_p``,
-  ``mean_similarity``, ``breadth`` (high-activity bins of its own SRF), ``shape_index``
-  (signed asymmetry on the most modulated axis), ``shape_class``, ``site_region_bins``
+  ``mean_similarity``, ``breadth`` (noise-aware fraction of its own SRF's occupied bins),
+  ``breadth_bins`` (the old count of high-activity bins), ``breadth_measure``,
+  ``shape_index`` (signed asymmetry of the most modulated tuning curve), ``shape_p`` (its
+  non-monotonicity against noise), ``shape_class``, ``site_region_bins``
   (region size on the site plane) and ``mean_overlap`` (mean Jaccard with the site's other
   units). Missing measures are empty cells; unknown types/layers read ``"unknown"``.
 * **sites** (:func:`site_overview`): one row per site: ``site, n_units, n_analysed, status,
   dimensionality``, then value, null mean and p-value of the shared-subspace fraction, the
-  pairwise similarity and the tiling overlap, the tiling verdict and the site's notes.
+  pairwise similarity and the tiling overlap, the tiling verdict, the reference site
+  dimensionality and mean leave-one-out similarity, the same-site vs different-site test, the
+  neighbour-pair tiling overlap and verdict, and the site's notes.
 * **statistics** (:func:`site_table`): one row per site statistic
   (``results.STATISTIC_FIELDS``), long format, every test including group comparisons.
 
@@ -29,12 +33,13 @@ import numpy as np
 import pandas as pd
 
 from nwb_subspace.results import STATISTIC_FIELDS, SubspaceRFs
-from nwb_subspace.subspace.srf import normalised_map, shape_asymmetry, shape_class
+from nwb_subspace.subspace.srf import normalised_map, shape_asymmetry, srf_shape_classes
 
 __all__ = [
     "SITE_COLUMNS",
     "UNIT_TABLE_COLUMNS",
     "site_overview",
+    "measure_source",
     "site_table",
     "srf_measures",
     "unit_table",
@@ -55,7 +60,10 @@ UNIT_TABLE_COLUMNS = (
     "variance_fraction_p",
     "mean_similarity",
     "breadth",
+    "breadth_bins",
+    "breadth_measure",
     "shape_index",
+    "shape_p",
     "shape_class",
     "site_region_bins",
     "mean_overlap",
@@ -78,23 +86,62 @@ SITE_COLUMNS = (
     "tiling_overlap_mean_null",
     "tiling_overlap_mean_p",
     "tiling_verdict",
+    "dimensionality_reference",
+    "site_similarity_loo_mean",
+    "same_site_similarity",
+    "same_site_similarity_null",
+    "same_site_similarity_p",
+    "tiling_overlap_neighbours",
+    "tiling_overlap_neighbours_null",
+    "tiling_overlap_neighbours_p",
+    "tiling_verdict_neighbours",
     "notes",
 )
 
 
+def measure_source(srfs: SubspaceRFs) -> str:
+    """The SRFs whose breadth and shape the cell-type and layer comparisons use: the
+    measured maps when they carry the noise-aware breadth (repeat-wise errors; a weak or
+    noisy unit cannot read as broad there), else the model maps."""
+    measured = np.asarray(srfs.response_source) == "measured"
+    if srfs.breadth_fraction is not None and measured.any():
+        if np.isfinite(np.asarray(srfs.breadth_fraction, dtype=float)[measured]).any():
+            return "measured"
+    return "model"
+
+
 def srf_measures(srfs: SubspaceRFs, source: str = "model") -> dict[int, dict]:
-    """Breadth, signed shape index and shape class per unit row (first ``source`` map)."""
+    """Breadth, shape index, shape class and test per unit row (first ``source`` map).
+
+    ``breadth`` is the noise-aware fraction of occupied bins (``breadth_fraction``,
+    :func:`~nwb_subspace.subspace.srf.noise_aware_breadth`) and ``breadth_bins`` the old count
+    (bins >= 0.5 of the min-max normalised map). ``shape_index`` / ``shape_p`` /
+    ``shape_class`` come from :func:`~nwb_subspace.subspace.srf.shape_test` (asymmetry of the
+    1-D tuning curve, 0.33, and its non-monotonicity against noise). For results stored
+    before these existed, ``breadth`` repeats the old count and the shape is the old fixed
+    0.35 rule on the normalised map; ``breadth_measure`` says which ("fraction" or "bins").
+    """
     out: dict[int, dict] = {}
+    classes = srf_shape_classes(srfs, source)
+    new = srfs.breadth_fraction is not None
     for i, row in enumerate(srfs.unit_rows.tolist()):
         if srfs.response_source[i] != source or row in out:
             continue
-        asym, depth = shape_asymmetry(normalised_map(srfs.response_map[i]))
-        ok = np.isfinite(asym) & np.isfinite(depth)
-        index = float(asym[np.argmax(np.where(ok, depth, -np.inf))]) if ok.any() else np.nan
+        if srfs.curve_asymmetry is not None:
+            index = float(srfs.curve_asymmetry[i])
+            p = np.nan if srfs.shape_p_value is None else float(srfs.shape_p_value[i])
+        else:
+            asym, depth = shape_asymmetry(normalised_map(srfs.response_map[i]))
+            ok = np.isfinite(asym) & np.isfinite(depth)
+            index = float(asym[np.argmax(np.where(ok, depth, -np.inf))]) if ok.any() else np.nan
+            p = np.nan
         out[row] = {
-            "breadth": int(srfs.breadth[i]),
+            "breadth": float(srfs.breadth_fraction[i]) if new else int(srfs.breadth[i]),
+            "breadth_bins": int(srfs.breadth[i]),
+            "breadth_measure": "fraction" if new else "bins",
             "shape_index": index,
-            "shape_class": shape_class(asym, depth),
+            "shape_p": p,
+            "shape_class": classes[row],
         }
     return out
 
@@ -171,7 +218,7 @@ def unit_table(
         for i, r in enumerate(tiling.unit_rows.tolist()):
             table[r].update(site_region_bins=int(sizes[i]), mean_overlap=float(overlap[i]))
     if srfs is not None:
-        for r, values in srf_measures(srfs).items():
+        for r, values in srf_measures(srfs, source=measure_source(srfs)).items():
             if r in table:
                 table[r].update(values)
     return pd.DataFrame([table[r] for r in rows], columns=list(UNIT_TABLE_COLUMNS))
@@ -184,8 +231,14 @@ def site_overview(
     analysis=None,
     tiling=None,
     notes: Sequence[str] = (),
+    locality: dict | None = None,
 ) -> dict:
     """One row (a dict with :data:`SITE_COLUMNS`) summarising a site.
+
+    ``same_site_similarity`` / ``_null`` / ``_p`` are the site's row of the same-site vs
+    different-site test (mean similarity of its unit pairs, of its units to other sites'
+    units, permutation p-value; empty for a file with one site); ``dimensionality_reference``
+    and ``site_similarity_loo_mean`` come from the reference site subspace.
 
     Parameters
     ----------
@@ -197,6 +250,9 @@ def site_overview(
     tiling : TilingResult, optional
     notes : sequence of str
         The site's notes, joined with ``"; "``.
+    locality : dict, optional
+        The site's statistics row of
+        :func:`~nwb_subspace.site.subspace.same_site_similarity`.
     """
     row: dict = {c: np.nan for c in SITE_COLUMNS}
     res = None if analysis is None else analysis.result_
@@ -206,10 +262,19 @@ def site_overview(
         n_analysed=0 if res is None else int(res.unit_rows.size),
         status="analysed" if res is not None else "not analysed",
         tiling_verdict="" if tiling is None else str(tiling.verdict),
+        tiling_verdict_neighbours="" if tiling is None else str(tiling.verdict_neighbours),
         notes="; ".join(notes),
     )
     if res is not None:
         row["dimensionality"] = int(res.dimensionality)
+        if res.dimensionality_reference is not None:
+            row["dimensionality_reference"] = int(res.dimensionality_reference)
+        if res.site_similarity_loo is not None:
+            row["site_similarity_loo_mean"] = float(np.nanmean(res.site_similarity_loo))
+    if locality is not None:
+        row["same_site_similarity"] = locality["value"]
+        row["same_site_similarity_null"] = locality["null_mean"]
+        row["same_site_similarity_p"] = locality["p_value"]
     stats = list(getattr(analysis, "rows_", []) or []) + (tiling.rows() if tiling else [])
     for stat in stats:
         key = stat["statistic"]

@@ -3,47 +3,122 @@
 For each unit the stimulus is projected onto its PCs used as causal FIR filters
 (``proj[t, k] = sum_{f, j} PC_k[f, j] * X[t-D+1+j, f]``, model lag order, zeros before the
 recording). A pair of dimensions is binned on a ``n_bins x n_bins`` grid spanning the inner
-percentiles of each projection (default 1-99); per grid bin the mean response minus the
-spontaneous rate, in spikes/s, is the SRF. Grid bins holding fewer than ``min_occupancy``
-samples are NaN.
+percentiles of each projection; per grid bin the mean response minus the spontaneous rate, in
+spikes/s, is the SRF. Grid bins holding fewer than ``min_occupancy`` samples are NaN.
 
-Spontaneous rate: the mean response over the bins whose stimulus window (the D bins the
-PCs see) has the least energy (lowest 5% of the window's summed spectrogram), i.e.
-silences between sounds in a typical session.
+Two grids (``grid``, docs/methods.md "SRFs, breadth and shape"):
 
-High-activity region, breadth and shape (docs/methods.md, "SRFs, breadth and shape"): the map is shifted to a
-minimum of 0, smoothed (Gaussian, sigma 1 bin, NaN-aware), divided by its maximum; the region
-is the bins ``>= high_activity_threshold`` (0.5) and the breadth is their number. For each
-axis the 1-D marginal (mean of the normalised map over the other axis) gives
-``asym = 1 - |sum dy| / sum |dy|``, signed + when the rises lie right of the falls
-(U-shaped) and - otherwise (inverted U). :func:`shape_class` maps the pair to a class.
+* ``"reference"`` (default), the paper's maps: 20 x 20 bins between the 0.025th and
+  99.975th percentiles of each projection, a bin shown from 2 samples, each bin's mean taken
+  over a window two bins wide centred on it (neighbouring windows overlap by half a window),
+  pairs PC1-PC2 and PC1-PC3 (PC1-PC2 alone when fewer than 3 components are stored).
+* ``"ours"``: 20 x 20 disjoint bins between the 1st and 99th percentiles, a bin shown from
+  10 samples, PC1-PC2.
+
+Spontaneous rate: the mean response over the bins whose stimulus window (the D bins the PCs
+see) has the least energy (lowest 5% of the window's summed spectrogram), i.e. silences
+between sounds in a typical session; its standard error is the SD of those bins / sqrt(n).
+
+Error bars of measured maps (``response_map_sem``): with ``repeats`` (the repeat index of
+every bin of a sound presented at least twice, -1 elsewhere; :func:`repeat_index_per_bin`),
+the measured map uses only those bins, one map ``M_r`` is computed per repeat index ``r``
+(repeat r of every repeated sound; identical stimuli, so identical projections), and the SEM of
+a grid bin is ``SD_r(M_r) / sqrt(R)`` over the ``R >= 2`` repeats with samples there (bins with
+fewer are NaN). Sounds presented once have no repeat-wise error and are left out of the
+measured map then. Without ``repeats`` the SEM is the SD of the samples in the bin / sqrt(n).
+Model maps have no error map (NaN).
+
+Breadth (:func:`noise_aware_breadth`, stored as ``breadth_fraction``): on the smoothed map
+(Gaussian, sigma 1 bin, NaN-aware) the fraction of occupied bins at least
+``high_activity_threshold`` (0.5) of the way from the unit's floor (10th percentile of the
+smoothed map) to its peak, and, for measured maps, reliably above the floor (one-sided z from
+the repeat-wise SE of the smoothed map, Benjamini-Hochberg at ``alpha`` over the occupied
+bins). ``baseline="spontaneous"`` uses the spontaneous rate instead of the floor. The old
+measure is kept as ``breadth`` (a count): the map shifted to a minimum of 0, smoothed,
+divided by its maximum, bins ``>= 0.5``.
+
+Shape (:func:`shape_test`, stored as ``curve_asymmetry`` / ``shape_p_value``): the 1-D tuning
+curve (occupancy-weighted marginal, smoothed) of the more modulated dimension gives
+``asym = 1 - |sum dy| / sum |dy|``, signed - when the rises lie left of the falls (hill)
+and + otherwise; hill / bowl when ``|asym| > 0.33`` (the reference's rule) and, for measured
+maps, the curve departs from its best monotonic fit more than its noise allows (p < 0.05).
+The old ``shape_asymmetry`` (marginals of the normalised map) and :func:`shape_class` (fixed
+0.35) are kept for comparison.
 """
 
 from __future__ import annotations
 
 import itertools
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import convolve1d
+from scipy.optimize import isotonic_regression
+from scipy.stats import norm
 
 from nwb_subspace.results import SubspaceRFs, TuningSubspaces
 from nwb_subspace.stimulus.projection import causal_projection
 
 __all__ = [
     "BOWL_THRESHOLD",
+    "GRIDS",
     "HILL_THRESHOLD",
+    "REFERENCE_SHAPE_THRESHOLD",
+    "SrfGrid",
+    "concatenate_rfs",
+    "marginal_profile",
+    "noise_aware_breadth",
     "normalised_map",
     "project_stimulus",
+    "repeat_index_per_bin",
     "shape_asymmetry",
     "shape_class",
+    "shape_test",
+    "smoothed_map",
     "srf_shape_classes",
     "subspace_rfs",
 ]
 
-#: signed asym above this on the most modulated axis -> "bowl"
+#: signed asym above this on the most modulated axis -> "bowl" (:func:`shape_class`, fixed)
 BOWL_THRESHOLD = 0.35
-#: signed asym below minus this on the most modulated axis -> "hill"
+#: signed asym below minus this on the most modulated axis -> "hill" (:func:`shape_class`)
 HILL_THRESHOLD = 0.35
+#: the reference's hill / monotonic / bowl boundary on |asym|; the floor of :func:`shape_test`
+REFERENCE_SHAPE_THRESHOLD = 0.33
+
+
+@dataclass(frozen=True)
+class SrfGrid:
+    """An SRF grid recipe (see the module docstring).
+
+    Attributes
+    ----------
+    n_bins : int
+        Bins per axis.
+    percentiles : (float, float)
+        Percentiles of each projection spanned by the grid.
+    min_occupancy : int
+        Samples a bin's window needs for the bin to be shown.
+    window : int
+        Width of each bin's averaging window in bins (1: disjoint bins; 2: the reference's
+        windows, each reaching half a bin into its neighbours on every side).
+    pairs : str
+        ``"reference"`` (0-1 and 0-2 when 3 components are stored) or ``"first"`` (0-1).
+    """
+
+    n_bins: int
+    percentiles: tuple[float, float]
+    min_occupancy: int
+    window: int
+    pairs: str
+
+
+#: The grids by name.
+GRIDS: dict[str, SrfGrid] = {
+    "reference": SrfGrid(20, (0.025, 99.975), 2, 2, "reference"),
+    "ours": SrfGrid(20, (1.0, 99.0), 10, 1, "first"),
+}
 
 
 def project_stimulus(X: np.ndarray, components: np.ndarray) -> np.ndarray:
@@ -63,17 +138,21 @@ def project_stimulus(X: np.ndarray, components: np.ndarray) -> np.ndarray:
     return causal_projection(X, np.flip(np.asarray(components), axis=-1))
 
 
-def _smooth(m: np.ndarray, sigma: float = 1.0) -> np.ndarray:
-    """NaN-aware Gaussian smoothing of a 2-D map (normalised convolution)."""
+def _gauss(sigma: float = 1.0) -> np.ndarray:
     r = int(np.ceil(3 * sigma))
     x = np.arange(-r, r + 1)
-    g = np.exp(-0.5 * (x / sigma) ** 2)
+    return np.exp(-0.5 * (x / sigma) ** 2)
+
+
+def _smooth(m: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """NaN-aware Gaussian smoothing of the last two axes (normalised convolution)."""
+    g = _gauss(sigma)
     valid = np.isfinite(m).astype(float)
     filled = np.where(valid > 0, m, 0.0)
 
     def conv(a: np.ndarray) -> np.ndarray:
-        a = np.apply_along_axis(lambda v: np.convolve(v, g, mode="same"), 0, a)
-        return np.apply_along_axis(lambda v: np.convolve(v, g, mode="same"), 1, a)
+        a = convolve1d(a, g, axis=-2, mode="constant", cval=0.0)
+        return convolve1d(a, g, axis=-1, mode="constant", cval=0.0)
 
     num, den = conv(filled), conv(valid)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -92,49 +171,57 @@ def normalised_map(response_map: np.ndarray) -> np.ndarray:
     return s / top if top > 0 else np.full_like(m, np.nan)
 
 
+def _asym_1d(y: np.ndarray) -> np.ndarray:
+    """Signed asymmetry of profiles ``y`` (..., n) without NaNs (see :func:`shape_asymmetry`)."""
+    dy = np.diff(y, axis=-1)
+    total = np.abs(dy).sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a = np.where(total > 0, 1.0 - np.abs(dy.sum(-1)) / np.where(total > 0, total, 1), 0.0)
+        pos = np.arange(dy.shape[-1])
+        rises, falls = np.clip(dy, 0, None), np.clip(-dy, 0, None)
+        r_sum, f_sum = rises.sum(-1), falls.sum(-1)
+        centre_r = (pos * rises).sum(-1) / np.where(r_sum > 0, r_sum, 1)
+        centre_f = (pos * falls).sum(-1) / np.where(f_sum > 0, f_sum, 1)
+    both = (r_sum > 0) & (f_sum > 0)
+    sign = np.where(both & (centre_r <= centre_f), -1.0, 1.0)
+    return sign * a
+
+
+def _marginal(norm_map: np.ndarray, axis: int) -> np.ndarray:
+    """Mean over the other axis of a (..., B, B) stack (``map[ix, iy]``); NaN where empty."""
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(norm_map, axis=-1 if axis == 0 else -2)
+
+
 def shape_asymmetry(norm_map: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Signed asymmetry of each axis' marginal, and each marginal's modulation depth.
 
     Returns
     -------
     asym : ndarray, shape (2,)
-        ``[x axis (dimension 1), y axis (dimension 2)]``; NaN where undefined.
+        ``[x axis (dimension 1), y axis (dimension 2)]``; NaN where undefined (< 3 bins).
     depth : ndarray, shape (2,)
         ``max - min`` of each marginal.
     """
     asym = np.full(2, np.nan)
     depth = np.full(2, np.nan)
-    for axis in (0, 1):  # map[ix, iy]: marginal over x averages over y (axis 1)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            y = np.nanmean(norm_map, axis=1 - axis)
+    for axis in (0, 1):
+        y = _marginal(np.asarray(norm_map, dtype=float), axis)
         y = y[np.isfinite(y)]
         if y.size < 3:
             continue
-        dy = np.diff(y)
-        total = np.abs(dy).sum()
         depth[axis] = float(y.max() - y.min())
-        if total <= 0:
-            asym[axis] = 0.0
-            continue
-        a = 1.0 - abs(dy.sum()) / total
-        pos = np.arange(dy.size)
-        rises, falls = np.clip(dy, 0, None), np.clip(-dy, 0, None)
-        if rises.sum() > 0 and falls.sum() > 0:
-            centre_r = (pos * rises).sum() / rises.sum()
-            centre_f = (pos * falls).sum() / falls.sum()
-            sign = 1.0 if centre_r > centre_f else -1.0
-        else:
-            sign = 1.0
-        asym[axis] = sign * a
+        asym[axis] = float(_asym_1d(y))
     return asym, depth
 
 
-def shape_class(asym: np.ndarray, depth: np.ndarray) -> str:
+def shape_class(asym: np.ndarray, depth: np.ndarray, threshold: float | None = None) -> str:
     """ "bowl", "hill" or "monotonic" from the axis with the deepest modulation.
 
-    ``asym > BOWL_THRESHOLD`` -> bowl (falls then rises), ``asym < -HILL_THRESHOLD`` -> hill
-    (rises then falls), otherwise monotonic. "unknown" if no axis is defined.
+    ``asym > t`` -> bowl (falls then rises), ``asym < -t`` -> hill (rises then falls),
+    otherwise monotonic, with ``t = threshold`` (e.g. from :func:`shape_test`) or the old fixed
+    ``BOWL_THRESHOLD`` / ``HILL_THRESHOLD`` (0.35) when None. "unknown" if no axis is defined.
     """
     asym, depth = np.asarray(asym, float), np.asarray(depth, float)
     ok = np.isfinite(asym) & np.isfinite(depth)
@@ -142,11 +229,290 @@ def shape_class(asym: np.ndarray, depth: np.ndarray) -> str:
         return "unknown"
     axis = int(np.argmax(np.where(ok, depth, -np.inf)))
     a = asym[axis]
-    if a > BOWL_THRESHOLD:
+    bowl, hill = (BOWL_THRESHOLD, HILL_THRESHOLD) if threshold is None else (threshold,) * 2
+    if a > bowl:
         return "bowl"
-    if a < -HILL_THRESHOLD:
+    if a < -hill:
         return "hill"
     return "monotonic"
+
+
+def marginal_profile(
+    response_map: np.ndarray,
+    occupancy: np.ndarray,
+    axis: int,
+    sem: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 1-D tuning curve along ``axis`` of a map and its standard error.
+
+    ``y[i]`` is the occupancy-weighted mean of the finite bins of row ``i`` along ``axis``
+    (``map[ix, iy]``; axis 0 = dimension x), i.e. the mean response of the samples whose
+    projection on that dimension falls in bin ``i`` (as the reference's 1-D marginals);
+    ``se[i] = sqrt(sum_j occ_ij^2 sem_ij^2) / sum_j occ_ij`` (NaN without ``sem``).
+    Rows without a finite bin are NaN.
+    """
+    m = np.asarray(response_map, dtype=float)
+    occ = np.where(np.isfinite(m), np.asarray(occupancy, dtype=float), 0.0)
+    if axis == 1:
+        m, occ = m.T, occ.T
+        sem = None if sem is None else np.asarray(sem, dtype=float).T
+    tot = occ.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y = np.where(tot > 0, (occ * np.nan_to_num(m)).sum(1) / tot, np.nan)
+        if sem is None:
+            return y, np.full_like(y, np.nan)
+        s = np.asarray(sem, dtype=float)
+        se = np.sqrt((occ**2 * np.nan_to_num(s, nan=0.0) ** 2).sum(1)) / tot
+    return y, np.where(tot > 0, se, np.nan)
+
+
+def _smooth_1d(y: np.ndarray) -> np.ndarray:
+    """Gaussian (sigma 1 bin) smoothing of profiles (..., n) without NaNs (normalised)."""
+    g = _gauss(1.0)
+    num = convolve1d(y, g, axis=-1, mode="constant", cval=0.0)
+    den = convolve1d(np.ones(y.shape[-1]), g, mode="constant", cval=0.0)
+    return num / den
+
+
+def _monotonic_fit(y: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weighted isotonic fit of ``y`` (rising or falling, whichever fits better), its SSE."""
+    best, best_err = y, np.inf
+    for increasing in (True, False):
+        fit = isotonic_regression(y, weights=w, increasing=increasing).x
+        err = float((w * (fit - y) ** 2).sum())
+        if err < best_err:
+            best, best_err = fit, err
+    return best, best_err
+
+
+def shape_test(
+    response_map: np.ndarray,
+    occupancy: np.ndarray,
+    sem: np.ndarray | None = None,
+    *,
+    n_null: int = 200,
+    alpha: float = 0.05,
+    threshold: float = REFERENCE_SHAPE_THRESHOLD,
+    rng: np.random.Generator | None = None,
+) -> tuple[str, float, float]:
+    """Hill / bowl / monotonic: the reference's asymmetry rule plus a test of the noise.
+
+    Each axis' :func:`marginal_profile` (the 1-D tuning curve) is smoothed (Gaussian, sigma
+    1 bin) and the axis with the larger ``max - min`` is tested. Its signed asymmetry ``asym``
+    (as :func:`shape_asymmetry`) gives the shape: ``asym < -threshold`` hill (rises then
+    falls), ``asym > threshold`` bowl, else monotonic (the reference's rule, threshold 0.33).
+    With ``sem``, hill and bowl also need the profile to be reliably non-monotonic:
+    the weighted squared distance of the (unsmoothed) profile from its best monotonic fit
+    (weighted isotonic regression, rising or falling; weights 1/SE^2) must exceed that of
+    ``n_null`` profiles made of that fit plus Gaussian noise of the profile's SE
+    (one-sided, add-one p-value < ``alpha``); otherwise the unit is called monotonic.
+
+    Parameters
+    ----------
+    response_map, occupancy : ndarray, shape (B, B)
+    sem : ndarray, shape (B, B), optional
+        Standard error of each bin; None or all-NaN: the asymmetry rule alone (p NaN).
+    n_null : int, default 200
+    alpha : float, default 0.05
+    threshold : float, default 0.33
+    rng : numpy.random.Generator, optional
+        Default ``default_rng(0)``.
+
+    Returns
+    -------
+    (shape_class, asym, p_value)
+        "unknown" (asym NaN) when neither axis has 3 finite profile bins.
+    """
+    prof = [marginal_profile(response_map, occupancy, a, sem) for a in (0, 1)]
+    depth = np.full(2, -np.inf)
+    for a, (y, _) in enumerate(prof):
+        ok = np.isfinite(y)
+        if ok.sum() >= 3:
+            ys = _smooth_1d(y[ok])
+            depth[a] = float(ys.max() - ys.min())
+    if not np.isfinite(depth).any():
+        return "unknown", np.nan, np.nan
+    y, se = prof[int(np.argmax(depth))]
+    ok = np.isfinite(y)
+    y, se = y[ok], se[ok]
+    a = float(_asym_1d(_smooth_1d(y)))
+    p = np.nan
+    if np.isfinite(se).any() and n_null > 0:
+        rng = np.random.default_rng(0) if rng is None else rng
+        se = np.maximum(np.nan_to_num(se, nan=float(np.nanmax(se))), 1e-12)
+        w = 1.0 / se**2
+        fit, obs = _monotonic_fit(y, w)
+        nulls = fit[None] + se[None] * rng.standard_normal((n_null, y.size))
+        null_sse = np.array([_monotonic_fit(v, w)[1] for v in nulls])
+        p = float((1 + (null_sse >= obs).sum()) / (1 + n_null))
+    return _shape_from(a, p, alpha, threshold), a, p
+
+
+def _shape_from(asym: float, p: float, alpha: float, threshold: float) -> str:
+    """The class of :func:`shape_test` from its asymmetry and p-value (NaN p: no test)."""
+    if not np.isfinite(asym):
+        return "unknown"
+    if np.isfinite(p) and p >= alpha:
+        return "monotonic"
+    return "bowl" if asym > threshold else "hill" if asym < -threshold else "monotonic"
+
+
+def smoothed_map(
+    response_map: np.ndarray, sem: np.ndarray | None = None, sigma: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """NaN-aware Gaussian smoothing of a map and the standard error of the smoothed values.
+
+    ``s_b = sum_c g_bc m_c / sum_c g_bc`` over the finite bins ``c`` (Gaussian weights
+    ``g``, sigma in bins); with ``sem`` (independent bins),
+    ``se_b = sqrt(sum_c g_bc^2 sem_c^2) / sum_c g_bc``, else NaN. Empty bins stay NaN.
+    """
+    m = np.asarray(response_map, dtype=float)
+    ok = np.isfinite(m) if sem is None else np.isfinite(m) & np.isfinite(sem)
+    g = _gauss(sigma)
+
+    def conv(a: np.ndarray, k: np.ndarray) -> np.ndarray:
+        a = convolve1d(a, k, axis=-2, mode="constant", cval=0.0)
+        return convolve1d(a, k, axis=-1, mode="constant", cval=0.0)
+
+    den = conv(ok.astype(float), g)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        sm = np.where(ok, conv(np.where(ok, m, 0.0), g) / den, np.nan)
+        if sem is None:
+            return sm, np.full_like(sm, np.nan)
+        var = conv(np.where(ok, np.asarray(sem, dtype=float) ** 2, 0.0), g**2)
+        return sm, np.where(ok, np.sqrt(var) / den, np.nan)
+
+
+def noise_aware_breadth(
+    response_map: np.ndarray,
+    sem: np.ndarray | None = None,
+    *,
+    repeat_maps: np.ndarray | None = None,
+    baseline: str = "floor",
+    floor_percentile: float = 10.0,
+    spont_sem: float = 0.0,
+    alpha: float = 0.05,
+    level: float = 0.5,
+) -> float:
+    """Fraction of occupied bins reliably above the baseline and >= ``level`` of the range.
+
+    On the smoothed map ``s`` (:func:`smoothed_map`, Gaussian sigma 1 bin) a bin is high when
+    ``s_b >= b0 + level * (max(s) - b0)`` and, with ``sem``, reliably above the baseline:
+    its one-sided p-value ``1 - Phi((s_b - b0) / sqrt(se_b^2 + se_0^2))`` passes
+    Benjamini-Hochberg at ``alpha`` over the occupied bins. The result is the number of high
+    bins over the number of occupied bins (finite map, and finite SEM when given).
+
+    Parameters
+    ----------
+    response_map : ndarray, shape (B, B)
+        Mean response minus spontaneous (NaN: unoccupied).
+    sem : ndarray, shape (B, B), optional
+        Standard error of each bin (e.g. across repeats); None: no reliability test.
+    repeat_maps : ndarray, shape (R, B, B), optional
+        The per-repeat maps behind ``sem``: ``se_b`` is then the SD across repeats of the
+        smoothed per-repeat maps / sqrt(R) (exact for neighbouring bins that share samples,
+        as the reference's overlapping windows do); without them the
+        :func:`smoothed_map` formula (independent bins).
+    baseline : {"floor", "spontaneous"}, default "floor"
+        ``b0``: the ``floor_percentile`` percentile of ``s`` over the occupied bins (the
+        unit's own response floor; ``se_0 = 0``), or 0 (the spontaneous rate the map is
+        relative to; ``se_0 = spont_sem``).
+    floor_percentile : float, default 10
+    spont_sem : float, default 0
+        Standard error of the spontaneous rate (``baseline="spontaneous"``).
+    alpha : float, default 0.05
+    level : float, default 0.5
+
+    Returns
+    -------
+    float
+        In [0, 1]; 0 when the map never rises above ``b0``; NaN when no bin is occupied.
+    """
+    if baseline not in ("floor", "spontaneous"):
+        raise ValueError(f"baseline must be 'floor' or 'spontaneous'; got {baseline!r}")
+    sm, se = smoothed_map(response_map, sem)
+    if sem is not None and repeat_maps is not None:
+        se = _repeat_smoothed_se(np.asarray(repeat_maps, dtype=float), np.isfinite(sm))
+    occupied = np.isfinite(sm)
+    if not occupied.any():
+        return np.nan
+    if baseline == "floor":
+        b0, se0 = float(np.percentile(sm[occupied], floor_percentile)), 0.0
+    else:
+        b0, se0 = 0.0, float(spont_sem)
+    peak = float(sm[occupied].max())
+    if not peak > b0:
+        return 0.0
+    high = occupied & (np.nan_to_num(sm, nan=-np.inf) >= b0 + level * (peak - b0))
+    if sem is not None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = (sm - b0) / np.sqrt(se**2 + se0**2)
+        z = np.where(np.isnan(z), np.where(sm > b0, np.inf, -np.inf), z)  # SE 0
+        p = np.where(occupied, norm.sf(z), 1.0)
+        high &= _benjamini_hochberg(p, occupied, alpha)
+    return float(high.sum() / occupied.sum())
+
+
+def _repeat_smoothed_se(per: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """SD over repeats of the smoothed per-repeat maps (on ``valid`` bins) / sqrt(R)."""
+    per = np.where(valid[None], per, np.nan)
+    sm = np.stack([smoothed_map(p)[0] for p in per])
+    n = np.isfinite(sm).sum(0)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        se = np.nanstd(sm, axis=0, ddof=1) / np.sqrt(n)
+    return np.where(valid & (n >= 2), se, np.nan)
+
+
+def _benjamini_hochberg(p: np.ndarray, among: np.ndarray, alpha: float) -> np.ndarray:
+    """Discoveries of the BH step-up procedure at ``alpha`` over the ``among`` entries."""
+    out = np.zeros(p.shape, dtype=bool)
+    vals = p[among]
+    if vals.size == 0:
+        return out
+    order = np.argsort(vals, kind="stable")
+    ranked = vals[order]
+    passed = ranked <= alpha * np.arange(1, vals.size + 1) / vals.size
+    if passed.any():
+        cut = ranked[np.nonzero(passed)[0].max()]
+        out[among] = vals <= cut
+    return out
+
+
+def repeat_index_per_bin(
+    sound_id: np.ndarray, trial_bins: np.ndarray, n_bins: int, start: np.ndarray | None = None
+) -> np.ndarray:
+    """Repeat index of every time bin of a repeated sound, -1 elsewhere.
+
+    Parameters
+    ----------
+    sound_id : ndarray, shape (n_trials,)
+        Sound of each presentation.
+    trial_bins : ndarray of int, shape (n_trials, 2)
+        ``[first, stop)`` bins of each presentation (e.g. ``SessionData.trial_bins``).
+    n_bins : int
+    start : ndarray, shape (n_trials,), optional
+        Onset times ordering the presentations of a sound (default: ``trial_bins[:, 0]``).
+
+    Returns
+    -------
+    ndarray of int64, shape (n_bins,)
+        ``r`` (0-based, in time order) on the bins of the r-th presentation of a sound
+        presented at least twice; -1 on bins of sounds presented once and outside trials.
+    """
+    sound = np.asarray([str(s) for s in np.asarray(sound_id, dtype=object).reshape(-1)])
+    tb = np.asarray(trial_bins, dtype=np.int64).reshape(-1, 2)
+    if tb.shape[0] != sound.size:
+        raise ValueError(f"{sound.size} sound ids for {tb.shape[0]} trial bin ranges; align them")
+    onset = tb[:, 0] if start is None else np.asarray(start, dtype=float).reshape(-1)
+    out = np.full(int(n_bins), -1, dtype=np.int64)
+    for s in np.unique(sound):
+        idx = np.nonzero(sound == s)[0]
+        if idx.size < 2:
+            continue
+        for r, i in enumerate(idx[np.argsort(onset[idx], kind="stable")]):
+            out[max(tb[i, 0], 0) : min(tb[i, 1], n_bins)] = r
+    return out
 
 
 def _spontaneous_bins(X: np.ndarray, n_lags: int, fraction: float = 0.05) -> np.ndarray:
@@ -155,19 +521,68 @@ def _spontaneous_bins(X: np.ndarray, n_lags: int, fraction: float = 0.05) -> np.
     return energy <= np.quantile(energy, fraction)
 
 
-def _grid(
-    px: np.ndarray, py: np.ndarray, resp: np.ndarray, ex: np.ndarray, ey: np.ndarray, min_occ: int
-) -> tuple[np.ndarray, np.ndarray]:
-    b = ex.size - 1
-    ix = np.clip(np.searchsorted(ex, px, side="right") - 1, 0, b - 1)
-    iy = np.clip(np.searchsorted(ey, py, side="right") - 1, 0, b - 1)
-    inside = (px >= ex[0]) & (px <= ex[-1]) & (py >= ey[0]) & (py <= ey[-1])
-    flat = ix[inside] * b + iy[inside]
-    occ = np.bincount(flat, minlength=b * b).reshape(b, b)
-    tot = np.bincount(flat, weights=resp[inside], minlength=b * b).reshape(b, b)
+class _Binning:
+    """Sub-bin indices of one pair of projections on one grid (windows of ``window`` bins)."""
+
+    def __init__(self, px, py, ex, ey, window: int) -> None:
+        self.b, self.w = ex.size - 1, int(window)
+        self.n_sub = 2 * self.b + 2 * (self.w - 1)
+        sx, okx = self._sub(px, ex)
+        sy, oky = self._sub(py, ey)
+        self.keep = okx & oky
+        self.flat = sx[self.keep] * self.n_sub + sy[self.keep]
+
+    def _sub(self, p: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        half = (e[1] - e[0]) / 2
+        lo = e[0] - (self.w - 1) * half
+        hi = e[-1] + (self.w - 1) * half
+        s = np.floor((p - lo) / half).astype(np.int64)
+        s[p == hi] = self.n_sub - 1  # the top edge belongs to the last bin
+        return s, (s >= 0) & (s < self.n_sub) & (p <= hi)
+
+    def sums(self, weights: np.ndarray | None) -> np.ndarray:
+        """Window sums (B, B) of ``weights`` (None: counts) over the kept samples."""
+        w = None if weights is None else weights[self.keep]
+        sub = np.bincount(self.flat, weights=w, minlength=self.n_sub**2)
+        sub = sub.reshape(self.n_sub, self.n_sub)
+        c = np.zeros((self.n_sub + 1, self.n_sub + 1))
+        c[1:, 1:] = sub.cumsum(0).cumsum(1)
+        lo = 2 * np.arange(self.b)
+        hi = lo + 2 * self.w
+        return c[hi][:, hi] - c[lo][:, hi] - c[hi][:, lo] + c[lo][:, lo]
+
+
+def _map_stats(
+    binning: _Binning, resp: np.ndarray, min_occ: int, repeats: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Mean map, SEM map, occupancy and per-repeat maps of one response on one binning.
+
+    ``repeats`` (aligned with ``resp``): SEM across per-repeat maps; None: sample SEM (and
+    no per-repeat maps).
+    """
+    occ = np.rint(binning.sums(None)).astype(np.int64)
+    tot = binning.sums(resp)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(occ >= min_occ, tot / np.maximum(occ, 1), np.nan)
-    return mean, occ
+        if repeats is None:
+            sq = binning.sums(resp**2)
+            var = np.maximum(sq / np.maximum(occ, 1) - (tot / np.maximum(occ, 1)) ** 2, 0.0)
+            sem = np.sqrt(var * occ / np.maximum(occ - 1, 1)) / np.sqrt(np.maximum(occ, 1))
+            sem = np.where((occ >= min_occ) & (occ >= 2), sem, np.nan)
+            return mean, sem, occ, None
+        per = []
+        for r in np.unique(repeats[repeats >= 0]):
+            sel = (repeats == r).astype(float)
+            n_r = binning.sums(sel)
+            per.append(np.where(n_r > 0, binning.sums(resp * sel) / np.maximum(n_r, 1), np.nan))
+        per_r = np.asarray(per)
+        n_rep = np.isfinite(per_r).sum(0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            sd = np.nanstd(per_r, axis=0, ddof=1)
+        sem = np.where((n_rep >= 2) & (occ >= min_occ), sd / np.sqrt(np.maximum(n_rep, 1)), np.nan)
+    mean = np.where(np.isfinite(sem), mean, np.nan)
+    return mean, sem, occ, np.where(np.isfinite(mean)[None], per_r, np.nan)
 
 
 def subspace_rfs(
@@ -178,12 +593,19 @@ def subspace_rfs(
     counts: np.ndarray | None = None,
     rate: float,
     bins: np.ndarray | None = None,
-    pairs: str | list[tuple[int, int]] = "first",
-    n_bins: int = 20,
-    percentiles: tuple[float, float] = (1.0, 99.0),
-    min_occupancy: int = 10,
+    grid: str = "reference",
+    pairs: str | list[tuple[int, int]] | None = None,
+    n_bins: int | None = None,
+    percentiles: tuple[float, float] | None = None,
+    min_occupancy: int | None = None,
+    window: int | None = None,
     high_activity_threshold: float = 0.5,
     max_dims: int = 3,
+    repeats: np.ndarray | None = None,
+    alpha: float = 0.05,
+    baseline: str = "floor",
+    n_shape_null: int = 200,
+    seed: int = 0,
 ) -> SubspaceRFs:
     """SRFs of every unit of ``tuning`` from the model prediction and/or measured counts.
 
@@ -199,14 +621,30 @@ def subspace_rfs(
         Bins per second (maps are in spikes/s).
     bins : ndarray of bool, shape (n_bins,), optional
         Bins used for the maps (e.g. the stimulus bins); default all.
-    pairs : "first", "all" or list of (int, int)
-        Dimension pairs: the first two; all pairs among the top ``max_dims`` dimensions
-        (limited by each unit's dimensionality, at least 2); or explicit pairs.
-    n_bins : int, default 20
-    percentiles : (float, float), default (1, 99)
-    min_occupancy : int, default 10
+    grid : {"reference", "ours"}, default "reference"
+        The recipe in :data:`GRIDS`; ``pairs``, ``n_bins``, ``percentiles``,
+        ``min_occupancy`` and ``window`` override single parts of it when given.
+    pairs : "reference", "first", "all" or list of (int, int), optional
+        "reference": (0, 1) and (0, 2) when at least 3 components are stored, else (0, 1);
+        "first": (0, 1); "all": every pair among the top ``max_dims`` dimensions (limited by
+        each unit's dimensionality, at least 2); or explicit pairs.
+    n_bins, percentiles, min_occupancy, window : optional
+        See :class:`SrfGrid`.
     high_activity_threshold : float, default 0.5
+        Level of both breadth measures.
     max_dims : int, default 3
+    repeats : ndarray of int, shape (n_bins,), optional
+        Repeat index of each bin of a repeated sound, -1 elsewhere
+        (:func:`repeat_index_per_bin`): measured maps then use those bins only and their SEM
+        is across repeats (module docstring).
+    alpha : float, default 0.05
+        False-discovery rate of the "reliably above the baseline" bins of the breadth, and
+        the level of the shape test.
+    baseline : {"floor", "spontaneous"}, default "floor"
+        Baseline of the breadth (:func:`noise_aware_breadth`).
+    n_shape_null : int, default 200
+        Null maps per row of :func:`shape_test`.
+    seed : int, default 0
 
     Returns
     -------
@@ -218,15 +656,21 @@ def subspace_rfs(
         raise TypeError(f"tuning must be a TuningSubspaces; got {type(tuning).__name__}")
     if prediction is None and counts is None:
         raise ValueError("give prediction and/or counts: SRFs need a response")
+    g = _resolve_grid(grid, pairs, n_bins, percentiles, min_occupancy, window)
     n_units = tuning.unit_rows.size
     sources = _response_sources(prediction, counts, (X.shape[0], n_units))
-    mask = _check_map_options(n_bins, percentiles, rate, bins, X.shape[0])
-    d = tuning.components.shape[3]
-    spont = _spontaneous_bins(X, d)
-    rows: dict[str, list] = {k: [] for k in ("u", "dims", "src", "map", "occ", "ex", "ey")}
-    rows.update(breadth=[], asym=[])
+    mask = _check_map_options(g.n_bins, g.percentiles, rate, bins, X.shape[0])
+    rep = _check_repeats(repeats, X.shape[0])
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1); got {alpha!r}, e.g. 0.05")
+    if baseline not in ("floor", "spontaneous"):
+        raise ValueError(f"baseline must be 'floor' or 'spontaneous'; got {baseline!r}")
+    spont = _spontaneous_bins(X, tuning.components.shape[3])
+    rng = np.random.default_rng(seed)
+    rows: list[dict] = []
     for u in range(n_units):
-        unit_pairs = _unit_pairs(pairs, int(tuning.dimensionality[u]), max_dims)
+        unit_pairs = _unit_pairs(g.pairs, int(tuning.dimensionality[u]), max_dims,
+                                 tuning.components.shape[1])  # fmt: skip
         need = max(max(pr) for pr in unit_pairs) + 1
         if need > tuning.components.shape[1]:
             raise ValueError(
@@ -234,35 +678,124 @@ def subspace_rfs(
                 f"{tuning.components.shape[1]} components are stored"
             )
         proj = project_stimulus(X, tuning.components[u, :need])
-        for i, j in unit_pairs:
-            px, py = proj[mask, i], proj[mask, j]
-            ex, ey = _grid_edges(px, py, percentiles, n_bins)
+        for pair in unit_pairs:
             for name, arr in sources:
                 resp = arr[:, u] * rate
-                base = float(resp[spont].mean())
-                m, occ = _grid(px, py, resp[mask] - base, ex, ey, min_occupancy)
-                norm = normalised_map(m)
-                asym, _ = shape_asymmetry(norm)
-                rows["u"].append(tuning.unit_rows[u])
-                rows["dims"].append((i, j))
-                rows["src"].append(name)
-                rows["map"].append(m)
-                rows["occ"].append(occ)
-                rows["ex"].append(ex)
-                rows["ey"].append(ey)
-                rows["breadth"].append(int(np.nansum(norm >= high_activity_threshold)))
-                rows["asym"].append(asym)
+                row = _one_map(
+                    proj, pair, resp, mask, spont, g, rep if name == "measured" else None
+                )
+                if name == "model":  # a prediction has no trial-to-trial noise
+                    row["sem"] = np.full_like(row["map"], np.nan)
+                row.update(
+                    _row_measures(row, high_activity_threshold, alpha, n_shape_null, rng, baseline)
+                )
+                rows.append({"u": tuning.unit_rows[u], "dims": pair, "src": name, **row})
+    return _collect(rows, high_activity_threshold, g, rep)
+
+
+def _resolve_grid(grid, pairs, n_bins, percentiles, min_occupancy, window) -> SrfGrid:
+    """The grid recipe with the given overrides, checked."""
+    if grid not in GRIDS:
+        raise ValueError(f"grid must be one of {sorted(GRIDS)}; got {grid!r}")
+    g = GRIDS[grid]
+    g = SrfGrid(
+        g.n_bins if n_bins is None else n_bins,
+        g.percentiles if percentiles is None else tuple(percentiles),
+        g.min_occupancy if min_occupancy is None else min_occupancy,
+        g.window if window is None else window,
+        g.pairs if pairs is None else pairs,
+    )
+    for name in ("min_occupancy", "window"):
+        v = getattr(g, name)
+        if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1; got {v!r}")
+    return g
+
+
+def _check_repeats(repeats: np.ndarray | None, n: int) -> np.ndarray | None:
+    """``repeats`` as int64 of shape (n,), or None when it holds fewer than 2 repeats."""
+    if repeats is None:
+        return None
+    rep = np.asarray(repeats)
+    if rep.shape != (n,) or not np.issubdtype(rep.dtype, np.integer):
+        raise ValueError(f"repeats must be an int array of shape ({n},) (-1: not repeated)")
+    rep = rep.astype(np.int64)
+    return rep if np.unique(rep[rep >= 0]).size >= 2 else None
+
+
+def _one_map(proj, pair, resp, mask, spont, g: SrfGrid, rep) -> dict:
+    """Map, SEM, occupancy, edges and spontaneous SEM of one pair and response."""
+    i, j = pair
+    px, py = proj[mask, i], proj[mask, j]
+    ex, ey = _grid_edges(px, py, g.percentiles, g.n_bins)
+    base = float(resp[spont].mean())
+    sp = resp[spont]
+    spont_sem = float(sp.std(ddof=1) / np.sqrt(sp.size)) if sp.size > 1 else 0.0
+    if rep is None:
+        binning = _Binning(px, py, ex, ey, g.window)
+        m, sem, occ, per = _map_stats(binning, resp[mask] - base, g.min_occupancy, None)
+    else:
+        sel = mask & (rep >= 0)
+        binning = _Binning(proj[sel, i], proj[sel, j], ex, ey, g.window)
+        m, sem, occ, per = _map_stats(binning, resp[sel] - base, g.min_occupancy, rep[sel])
+    return {
+        "map": m, "sem": sem, "occ": occ, "ex": ex, "ey": ey, "spont_sem": spont_sem, "per": per
+    }  # fmt: skip
+
+
+def _row_measures(row: dict, level: float, alpha: float, n_null: int, rng, baseline: str) -> dict:
+    """Old breadth and asymmetry, noise-aware breadth and the shape test of one map."""
+    m = row["map"]
+    sem = row["sem"] if np.isfinite(row["sem"]).any() else None
+    norm_m = normalised_map(m)
+    asym, _ = shape_asymmetry(norm_m)
+    _, index, p = shape_test(m, row["occ"], sem, n_null=n_null, rng=rng)
+    return {
+        "breadth": int(np.nansum(norm_m >= level)),
+        "asym": asym,
+        "bfrac": noise_aware_breadth(
+            m,
+            sem,
+            repeat_maps=row["per"] if sem is not None else None,
+            baseline=baseline,
+            spont_sem=row["spont_sem"],
+            alpha=alpha,
+            level=level,
+        ),
+        "index": index,
+        "p": p,
+    }
+
+
+def _collect(rows: list[dict], level: float, g: SrfGrid, rep) -> SubspaceRFs:
+    def stack(key, dtype=None):
+        return np.asarray([r[key] for r in rows], dtype=dtype)
+
     return SubspaceRFs(
-        unit_rows=np.asarray(rows["u"], dtype=np.int64),
-        dimensions=np.asarray(rows["dims"], dtype=np.int64),
-        response_source=np.asarray(rows["src"]),
-        response_map=np.asarray(rows["map"]),
-        occupancy=np.asarray(rows["occ"], dtype=np.int64),
-        edges_x=np.asarray(rows["ex"]),
-        edges_y=np.asarray(rows["ey"]),
-        breadth=np.asarray(rows["breadth"], dtype=np.int64),
-        shape_asymmetry=np.asarray(rows["asym"]),
-        high_activity_threshold=float(high_activity_threshold),
+        unit_rows=stack("u", np.int64),
+        dimensions=stack("dims", np.int64).reshape(-1, 2),
+        response_source=stack("src"),
+        response_map=stack("map", float),
+        occupancy=stack("occ", np.int64),
+        edges_x=stack("ex", float),
+        edges_y=stack("ey", float),
+        breadth=stack("breadth", np.int64),
+        shape_asymmetry=stack("asym", float).reshape(-1, 2),
+        high_activity_threshold=float(level),
+        response_map_sem=stack("sem", float),
+        breadth_fraction=stack("bfrac", float),
+        curve_asymmetry=stack("index", float),
+        shape_p_value=stack("p", float),
+        grid=_grid_text(g),
+        sem_method="repeats" if rep is not None else "samples",
+    )
+
+
+def _grid_text(g: SrfGrid) -> str:
+    lo, hi = g.percentiles
+    return (
+        f"{g.n_bins}x{g.n_bins} bins over percentiles {lo:g}-{hi:g}, >= {g.min_occupancy} "
+        f"samples, window {g.window} bin(s), pairs {g.pairs}"
     )
 
 
@@ -299,14 +832,18 @@ def _check_map_options(
 
 
 def _unit_pairs(
-    pairs: str | list[tuple[int, int]], dimensionality: int, max_dims: int
+    pairs: str | list[tuple[int, int]], dimensionality: int, max_dims: int, n_stored: int = 3
 ) -> list[tuple[int, ...]]:
     """Dimension pairs of one unit (see ``pairs`` of :func:`subspace_rfs`)."""
     n_dim = max(2, min(dimensionality, max_dims))
     if pairs == "first":
         return [(0, 1)]
+    if pairs == "reference":
+        return [(0, 1), (0, 2)] if n_stored >= 3 else [(0, 1)]
     if pairs == "all":
         return list(itertools.combinations(range(n_dim), 2))
+    if isinstance(pairs, str):
+        raise ValueError(f"pairs must be 'reference', 'first', 'all' or a list; got {pairs!r}")
     return [tuple(int(i) for i in pr) for pr in pairs]
 
 
@@ -322,14 +859,78 @@ def _grid_edges(
     return ex, ey
 
 
-def srf_shape_classes(srfs: SubspaceRFs, source: str = "model") -> dict[int, str]:
-    """Shape class per unit row from its first ``source`` map (see :func:`shape_class`)."""
+def srf_shape_classes(
+    srfs: SubspaceRFs, source: str = "model", alpha: float = 0.05
+) -> dict[int, str]:
+    """Shape class per unit row from its first ``source`` map.
+
+    From the stored ``curve_asymmetry`` and ``shape_p_value`` (:func:`shape_test`) when present;
+    else, for results from older files, the old rule (:func:`shape_class`: fixed 0.35 on the
+    normalised map's marginals).
+    """
     out: dict[int, str] = {}
+    index, pval = srfs.curve_asymmetry, srfs.shape_p_value
     for r in range(srfs.unit_rows.size):
         row = int(srfs.unit_rows[r])
         if srfs.response_source[r] != source or row in out:
             continue
-        norm = normalised_map(srfs.response_map[r])
-        asym, depth = shape_asymmetry(norm)
+        if index is not None and pval is not None:
+            out[row] = _shape_from(
+                float(index[r]), float(pval[r]), alpha, REFERENCE_SHAPE_THRESHOLD
+            )
+            continue
+        asym, depth = shape_asymmetry(normalised_map(srfs.response_map[r]))
         out[row] = shape_class(asym, depth)
     return out
+
+
+def concatenate_rfs(*parts: SubspaceRFs) -> SubspaceRFs:
+    """One :class:`~nwb_subspace.results.SubspaceRFs` holding the rows of ``parts`` in order.
+
+    For SRFs computed in separate calls (e.g. model maps on each stimulus bin once, measured
+    maps on every presentation with repeat-wise errors). The parts must share the high-activity
+    threshold and the grid recipe; the table's ``sem_method`` is that of the parts whose
+    measured rows carry an error map (``"repeats"`` wins over ``"samples"``).
+
+    Raises
+    ------
+    ValueError
+        No parts, or parts with different thresholds or grids.
+    """
+    if not parts:
+        raise ValueError("give at least one SubspaceRFs to concatenate")
+    first = parts[0]
+    for p in parts[1:]:
+        if p.high_activity_threshold != first.high_activity_threshold or p.grid != first.grid:
+            raise ValueError(
+                "SRFs to concatenate must share the high-activity threshold and the grid; got "
+                f"{first.high_activity_threshold}/{first.grid!r} and "
+                f"{p.high_activity_threshold}/{p.grid!r}"
+            )
+
+    def cat(name: str):
+        values = [getattr(p, name) for p in parts]
+        if any(v is None for v in values):
+            return None
+        return np.concatenate([np.asarray(v) for v in values])
+
+    methods = [p.sem_method for p in parts if "measured" in set(np.asarray(p.response_source))]
+    return SubspaceRFs(
+        unit_rows=cat("unit_rows"),
+        dimensions=cat("dimensions"),
+        response_source=cat("response_source"),
+        response_map=cat("response_map"),
+        occupancy=cat("occupancy"),
+        edges_x=cat("edges_x"),
+        edges_y=cat("edges_y"),
+        breadth=cat("breadth"),
+        shape_asymmetry=cat("shape_asymmetry"),
+        high_activity_threshold=first.high_activity_threshold,
+        name=first.name,
+        response_map_sem=cat("response_map_sem"),
+        breadth_fraction=cat("breadth_fraction"),
+        curve_asymmetry=cat("curve_asymmetry"),
+        shape_p_value=cat("shape_p_value"),
+        grid=first.grid,
+        sem_method="repeats" if "repeats" in methods else (methods[0] if methods else ""),
+    )

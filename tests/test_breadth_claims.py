@@ -1,0 +1,141 @@
+"""Breadth claims on simulated sites (issue 19's Done-when), units nested in sites.
+
+No model is fitted: each unit's tuning subspace is its true filters (orthonormalised, model lag
+order) and the SRFs are maps of its simulated spike counts, with repeat-wise errors from the
+repeated sounds. Every site is one draw of 12 hill units (6 narrow, 6 broad) on the same
+sounds; the comparison is per-site mean breadth narrow minus broad, Wilcoxon signed-rank
+across 10 sites (``compare_across_sites``, two-sided; the sign of the effect gives the
+direction).
+
+* Narrow units simulated with the *same* breadth but a weaker modulation on a higher base
+  rate (``narrow_modulation=0.3``, same mean rate, so noisier maps) are not found broader by
+  the noise-aware breadth, while the old measure (bins >= 0.5 of the min-max normalised map)
+  calls them broader: the confound that motivated the change.
+* Narrow units simulated broader (``narrow_tuning_factor=1.6``) are found broader. This needs
+  ``response_cv`` low enough that every unit keeps power 1: with the simulator's default
+  range the power calibration re-sharpens a wider bump to the same sparseness and even the
+  noise-free true rates are not broader (docs/methods.md, "SRFs, breadth and shape").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nwb_subspace.results import TuningSubspaces
+from nwb_subspace.simulate.neurons import population_drive
+from nwb_subspace.simulate.population import draw_population
+from nwb_subspace.simulate.presets import SimulationConfig
+from nwb_subspace.simulate.session import plan_presentations, truth_spectrogram
+from nwb_subspace.simulate.sounds import synthesize_sequence
+from nwb_subspace.site.groups import compare_across_sites
+from nwb_subspace.subspace.srf import repeat_index_per_bin, subspace_rfs
+
+N_SITES = 10
+CONFIG = SimulationConfig(
+    name="breadth",
+    estimation_s=10.0,
+    sequence_s=5.0,
+    n_validation=4,
+    validation_s=5.0,
+    validation_repeats=10,
+    n_units=12,
+    fraction_narrow=0.5,
+    subspace="independent",
+    k_range=(2, 3),
+    nonlinearity_mix=(1.0, 0.0, 0.0),
+    mean_rate_broad=(5.0, 15.0),
+    mean_rate_narrow=(5.0, 15.0),
+)
+LOW_CV = (0.3, 0.6)  # power 1 for every unit: the nonlinearity width sets the breadth
+
+
+@pytest.fixture(scope="module")
+def sounds():
+    """Spectrogram, repeat index per bin and stimulus mask of one presentation plan."""
+    cfg = CONFIG
+    rng = np.random.default_rng(0)
+    plan = plan_presentations(rng, cfg)
+    fs, hop = cfg.audio_fs, int(round(cfg.spectrogram.bin_s * cfg.audio_fs))
+    wave = np.zeros(plan[-1]["start"] + plan[-1]["n_samples"] + hop, dtype=np.float32)
+    made: dict[str, np.ndarray] = {}
+    for p in plan:
+        if p["sound_id"] not in made:
+            made[p["sound_id"]] = synthesize_sequence(rng, p["n_samples"] / fs, fs, cfg.sound_rms)
+        wave[p["start"] : p["start"] + p["n_samples"]] = made[p["sound_id"]][: p["n_samples"]]
+    X = np.asarray(truth_spectrogram(wave, fs, cfg.spectrogram, plan).data, dtype=np.float64)
+    tb = np.array([[p["start"] // hop, (p["start"] + p["n_samples"]) // hop] for p in plan])
+    stim = np.zeros(X.shape[0], bool)
+    for a, b in tb:
+        stim[a:b] = True
+    rep = repeat_index_per_bin([p["sound_id"] for p in plan], tb, X.shape[0])
+    return X, rep, stim
+
+
+def _site(sounds, seed: int, **changes):
+    """Noise-aware and old breadth of one simulated site's measured SRFs, and cell types."""
+    X, rep, stim = sounds
+    cfg = CONFIG.replace(**changes)
+    rng = np.random.default_rng(seed)
+    pop = draw_population(rng, cfg, X)
+    drive = population_drive(
+        X, pop["filters"], pop["k"], pop["offsets"], pop["nl_kind"], pop["nl_centre"],
+        pop["nl_width"], pop["nl_sign"], pop["nl_power"],
+    )  # fmt: skip
+    counts = rng.poisson((pop["base_rate"] + pop["amplitude"] * drive) * cfg.spectrogram.bin_s)
+    n, f, d = cfg.n_units, X.shape[1], cfg.n_lags
+    comps = np.zeros((n, 2, f, d))
+    for u in range(n):
+        q, _ = np.linalg.qr(pop["filters"][u, : pop["k"][u]].reshape(pop["k"][u], -1).T)
+        comps[u] = q.T[:2].reshape(2, f, d)[..., ::-1]  # true order -> model lag order
+    tuning = TuningSubspaces(
+        unit_rows=np.arange(n), components=comps, explained_variance_ratio=np.full((n, 2), 0.5),
+        dimensionality=np.full(n, 2), mean_dstrf=comps[:, 0], n_frames=np.full(n, X.shape[0]),
+        noise_floor=np.zeros((n, 2)), frequencies=np.arange(f, dtype=float),
+        lags_s=(d - 1 - np.arange(d)) * cfg.spectrogram.bin_s,
+    )  # fmt: skip
+    srfs = subspace_rfs(
+        tuning, X, counts=counts.astype(float), rate=1 / cfg.spectrogram.bin_s, bins=stim,
+        repeats=rep, pairs="first", n_shape_null=0,
+    )  # fmt: skip
+    return srfs.breadth_fraction, srfs.breadth.astype(float), pop["cell_type"]
+
+
+def _compare(sounds, **changes) -> dict[str, dict]:
+    """compare_across_sites row (narrow vs broad) of each breadth measure over N_SITES."""
+    out: dict[str, list] = {"new": [], "old": [], "type": [], "site": []}
+    for s in range(N_SITES):
+        new, old, cell_type = _site(sounds, 100 + s, **changes)
+        out["new"].append(new)
+        out["old"].append(old)
+        out["type"].extend(cell_type.tolist())
+        out["site"].extend([f"site{s}"] * cell_type.size)
+    rows = {}
+    for key in ("new", "old"):
+        (row,), _ = compare_across_sites(
+            np.concatenate(out[key]), out["type"], out["site"], statistic="breadth",
+            groups=["narrow", "broad"],
+        )  # fmt: skip
+        rows[key] = row
+    return rows
+
+
+def _broader(row: dict, alpha: float) -> bool:
+    """Narrow found broader: two-sided site-level p < alpha with narrow > broad."""
+    return row["p_value"] < alpha and row["effect_size"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cv", [None, LOW_CV], ids=["default_cv", "low_cv"])
+def test_noisy_narrow_units_of_equal_breadth_are_not_found_broader(sounds, cv):
+    extra = {} if cv is None else {"response_cv": cv}
+    rows = _compare(sounds, narrow_tuning_factor=1.0, narrow_modulation=0.3, **extra)
+    assert not _broader(rows["new"], 0.05), rows["new"]
+    # the old min-max breadth shows the confound: weak, noisy maps read as broad
+    assert _broader(rows["old"], 0.01), rows["old"]
+
+
+@pytest.mark.slow
+def test_narrow_units_simulated_broader_are_found_broader(sounds):
+    rows = _compare(sounds, narrow_tuning_factor=1.6, response_cv=LOW_CV)
+    assert _broader(rows["new"], 0.01), rows["new"]
