@@ -246,11 +246,18 @@ def test_two_sites_are_analysed_compared_and_tabulated(two_sites):
         "unit_mean_similarity_east_vs_west",
         "unit_excess_overlap_east_vs_west",
     ]
-    # narrow units were given broader SRFs: found broader over both sites (6 vs 6)
-    row = by.loc[("all sites", "breadth_narrow_vs_broad")]
-    assert row["p_value"] < 0.01 and row["effect_size"] == 1.0 and "higher in narrow" in row[
-        "verdict"]  # fmt: skip
-    assert "narrow: 6, broad: 6" in row["test"]
+    # the locality test: each site's units share a plane, the other site's another one
+    for site in ("east", "west", "all sites"):
+        row = by.loc[(site, "same_vs_different_site_similarity")]
+        assert row["p_value"] < 0.01 and row["value"] > 0.8 > 0.05 > row["null_mean"], site
+    for site in ("east", "west"):  # the reference site PCA finds the plane too
+        assert by.loc[(site, "site_dimensionality_reference"), "value"] == 2
+        assert by.loc[(site, "site_similarity_loo_mean"), "value"] > 0.99
+        assert (site, "tiling_overlap_neighbours") in by.index
+    # narrow units were given broader SRFs: broader at both sites (site means, units nested
+    # in sites; two sites cannot reach a small p-value)
+    row = by.loc[("all sites", "breadth_narrow_vs_broad_site_means")]
+    assert row["effect_size"] == 1.0 and row["value"] > row["null_mean"]
     assert len(out.statistics.rows) == len(stats)
     # one row per unit and one per site, with the documented columns
     assert list(out.unit_table.columns) == list(UNIT_TABLE_COLUMNS) and len(out.unit_table) == 12
@@ -259,6 +266,8 @@ def test_two_sites_are_analysed_compared_and_tabulated(two_sites):
     assert list(out.site_table.columns) == list(SITE_COLUMNS)
     assert out.site_table["site"].tolist() == ["east", "west"]
     assert np.all(out.site_table["variance_fraction_mean_p"] < 0.05)
+    assert np.all(out.site_table["same_site_similarity_p"] < 0.01)
+    assert np.all(out.site_table["dimensionality_reference"] == 2)
     assert set(out.site_table["tiling_verdict"]) <= {
         "overlap above chance", "overlap at chance", "overlap below chance",
     }  # fmt: skip
@@ -300,6 +309,10 @@ def test_small_sites_say_so_plainly(edge_sites):
     assert "site 'single': 1 of 1 units pass the quality cut; a site subspace needs at least 2" \
         in notes  # fmt: skip
     assert "site 'dropped': none of its 1 unit(s) passes the quality cut" in notes
+    assert "same-site vs different-site similarity: 1 site(s) with a fitted subspace" in notes
+    assert "site 'pair': unit depths unknown" not in notes  # depths known (100-900 um)
+    assert "site 'pair': no two units within 100 um of each other; tiling neighbour pairs are " \
+        "all pairs" in notes  # fmt: skip
     # one unit of known type: narrow vs broad not tested, counts given
     assert "single breadth by cell type: units per group narrow: 1, broad: 0" in notes
     assert "single breadth by cell type: not tested" in notes
@@ -355,6 +368,12 @@ def test_only_non_empty_site_results_are_written(written_edges):
     s0, s1 = out.site_subspaces[0], back.site_subspaces[0]
     np.testing.assert_array_equal(s1.unit_rows, s0.unit_rows)
     np.testing.assert_allclose(s1.components, s0.components, rtol=1e-6)
+    # issue 19: the reference site subspace and the leave-one-out measures round-trip
+    np.testing.assert_allclose(s1.components_reference, s0.components_reference, rtol=1e-6)
+    for key in ("explained_variance_ratio_reference", "variance_fraction_loo",
+                "site_pc_similarity", "site_similarity_loo"):  # fmt: skip
+        np.testing.assert_array_equal(getattr(s1, key), getattr(s0, key), err_msg=key)
+    assert s1.dimensionality_reference == s0.dimensionality_reference >= 1
     assert s1.srfs is not None
     np.testing.assert_array_equal(s1.srfs.response_map, s0.srfs.response_map)
     assert len(back.site_statistics) == 1 and len(back.site_statistics[0].rows) == len(

@@ -27,6 +27,14 @@ def _random_orthonormal(rng: np.random.Generator, m: int, k: int) -> np.ndarray:
     return q * np.sign(np.diag(r))[None, :]
 
 
+def _containing(q: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (m, k) of ``k`` dimensions whose first axis is ``v``'s direction,
+    the others from ``q`` made orthogonal to it (Gram-Schmidt, QR)."""
+    a = np.column_stack([v, q[:, : q.shape[1] - 1]])
+    out, r = np.linalg.qr(a)
+    return out * np.where(np.diag(r) < 0, -1.0, 1.0)[None, :]
+
+
 def _unit_vector(rng: np.random.Generator, n: int) -> np.ndarray:
     v = rng.standard_normal(n)
     return v / np.linalg.norm(v)
@@ -86,17 +94,23 @@ def draw_population(
         kk = int(k[u])
         if cfg.subspace == "shared":
             q = _random_orthonormal(rng, m, kk)  # (m, k)
+            if cfg.tiling == "clustered":
+                c_site = cluster_centre + 0.2 * rng.standard_normal(m)
+                # the unit's subspace holds its centre, so its pocket is near that one point
+                # of the site subspace (not a slab through it); every unit's near one point
+                q = _containing(q, c_site)
+            else:
+                c_site = _unit_vector(rng, m) * rng.uniform(0.5, 1.5)
             filters[u, :kk] = np.tensordot(q.T, white, axes=(1, 0))
             offsets[u, :kk] = q.T @ white_off
             site_coords[u, :kk] = q.T @ coords
-            if cfg.tiling == "clustered":
-                c_site = cluster_centre + 0.2 * rng.standard_normal(m)
-            else:
-                c_site = _unit_vector(rng, m) * rng.uniform(0.5, 1.5)
             site_centre[u] = c_site
             c = q.T @ c_site
         else:
-            bf = site_bf + rng.normal(0, 0.15 * n_ch)
+            if cfg.independent_bf == "whole range":  # no site-specific tuning at all
+                bf = rng.uniform(0.0, n_ch - 1.0)
+            else:
+                bf = site_bf + rng.normal(0, 0.15 * n_ch)
             # narrow units get broader spectral tuning (bandwidth x narrow_tuning_factor)
             own = np.stack(
                 [
@@ -171,6 +185,10 @@ def _calibrate_gains(
         amp[u] = (target - base[u]) / max(float(gp.mean()), 1e-300)
         if base[u] + amp[u] * float(gp.max()) > cfg.max_rate:
             amp[u] = (cfg.max_rate - base[u]) / float(gp.max())
+        if narrow[u] and cfg.narrow_modulation != 1.0:  # same mean rate, weaker modulation
+            driven = amp[u] * float(gp.mean())
+            amp[u] *= cfg.narrow_modulation
+            base[u] += driven - amp[u] * float(gp.mean())
         mean[u] = base[u] + amp[u] * float(gp.mean())
     return base, amp, mean, power
 

@@ -20,6 +20,7 @@ __all__ = [
 #: Nonlinearity kinds, in the order of :attr:`SimulationConfig.nonlinearity_mix`.
 NONLINEARITIES = ("hill", "bowl", "monotonic")
 _SUBSPACES = ("shared", "independent")
+_INDEPENDENT_BFS = ("site", "whole range")
 _TILINGS = ("scattered", "clustered")
 #: Presentation designs (see :attr:`SimulationConfig.design`).
 DESIGNS = ("mixed", "all-repeated", "none-repeated")
@@ -97,14 +98,28 @@ class SimulationConfig:
     subspace : {"shared", "independent"}
         Shared: unit filters are combinations of a site basis of ``site_dim`` filters.
     site_dim : int
+    independent_bf : {"site", "whole range"}
+        Independent units' best frequencies: scattered around the site's best frequency
+        (``"site"``, the default: units of a site then share frequency tuning, so they are
+        more alike than units of different sites), or drawn uniformly over the whole channel
+        range (``"whole range"``: no site-specific structure at all, the control for the
+        same-site vs different-site test). Ignored for shared sites.
     k_range : (int, int)
         Range of each unit's tuning dimensionality k (inclusive, within 1-6).
     tiling : {"scattered", "clustered"}
-        Hill centres spread over the site subspace, or bunched around one point.
+        Hill centres spread over the site subspace, or bunched around one point (shared
+        sites; "clustered" also puts each unit's centre inside its own subspace, so its
+        pocket lies near that one point of the site subspace rather than on a slab through
+        it).
     nonlinearity_mix : (float, float, float)
         Relative frequency of ``NONLINEARITIES`` ("hill", "bowl", "monotonic").
     narrow_tuning_factor : float
         Narrow units' nonlinearity widths and spectral bandwidths are this much broader.
+    narrow_modulation : float
+        Narrow units' stimulus-driven amplitude is this factor of what their drawn mean rate
+        would give, at the same mean rate (the base rate makes up the difference): below 1,
+        weaker modulation on a higher spontaneous rate, so noisier maps of the same breadth
+        (in (0, 1]; 1 keeps every earlier simulation identical).
     mean_rate_broad, mean_rate_narrow : (float, float)
         Range of session mean firing rates (spikes/s) by cell type.
     response_cv : (float, float)
@@ -148,10 +163,12 @@ class SimulationConfig:
     fraction_narrow: float = 0.3
     subspace: str = "shared"
     site_dim: int = 7
+    independent_bf: str = "site"
     k_range: tuple[int, int] = (1, 6)
     tiling: str = "scattered"
     nonlinearity_mix: tuple[float, float, float] = (0.4, 0.3, 0.3)
     narrow_tuning_factor: float = 1.6
+    narrow_modulation: float = 1.0
     mean_rate_broad: tuple[float, float] = (3.0, 15.0)
     mean_rate_narrow: tuple[float, float] = (8.0, 28.0)
     response_cv: tuple[float, float] = (1.2, 2.5)
@@ -202,6 +219,10 @@ class SimulationConfig:
             raise ValueError(f"repeats must be an int >= 2, got {self.repeats!r}")
         if self.subspace not in _SUBSPACES:
             raise ValueError(f"subspace must be one of {_SUBSPACES}, got {self.subspace!r}")
+        if self.independent_bf not in _INDEPENDENT_BFS:
+            raise ValueError(
+                f"independent_bf must be one of {_INDEPENDENT_BFS}, got {self.independent_bf!r}"
+            )
         if self.tiling not in _TILINGS:
             raise ValueError(f"tiling must be one of {_TILINGS}, got {self.tiling!r}")
         _range("k_range", self.k_range, 1, 6)
@@ -223,6 +244,10 @@ class SimulationConfig:
             raise ValueError(f"refractory_s must be in (0, 0.01) s, got {self.refractory_s!r}")
         if self.narrow_tuning_factor <= 0:
             raise ValueError(f"narrow_tuning_factor must be > 0, got {self.narrow_tuning_factor!r}")
+        if not 0 < self.narrow_modulation <= 1:
+            raise ValueError(
+                f"narrow_modulation must be in (0, 1], got {self.narrow_modulation!r}; e.g. 0.3"
+            )
         if not (isinstance(self.n_electrodes, int) and self.n_electrodes >= 4):
             raise ValueError(f"n_electrodes must be an int >= 4, got {self.n_electrodes!r}")
         if self.pitch_um <= 0 or self.waveform_fs < 10000 or self.raw_s <= 0:
