@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from nwb_subspace.models.training import TrainingConfig
+from nwb_subspace.site.groups import GROUP_METHODS as _GROUP_METHODS
 from nwb_subspace.site.subspace import SiteSubspaceAnalysis as _SiteAnalysis
 from nwb_subspace.stimulus.spectrogram import SpectrogramSettings
 from nwb_subspace.units.celltypes import LAYER_DEPTHS_UM, CellTypeParams, LayerBoundaries
@@ -239,12 +240,34 @@ class SubspaceSettings:
     variance_threshold : float, default 0.95
         Cumulative explained-variance ratio setting each unit's dimensionality, in (0, 1].
     outlier_threshold : float, default 5.0
-        dSTRF frames further from the mean than this many RMS deviations are left out
-        (> 0; ``inf`` keeps every finite frame).
+        dSTRF frames further from the mean dSTRF than this many times the outlier rule's
+        scale are left out (> 0; ``inf`` keeps every finite frame).
+    outlier_rule : {"reference", "rms"}, default "reference"
+        ``"reference"`` (the paper's rule): a frame ``J`` is left out when the spread of
+        ``J - mean`` over the pixels exceeds ``outlier_threshold`` times the spread of the
+        mean dSTRF over the pixels; ``"rms"``: when ``||J - mean||`` exceeds
+        ``outlier_threshold`` times the frames' RMS deviation (drops at most
+        ``1 / outlier_threshold^2`` of the frames). The mean is that of every finite frame.
+    frames : {"estimation", "all"}, default "estimation"
+        Stimulus bins whose dSTRFs enter the tuning subspaces (and the SRFs): those of the
+        estimation (fit and holdout) trials, or of every trial (validation too). Each
+        distinct sound counts once, at its first presentation: repeats of a sound give the
+        same dSTRFs and are never weighted by their repeat count.
+    reference_n_components : int, default 15
+        Principal components whose variance the reference dimensionality rule shares out
+        (``dimensionality_reference``; >= 1).
+    reference_variance_threshold : float, default 0.95
+        The reference dimensionality is the smallest ``k`` whose cumulative share of the
+        top ``reference_n_components`` eigenvalues exceeds this, in (0, 1).
+    srf_grid : {"reference", "ours"}, default "reference"
+        SRF grid recipe (``nwb_subspace.subspace.srf.GRIDS``): "reference", the paper's maps
+        (20 x 20 bins over the 0.025-99.975th percentiles, >= 2 samples, windows two bins
+        wide, PC1-PC2 and PC1-PC3); "ours" (disjoint bins over the 1-99th percentiles, PC1-PC2)
+        with ``srf_bins`` and ``min_occupancy``.
     srf_bins : int, default 20
-        Grid bins per axis of the SRF maps (>= 2).
+        Grid bins per axis of the SRF maps (>= 2; the "ours" grid).
     min_occupancy : int, default 10
-        Samples an SRF grid bin needs to be shown (>= 1).
+        Samples an SRF grid bin needs to be shown (>= 1; the "ours" grid).
     high_activity_threshold : float, default 0.5
         Normalised-map level defining the high-activity region (breadth), in (0, 1].
     min_noise_corrected_r : float, default 0.5
@@ -267,6 +290,11 @@ class SubspaceSettings:
     high_activity_threshold: float = 0.5
     min_noise_corrected_r: float = 0.5
     ensemble: bool = True
+    outlier_rule: str = "reference"
+    frames: str = "estimation"
+    reference_n_components: int = 15
+    reference_variance_threshold: float = 0.95
+    srf_grid: str = "reference"
 
     def __post_init__(self) -> None:
         _check_int("[subspace] n_components", self.n_components, 1, 20)
@@ -281,6 +309,17 @@ class SubspaceSettings:
         )
         _check_number("[subspace] min_noise_corrected_r", self.min_noise_corrected_r, 0.5)
         _check_bool("[subspace] ensemble", self.ensemble)
+        _check_choice("[subspace] outlier_rule", self.outlier_rule, ("reference", "rms"))
+        _check_choice("[subspace] frames", self.frames, ("estimation", "all"))
+        _check_choice("[subspace] srf_grid", self.srf_grid, ("reference", "ours"))
+        _check_int("[subspace] reference_n_components", self.reference_n_components, 1, 15)
+        _check_number(
+            "[subspace] reference_variance_threshold",
+            self.reference_variance_threshold,
+            0.95,
+            gt=0,
+            lt=1,
+        )
 
 
 @dataclass(frozen=True)
@@ -307,9 +346,22 @@ class SiteSettings:
     weighting : {"equal", "variance"}, default "equal"
         Pool trace-normalised (every unit weighs the same) or raw dSTRF covariances.
     n_null : int, default 200
-        Draws of the random-subspace and pixel-shuffle nulls.
+        Draws of the random-subspace and pixel-shuffle nulls (secondary rows; any auditory
+        data beats them).
+    n_permutations : int, default 1000
+        Permutations of the units' site labels in the same-site vs different-site test (the
+        locality test; a file with one site cannot run it and says so).
     n_shifts : int, default 500
-        Random circular shifts in the tiling null.
+        Draws of the tiling null (random rotations of each unit's region about the centre
+        of the site plane, or grid shifts with ``tiling_null = "shift"``).
+    tiling_null : {"rotation", "shift"}, default "rotation"
+        The tiling null: rotations keep each region's size and distance from the centre
+        (occupancy); "shift" is the earlier null (circular shifts on the grid), which calls
+        pockets near the centre "above chance" whether they cluster or scatter.
+    neighbour_um : float, default 100.0
+        Units within this depth distance (µm) are neighbours for the tiling row
+        ``tiling_overlap_neighbours``; without known depths all pairs are used (said in the
+        notes).
     high_activity_threshold : float, default 0.5
         Normalised-map level defining a unit's high-activity region on the site plane (the
         grid and occupancy come from ``[subspace] srf_bins`` and ``min_occupancy``).
@@ -318,7 +370,14 @@ class SiteSettings:
     min_units : int, default 2
         Units passing the quality cut a site needs for a site subspace.
     min_per_group : int, default 2
-        Units per cell type or layer a group comparison needs.
+        Units per cell type or layer a group comparison needs (with several sites: per site
+        for ``group_method = "site_means"``, over all sites for ``"mixed_model"``).
+    group_method : {"site_means", "mixed_model"}, default "site_means"
+        The test of cell types and layers over a file's sites, units nested in sites
+        (:func:`~nwb_subspace.site.groups.compare_across_sites`): per-site group means with a
+        Wilcoxon signed-rank test across sites (Friedman for layers), as the paper, or a
+        linear mixed model with a random intercept per site (statsmodels). Each site's own
+        unit-level test is reported too, labelled ``..._within_site``.
 
     Seeds come from ``AnalysisConfig.seed``.
     """
@@ -332,11 +391,15 @@ class SiteSettings:
     max_unit_components: int = _SiteAnalysis.max_unit_components
     weighting: str = _SiteAnalysis.weighting
     n_null: int = _SiteAnalysis.n_null
+    n_permutations: int = 1000
     n_shifts: int = 500
+    tiling_null: str = "rotation"
+    neighbour_um: float = 100.0
     high_activity_threshold: float = 0.5
     alpha: float = 0.05
     min_units: int = 2
     min_per_group: int = 2
+    group_method: str = "site_means"
 
     def __post_init__(self) -> None:
         _check_bool("[sites] enabled", self.enabled)
@@ -348,13 +411,17 @@ class SiteSettings:
             example = 0.5 if name == "high_activity_threshold" else 0.85
             _check_number(f"[sites] {name}", getattr(self, name), example, gt=0, le=1)
         _check_number("[sites] alpha", self.alpha, 0.05, gt=0, lt=1)
+        _check_number("[sites] neighbour_um", self.neighbour_um, 100.0, gt=0)
+        _check_choice("[sites] tiling_null", self.tiling_null, ("rotation", "shift"))
         ints = {"max_unit_components": (1, 20), "n_null": (1, 200), "n_shifts": (1, 500)}
+        ints["n_permutations"] = (1, 1000)
         ints.update(min_units=(2, 2), min_per_group=(1, 2))
         if self.n_components is not None:
             ints["n_components"] = (1, 3)
         for name, (low, example) in ints.items():
             _check_int(f"[sites] {name}", getattr(self, name), low, example)
         _check_choice("[sites] weighting", self.weighting, ("equal", "variance"))
+        _check_choice("[sites] group_method", self.group_method, _GROUP_METHODS)
 
 
 _LAYER_EXAMPLE = 'l34_rel_y = 800.0, or layers = { "44" = [800.0, 600.0] }'

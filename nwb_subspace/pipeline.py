@@ -51,7 +51,7 @@ from nwb_subspace.models.estimator import (
     EncodingEstimator,
     resolve_device,
 )
-from nwb_subspace.models.training import FitHistory
+from nwb_subspace.models.training import FitHistory, JackknifeFolds, jackknife_folds
 from nwb_subspace.results import (
     FittedModel,
     ResultSet,
@@ -100,8 +100,10 @@ class SubspaceStep:
 
     ``moments`` are the dSTRF moments of the passing units (computed once, reused by the
     site step); ``unit_rows`` their units-table rows; ``prediction`` the CNN prediction of
-    those units at every bin; ``bins`` the stimulus bins used; ``passing`` their indices
-    into the CNN's ``units_``.
+    those units at every bin; ``frames`` the bins whose dSTRFs entered the moments (each
+    stimulus bin of the ``[subspace] frames`` trials once); ``bins`` the bins of the model
+    SRFs and of the site step's tiling maps (each stimulus bin of every trial once);
+    ``passing`` their indices into the CNN's ``units_``.
     """
 
     tuning: TuningSubspaces | None = None
@@ -114,6 +116,7 @@ class SubspaceStep:
     prediction: np.ndarray | None = None
     bins: np.ndarray | None = None
     passing: np.ndarray | None = None
+    frames: np.ndarray | None = None
 
 
 def session_masks(session: SessionData) -> dict[str, np.ndarray]:
@@ -168,9 +171,57 @@ def read_unit_info(path: Path, config: AnalysisConfig, notes: list[str]) -> Unit
         return None
 
 
-def ensemble_names(n_fits: int) -> list[str]:
-    """Names of the stored CNN fits behind ensemble dSTRFs: ``cnn`` (best), ``cnn_fit2``..."""
+def ensemble_names(n_fits: int, folds: Sequence[int] | None = None) -> list[str]:
+    """Names of the stored CNN fits behind ensemble dSTRFs: ``cnn`` (best), ``cnn_fit2``...;
+    with ``folds`` (0-based folds of jackknife fits) ``cnn_jk1``... (``cnn_jk{fold + 1}``)."""
+    if folds is not None:
+        return [f"cnn_jk{int(j) + 1}" for j in folds]
     return ["cnn"] + [f"cnn_fit{j}" for j in range(2, n_fits + 1)]
+
+
+def ensemble_fits(cnn: EncodingEstimator, ensemble: bool) -> tuple[list, str | None]:
+    """The CNN fits whose dSTRFs are averaged (``[subspace] ensemble``), and a note saying
+    which: the jackknife fits (``[training] jackknife >= 2``), else every initialisation;
+    ``[cnn.model_]`` without ``ensemble``."""
+    if not ensemble:
+        return [cnn.model_], None
+    fits = cnn.ensemble_
+    k = cnn.training.jackknife if cnn.training is not None else 0
+    if k >= 2 and len(cnn.jackknife_members_):
+        folds = cnn.jackknife_folds_
+        left = "" if len(folds) == k else f", {k - len(folds)} failed fit(s) left out"
+        return fits, (
+            f"dSTRFs: the mean over {len(fits)} jackknife CNN fits (each without one fold of "
+            f"the fit sounds{left}; stored as {', '.join(ensemble_names(len(fits), folds))}); "
+            "dimensionality from the variance they agree on"
+        )
+    if k >= 2:
+        return fits, (
+            f"dSTRFs: no jackknife fit is available (every one of the {k} failed, or the run "
+            "reused stores none); the mean over the CNN's initialisations instead"
+        )
+    if len(fits) < 2:
+        return fits, None
+    return fits, (
+        f"dSTRFs: the mean over {len(fits)} CNN fits (one per initialisation; stored as "
+        f"{', '.join(ensemble_names(len(fits)))}); dimensionality from the variance they "
+        "agree on"
+    )
+
+
+def jackknife_labels(session: SessionData, config: AnalysisConfig) -> JackknifeFolds | None:
+    """Jackknife folds of the fit trials' sounds (``[training] jackknife``; None when 0)."""
+    k = config.training.jackknife
+    if k < 2:
+        return None
+    fit = np.asarray(session.split.fit_trials, dtype=np.int64)
+    return jackknife_folds(
+        session.n_bins,
+        np.asarray(session.trial_bins)[fit],
+        np.asarray(session.trials.sound_id)[fit],
+        k,
+        seed=config.seed,
+    )
 
 
 def fit_models(
@@ -191,16 +242,26 @@ def fit_models(
     notes = [] if notes is None else notes
     training = replace(config.training, seed=config.seed)
     X, Y = session.spectrogram.data, session.counts
+    folds = jackknife_labels(session, config)
     fits = {}
     for kind in config.models:
         log.info("fitting the %s model", kind)
-        est = EncodingEstimator(kind, training=training, device=config.device, progress=progress)
+        jackknife = kind == "cnn" and folds is not None  # only the CNN's dSTRFs are used
+        est = EncodingEstimator(
+            kind,
+            training=training if jackknife else replace(training, jackknife=0),
+            device=config.device,
+            progress=progress,
+        )
         with warnings.catch_warnings():  # failed attempts are reported in the notes
             warnings.filterwarnings(
                 "ignore", message=r".* attempt \d+ failed", category=UserWarning
             )
-            fits[kind] = est.fit(X, Y, masks["fit"], masks["holdout"])
+            labels = folds.labels if jackknife else None
+            fits[kind] = est.fit(X, Y, masks["fit"], masks["holdout"], folds=labels)
         notes.extend(f"{kind} fit, {problem}" for problem in est.fit_problems_)
+        if jackknife and not est.failed_:
+            _jackknife_notes(est, folds, config, notes)
         if est.failed_:
             attempts = training.max_retries + 1
             message = (
@@ -215,6 +276,41 @@ def fit_models(
                 )
             notes.append(f"{message}; its scores must not be trusted")
     return fits
+
+
+def _jackknife_notes(
+    est: EncodingEstimator, folds: JackknifeFolds, config: AnalysisConfig, notes: list[str]
+) -> None:
+    """Notes on the jackknife fits; every one failed -> ModelFitError (unless keep_partial)."""
+    k = folds.k
+    sizes = ", ".join(str(len(f)) for f in folds.sounds)
+    notes.append(
+        f"cnn jackknife: {k} fits, fit j without fold j of the fit sounds (sounds per fold: "
+        f"{sizes}; fit bins per fold {folds.bins.min()}-{folds.bins.max()}), best of "
+        f"{config.training.n_initializations} initialisation(s) each"
+        + (f"; {folds.note}" if folds.note else "")
+    )
+    for j, problem in sorted(est.jackknife_problems_.items()):
+        notes.append(f"cnn jackknife fit {j + 1} failed ({problem}); left out of the dSTRF average")
+    if len(est.jackknife_members_) == 0:
+        message = (
+            f"every one of the {k} CNN jackknife fits failed ({config.training.max_retries + 1}"
+            " attempt(s) per initialisation)"
+        )
+        if not config.keep_partial:
+            raise ModelFitError(
+                f"{message}; nothing was written. Use fewer folds ([training] jackknife), or "
+                "keep_partial = true (nwb-subspace run --keep-partial) to average the dSTRFs "
+                "over the initialisations of the full fit instead"
+            )
+        notes.append(f"{message}; the dSTRFs average the initialisations of the full fit")
+        return
+    r = est.oof_correlation_
+    if r is not None and np.isfinite(r).any():
+        notes.append(
+            "cnn jackknife: out-of-fold correlation with the single-trial spike counts of the "
+            f"fit sounds, median over units {float(np.nanmedian(r)):.3f}"
+        )
 
 
 def analyse_subspaces(
@@ -259,36 +355,45 @@ def tuning_subspaces(
     masks: dict[str, np.ndarray],
     notes: list[str],
 ) -> SubspaceStep:
-    """The ``subspace`` step: dSTRF moments, tuning subspaces and SRFs (no model is fitted)."""
+    """The ``subspace`` step: dSTRF moments, tuning subspaces and SRFs (no model is fitted).
+
+    The frames (dSTRFs and SRFs) are each stimulus bin once: the first presentation of
+    every distinct sound of the ``[subspace] frames`` trials
+    (:meth:`~nwb_subspace.io.session.SessionData.frame_bins`)."""
     from nwb_subspace.dstrf.compute import dstrf_moments
-    from nwb_subspace.subspace.srf import subspace_rfs
     from nwb_subspace.subspace.tuning import TuningSubspaceEstimator
 
     sub = config.subspace
     passing = _passing_units(cnn_scores, config, notes)
-    stim = masks["fit"] | masks["holdout"] | masks["validation"]
+    stim = session.frame_bins(sub.frames)
     if passing.size == 0:
         notes.append(
             f"no unit reached a noise-corrected correlation of {sub.min_noise_corrected_r}; "
             "no tuning subspaces were computed"
         )
-        return SubspaceStep(bins=stim)
+        return SubspaceStep(bins=session.frame_bins("all"), frames=stim)
+    parts = ("fit", "holdout", "validation")[: 3 if sub.frames == "all" else 2]
+    presented = int(np.logical_or.reduce([masks[p] for p in parts]).sum())
+    notes.append(
+        f"dSTRF frames: {int(stim.sum())} stimulus bins of the {' + '.join(parts)} trials "
+        f"([subspace] frames = {sub.frames!r}), each distinct sound once at its first "
+        f"presentation ({presented - int(stim.sum())} bins of repeated presentations left out)"
+    )
     rows = cnn.units_[passing]
     X = session.spectrogram.data
     log.info("dSTRFs of %d units at %d bins", passing.size, int(stim.sum()))
-    fits = cnn.members_ if sub.ensemble else [cnn.model_]
-    if len(fits) > 1:
-        notes.append(
-            f"dSTRFs: the mean over {len(fits)} CNN fits (one per initialisation; stored as "
-            f"{', '.join(ensemble_names(len(fits)))}); dimensionality from the variance they "
-            "agree on"
-        )
+    fits, note = ensemble_fits(cnn, sub.ensemble)
+    if note:
+        notes.append(note)
     moments = dstrf_moments(
-        fits, X, bins=stim, units=passing, outlier_threshold=sub.outlier_threshold
-    )
+        fits, X, bins=stim, units=passing, outlier_threshold=sub.outlier_threshold,
+        outlier_rule=sub.outlier_rule,
+    )  # fmt: skip
     est = TuningSubspaceEstimator(
-        n_components=sub.n_components, variance_threshold=sub.variance_threshold, seed=config.seed
-    )
+        n_components=sub.n_components, variance_threshold=sub.variance_threshold,
+        seed=config.seed, reference_n_components=sub.reference_n_components,
+        reference_variance_threshold=sub.reference_variance_threshold,
+    )  # fmt: skip
     tuning = est.fit(
         moments, frequencies=session.frequencies, bin_s=1 / session.rate, unit_rows=rows
     ).to_result()
@@ -298,26 +403,65 @@ def tuning_subspaces(
             by_status.setdefault(status, []).append(int(row))
     notes.extend(f"tuning subspace of unit rows {r}: {status}" for status, r in by_status.items())
     prediction = cnn.predict(X)[:, passing]
-    srfs = subspace_rfs(
-        tuning,
-        X,
-        prediction=prediction,
-        counts=session.counts[:, rows],
-        rate=session.rate,
-        bins=stim,
-        n_bins=sub.srf_bins,
-        min_occupancy=sub.min_occupancy,
-        high_activity_threshold=sub.high_activity_threshold,
-    )
+    srfs, srf_bins = session_srfs(tuning, session, prediction, masks, config)
     return SubspaceStep(
         tuning=tuning,
         srfs=srfs,
         moments=moments,
         unit_rows=np.asarray(rows, dtype=np.int64),
         prediction=prediction,
-        bins=stim,
+        bins=srf_bins,
         passing=passing,
+        frames=stim,
     )
+
+
+def session_srfs(
+    tuning: TuningSubspaces,
+    session: SessionData,
+    prediction: np.ndarray,
+    masks: dict[str, np.ndarray],
+    config: AnalysisConfig,
+) -> tuple[SubspaceRFs, np.ndarray]:
+    """SRFs of the units of ``tuning`` (``prediction``: their CNN prediction at every bin).
+
+    Model maps: every stimulus bin once (the first presentation of each distinct sound of the
+    estimation and validation trials, as the reference maps the repeat-averaged data).
+    Measured maps: every presentation of the sounds presented at least twice, with the SEM of
+    each grid bin across repeats (:func:`~nwb_subspace.subspace.srf.repeat_index_per_bin`);
+    sounds presented once have no repeat-wise error and are left out of them.
+
+    Returns
+    -------
+    srfs : SubspaceRFs
+        Model rows first, then measured rows.
+    bins : ndarray of bool
+        The model maps' bins (also those of the site step's tiling maps).
+    """
+    from nwb_subspace.subspace.srf import concatenate_rfs, repeat_index_per_bin, subspace_rfs
+
+    sub = config.subspace
+    X = session.spectrogram.data
+    grid = {} if sub.srf_grid == "reference" else {
+        "n_bins": sub.srf_bins, "min_occupancy": sub.min_occupancy,
+    }  # fmt: skip
+    common = dict(
+        rate=session.rate, grid=sub.srf_grid, high_activity_threshold=sub.high_activity_threshold,
+        seed=config.seed, **grid,
+    )  # fmt: skip
+    once = session.frame_bins("all")
+    model = subspace_rfs(tuning, X, prediction=prediction, bins=once, **common)
+    repeats = repeat_index_per_bin(
+        session.trials.sound_id, session.trial_bins, X.shape[0], start=session.trials.start
+    )
+    presented = masks["fit"] | masks["holdout"] | masks["validation"]
+    if np.unique(repeats[presented & (repeats >= 0)]).size < 2:
+        repeats = None  # no sound is repeated: within-bin errors instead
+    measured = subspace_rfs(
+        tuning, X, counts=session.counts[:, tuning.unit_rows], bins=presented, repeats=repeats,
+        **common,
+    )  # fmt: skip
+    return concatenate_rfs(model, measured), once
 
 
 def fit_subspace_model(
@@ -501,6 +645,7 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "spectrogram.channel": "mean",  # older runs took mono sound only
     "training.standardize": False,
     "training.max_retries": 0,
+    "training.jackknife": 0,  # older runs fitted no jackknife
 }
 
 
@@ -550,7 +695,14 @@ def check_reuse(stored: ResultSet, config: AnalysisConfig, reuse: str) -> None:
         raise ValueError(f"run {reuse!r} holds no {missing} model: drop --reuse to refit")
     n_init = config.training.n_initializations
     complete = bool(stored.config.get("subspace", {}).get("ensemble")) and bool(stored.subspaces)
-    if config.subspace.ensemble and n_init > 1 and "cnn_fit2" not in names and not complete:
+    k = config.training.jackknife
+    if k >= 2:
+        if config.subspace.ensemble and not complete and not names & set(jackknife_names(k)):
+            raise ValueError(
+                f"run {reuse!r} stores none of its {k} CNN jackknife fits, and ensemble dSTRFs "
+                "average them: set [subspace] ensemble = false, or drop --reuse to refit"
+            )
+    elif config.subspace.ensemble and n_init > 1 and "cnn_fit2" not in names and not complete:
         raise ValueError(
             f"run {reuse!r} stores only the best of its {n_init} CNN fits, and ensemble dSTRFs "
             "need every fit: set [subspace] ensemble = false, or drop --reuse to refit"
@@ -570,28 +722,39 @@ def _history(info) -> FitHistory:
     )
 
 
+def jackknife_names(k: int) -> list[str]:
+    """Names under which the CNN's ``k`` jackknife fits are stored: ``cnn_jk1``..."""
+    return ensemble_names(k, range(k))
+
+
 def estimator_from_stored(
     kind: str,
     members: Sequence[FittedModel],
     unit_rows: np.ndarray,
     config: AnalysisConfig,
+    jackknife: dict[int, FittedModel] | None = None,
 ) -> EncodingEstimator:
     """An :class:`EncodingEstimator` holding stored fits (best first), without fitting.
 
     ``unit_rows`` are the units-table rows of the session's count columns; ``members`` the
-    stored fits of one model (``cnn``, ``cnn_fit2``...), all on the same units.
+    stored fits of one model (``cnn``, ``cnn_fit2``...), all on the same units;
+    ``jackknife`` the stored jackknife fits by fold (0-based; ``cnn_jk1`` is fold 0).
     """
+    jackknife = dict(sorted((jackknife or {}).items()))
     column = {int(r): i for i, r in enumerate(np.asarray(unit_rows))}
     rows = members[0].unit_rows
     if any(int(r) not in column for r in rows) or any(
-        not np.array_equal(m.unit_rows, rows) for m in members
+        not np.array_equal(m.unit_rows, rows) for m in [*members, *jackknife.values()]
     ):
         raise ValueError(
             f"the stored {kind.upper()} fits refer to units this session does not have: the "
             "file's units changed since; drop --reuse to refit"
         )
+    training = replace(config.training, seed=config.seed)
     est = EncodingEstimator(
-        kind, training=replace(config.training, seed=config.seed), device=config.device
+        kind,
+        training=training if kind == "cnn" else replace(training, jackknife=0),
+        device=config.device,
     )
     est.units_ = np.array([column[int(r)] for r in rows], dtype=np.int64)
     est.excluded_units_ = np.setdiff1d(np.arange(len(column)), est.units_)
@@ -602,6 +765,11 @@ def estimator_from_stored(
     est.device_ = resolve_device(config.device)
     est.failed_ = False
     est.fit_problems_ = []
+    est.jackknife_folds_ = np.asarray(list(jackknife), dtype=np.int64)
+    est.jackknife_members_ = [m.module for m in jackknife.values()]
+    est.jackknife_histories_ = [_history(m.training) for m in jackknife.values()]
+    est.jackknife_problems_ = {}
+    est.fold_labels_ = est.oof_prediction_ = est.oof_correlation_ = None
     return est
 
 
@@ -609,16 +777,26 @@ def stored_estimators(
     stored: ResultSet, config: AnalysisConfig, session: SessionData
 ) -> tuple[dict[str, EncodingEstimator], dict[str, FittedModel]]:
     """The models of ``config.models`` rebuilt from a stored run (the CNN with every stored
-    fit ``cnn_fit2``...), and the stored models by name (to be stored again as they are)."""
+    fit ``cnn_fit2``... and jackknife fit ``cnn_jk1``..., whose out-of-fold predictions
+    are recomputed), and the stored models by name (to be stored again as they are)."""
     by_name = {m.name: m for m in stored.models}
     fits, kept = {}, {}
+    k = config.training.jackknife
     for kind in config.models:
         names = [kind]
         while kind == "cnn" and f"cnn_fit{len(names) + 1}" in by_name:
             names.append(f"cnn_fit{len(names) + 1}")
         members = [by_name[name] for name in names]
-        fits[kind] = estimator_from_stored(kind, members, session.unit_rows, config)
+        jk = {}
+        if kind == "cnn" and k >= 2:
+            jk = {j: by_name[n] for j, n in enumerate(jackknife_names(k)) if n in by_name}
+        est = estimator_from_stored(kind, members, session.unit_rows, config, jk)
+        if jk:
+            est.fold_labels_ = jackknife_labels(session, config).labels
+            est.out_of_fold(session.spectrogram.data, session.counts, est.fold_labels_)
+        fits[kind] = est
         kept.update({name: by_name[name] for name in names})
+        kept.update({name: by_name[name] for name in ensemble_names(len(jk), list(jk))})
     return fits, kept
 
 
@@ -638,6 +816,7 @@ def reuse_models(
     }
     notes.append(f"models: the {kinds} of run {plan.reuse!r}, reused (no model was fitted)")
     prefixes = tuple(f"{k} fit, " for k in config.models) + ("the LN fit failed",)
+    prefixes += ("cnn jackknife",)
     notes.extend(n for n in plan.stored.config.get("notes", []) if str(n).startswith(prefixes))
     for kind, est in fits.items():
         est.failed_ = any(str(n).startswith(f"the {kind.upper()} fit failed") for n in notes)
@@ -959,7 +1138,9 @@ def _model_results(
     bin_s = 1 / session.rate
     X = session.spectrogram.data
 
-    def stored_as(name: str, est: EncodingEstimator, member: int, unit_scores) -> FittedModel:
+    def stored_as(
+        name: str, est: EncodingEstimator, member: int, unit_scores, jackknife: int | None = None
+    ) -> FittedModel:
         if name in kept:
             return replace(kept[name], spectrogram=spec_name)
         return est.to_result(
@@ -969,19 +1150,32 @@ def _model_results(
             scores=unit_scores() if callable(unit_scores) else unit_scores,
             spectrogram=spec_name,
             member=member,
+            jackknife=jackknife,
         )
 
     models = [stored_as(kind, est, 0, scores[kind]) for kind, est in fits.items()]
     cnn = fits["cnn"]
     if config.subspace.ensemble and step.tuning is not None:  # the other fits behind the dSTRFs
-        for member, name in enumerate(ensemble_names(len(cnn.members_))[1:], start=1):
+        jackknife = config.training.jackknife >= 2 and len(cnn.jackknife_members_) > 0
+        if jackknife:  # the jackknife fits, cnn_jk{fold + 1}
+            names = ensemble_names(len(cnn.jackknife_folds_), cnn.jackknife_folds_)
+            pairs = [(0, i, name) for i, name in enumerate(names)]
+        else:  # the other initialisations, cnn_fit2...
+            names = ensemble_names(len(cnn.members_))[1:]
+            pairs = [(m, None, name) for m, name in enumerate(names, start=1)]
+        for member, jk, name in pairs:
 
-            def member_scores(member: int = member):
+            def member_scores(member: int = member, jk: int | None = jk):
                 return cnn.score(
-                    X, session.validation, session.noise_ceiling, seed=config.seed, member=member
+                    X,
+                    session.validation,
+                    session.noise_ceiling,
+                    seed=config.seed,
+                    member=member,
+                    jackknife=jk,
                 )
 
-            models.append(stored_as(name, cnn, member, member_scores))
+            models.append(stored_as(name, cnn, member, member_scores, jk))
     if step.model is not None:
         # validation scores of the passing units, as for LN/CNN
         models.append(

@@ -137,7 +137,16 @@ class FittedModel:
 
 @dataclass
 class TuningSubspaces:
-    """Per-unit tuning subspaces (PCA of dSTRFs)."""
+    """Per-unit tuning subspaces (PCA of dSTRFs).
+
+    ``dimensionality`` is ours (cumulative share of the total variance the fits agree on,
+    capped by the noise floor); ``dimensionality_reference`` is the paper's rule (the
+    smallest ``k`` whose cumulative share of the top ``reference_n_components``
+    eigenvalues exceeds ``reference_variance_threshold``), stored so results compare with
+    the paper. ``n_outlier_frames`` counts each unit's frames left out as outliers
+    (``n_frames`` were kept). The three optional arrays are None for results read from
+    files written before they existed.
+    """
 
     unit_rows: np.ndarray
     components: np.ndarray  # (n, K, F, D)
@@ -150,6 +159,10 @@ class TuningSubspaces:
     lags_s: np.ndarray  # (D,)
     variance_threshold: float = 0.95
     name: str = "tuning_subspaces"
+    dimensionality_reference: np.ndarray | None = None  # (n,)
+    n_outlier_frames: np.ndarray | None = None  # (n,)
+    reference_n_components: int = 15
+    reference_variance_threshold: float = 0.95
 
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "TuningSubspaces.unit_rows")
@@ -163,6 +176,8 @@ class TuningSubspaces:
             mean_dstrf=self.mean_dstrf,
             n_frames=self.n_frames,
             noise_floor=self.noise_floor,
+            dimensionality_reference=self.dimensionality_reference,
+            n_outlier_frames=self.n_outlier_frames,
         )
         comps = np.asarray(self.components)
         if comps.ndim != 4 or comps.shape[2:] != (len(self.frequencies), len(self.lags_s)):
@@ -184,10 +199,17 @@ class SubspaceRFs:
     occupancy: np.ndarray  # (n, B, B)
     edges_x: np.ndarray  # (n, B+1)
     edges_y: np.ndarray  # (n, B+1)
-    breadth: np.ndarray  # (n,)
+    breadth: np.ndarray  # (n,) old measure: bins >= threshold of the min-max normalised map
     shape_asymmetry: np.ndarray  # (n, 2)
     high_activity_threshold: float = 0.5
     name: str = "subspace_rfs"
+    # issue 19 (optional: None in files written before it)
+    response_map_sem: np.ndarray | None = None  # (n, B, B) SEM of each bin; NaN for model rows
+    breadth_fraction: np.ndarray | None = None  # (n,) noise-aware breadth, fraction of bins
+    curve_asymmetry: np.ndarray | None = None  # (n,) signed asym of the tested axis' 1-D profile
+    shape_p_value: np.ndarray | None = None  # (n,) profile non-monotonic beyond noise; NaN: model
+    grid: str = ""  # the grid recipe, in words
+    sem_method: str = ""  # "repeats" (across repeats) or "samples" (within bins)
 
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "SubspaceRFs.unit_rows")
@@ -202,6 +224,10 @@ class SubspaceRFs:
             edges_y=self.edges_y,
             breadth=self.breadth,
             shape_asymmetry=self.shape_asymmetry,
+            response_map_sem=self.response_map_sem,  # the optional ones: None is skipped
+            breadth_fraction=self.breadth_fraction,
+            curve_asymmetry=self.curve_asymmetry,
+            shape_p_value=self.shape_p_value,
         )
         bad = set(np.asarray(self.response_source).tolist()) - {"model", "measured"}
         if bad:
@@ -215,6 +241,14 @@ class SiteSubspaceResult:
     ``srfs`` optionally holds the units' SRFs on the site's top two PCs (``dimensions``
     index the site components), the maps behind the tiling test; stored inside the NWB
     ``SiteSubspace`` so a tiling map can be redrawn without refitting.
+
+    The issue-19 fields (None in results read from files written before them; see
+    :mod:`nwb_subspace.site.subspace` for the definitions): ``variance_fraction_loo`` (ours,
+    each unit's fraction in our site subspace rebuilt without it); the **reference** site
+    subspace ``components_reference`` (R, F, D) with ``explained_variance_ratio_reference``
+    (R,) and ``dimensionality_reference``; per unit ``site_pc_similarity`` (n, R), the
+    reference's similarity to each reference site PC, and ``site_similarity_loo`` (n,), the
+    similarity to the top ``dimensionality_reference`` reference PCs rebuilt without the unit.
     """
 
     site: str
@@ -229,6 +263,12 @@ class SiteSubspaceResult:
     p_value: np.ndarray
     name: str = ""
     srfs: SubspaceRFs | None = None
+    variance_fraction_loo: np.ndarray | None = None  # (n,)
+    components_reference: np.ndarray | None = None  # (R, F, D)
+    explained_variance_ratio_reference: np.ndarray | None = None  # (R,)
+    dimensionality_reference: int | None = None
+    site_pc_similarity: np.ndarray | None = None  # (n, R)
+    site_similarity_loo: np.ndarray | None = None  # (n,)
 
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "SiteSubspaceResult.unit_rows")
@@ -238,7 +278,12 @@ class SiteSubspaceResult:
             variance_fraction=self.variance_fraction,
             null_mean=self.null_mean,
             p_value=self.p_value,
+            variance_fraction_loo=self.variance_fraction_loo,
+            site_pc_similarity=self.site_pc_similarity,
+            site_similarity_loo=self.site_similarity_loo,
         )
+        if self.dimensionality_reference is not None:
+            self.dimensionality_reference = int(self.dimensionality_reference)
         if self.srfs is not None:
             stray = sorted(set(self.srfs.unit_rows.tolist()) - set(self.unit_rows.tolist()))
             if stray:

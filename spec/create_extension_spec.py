@@ -405,6 +405,22 @@ def tuning_subspace_spec() -> NWBGroupSpec:
                 "float64",
                 ["num_components"],
             ),
+            _column(
+                "dimensionality_reference",
+                "Dimensionality by the reference (paper's) rule: the smallest k whose "
+                "cumulative share of the top reference_n_components eigenvalues of the dSTRF "
+                "covariance exceeds reference_variance_threshold (0 without a PCA).",
+                "int",
+                [],
+                quantity="?",
+            ),
+            _column(
+                "n_outlier_frames",
+                "Number of dSTRF frames left out as outliers (not counted in n_frames).",
+                "int",
+                [],
+                quantity="?",
+            ),
             *_axes(),
         ],
         attributes=[
@@ -412,6 +428,19 @@ def tuning_subspace_spec() -> NWBGroupSpec:
                 "variance_threshold",
                 "Cumulative explained variance used to choose the dimensionality (e.g. 0.95).",
                 "float64",
+            ),
+            _attr(
+                "reference_n_components",
+                "Eigenvalues the reference dimensionality rule shares the variance out over "
+                "(e.g. 15).",
+                "int",
+                required=False,
+            ),
+            _attr(
+                "reference_variance_threshold",
+                "Cumulative share the reference dimensionality rule must exceed (e.g. 0.95).",
+                "float64",
+                required=False,
             ),
         ],
     )
@@ -494,12 +523,58 @@ def subspace_rf_spec() -> NWBGroupSpec:
                 "float64",
                 ["xy"],
             ),
+            _column(
+                "response_map_sem",
+                "Standard error of each bin of response_map, in spikes/s: across repeats "
+                "(SD over the per-repeat maps of the repeated sounds / sqrt(number of "
+                "repeats)) or within the bin (SD of its samples / sqrt(n)), as the table's "
+                "sem_method says; NaN for model rows and where undefined.",
+                "float64",
+                ["num_bins_x", "num_bins_y"],
+                quantity="?",
+            ),
+            _column(
+                "breadth_fraction",
+                "Noise-aware breadth: fraction of occupied bins whose smoothed value is at "
+                "least high_activity_threshold of the way from the unit's response floor to "
+                "its peak and reliably above the floor (Benjamini-Hochberg over the bins, from "
+                "the repeat-wise errors; model rows: no reliability test); in [0, 1].",
+                "float64",
+                [],
+                quantity="?",
+            ),
+            _column(
+                "curve_asymmetry",
+                "Signed asymmetry of the 1-D tuning curve (occupancy-weighted marginal, "
+                "smoothed) of the more modulated dimension: < -0.33 hill, > 0.33 bowl.",
+                "float64",
+                [],
+                quantity="?",
+            ),
+            _column(
+                "shape_p_value",
+                "p-value of that tuning curve's departure from its best monotonic fit "
+                "against the curve's own noise (NaN for model rows); hill or bowl needs < 0.05.",
+                "float64",
+                [],
+                quantity="?",
+            ),
         ],
         attributes=[
             _attr(
                 "high_activity_threshold",
                 "Threshold on the normalised map defining high-activity bins (e.g. 0.5).",
                 "float64",
+            ),
+            _attr(
+                "grid",
+                "The grid recipe (bins, percentiles, minimum samples, window, pairs).",
+                required=False,
+            ),
+            _attr(
+                "sem_method",
+                "How response_map_sem was computed: 'repeats' or 'samples'.",
+                required=False,
             ),
         ],
     )
@@ -517,6 +592,14 @@ def site_subspace_spec() -> NWBGroupSpec:
         attributes=[
             _attr("site", "Name of the recording site (e.g. the probe or shank)."),
             _attr("dimensionality", "Number of site components kept.", "int"),
+            _attr(
+                "dimensionality_reference",
+                "Site dimensionality by the reference (paper's) rule on the reference site "
+                "PCA: the smallest k whose cumulative share of the top 15 components' variance "
+                "exceeds 0.95.",
+                "int",
+                required=False,
+            ),
         ],
         datasets=[
             NWBDatasetSpec(
@@ -533,6 +616,24 @@ def site_subspace_spec() -> NWBGroupSpec:
                 dtype="float64",
                 dims=["num_components"],
                 shape=[None],
+            ),
+            NWBDatasetSpec(
+                name="components_reference",
+                doc="Reference (paper's) site principal components, strongest first "
+                "(unit-norm, dimensionless): PCA of all units' dSTRF frames pooled, each "
+                "unit's frames divided by their RMS, centred on the grand mean.",
+                dtype="float32",
+                dims=["num_reference_components", "num_frequencies", "num_lags"],
+                shape=[None, None, None],
+                quantity="?",
+            ),
+            NWBDatasetSpec(
+                name="explained_variance_ratio_reference",
+                doc="Fraction of the reference pooled variance along each reference component.",
+                dtype="float64",
+                dims=["num_reference_components"],
+                shape=[None],
+                quantity="?",
             ),
             *_axes(),
         ],
@@ -580,6 +681,32 @@ def site_unit_spec() -> NWBGroupSpec:
                 "Fraction of random subspaces capturing at least as much (one-sided).",
                 "float64",
                 [],
+            ),
+            _column(
+                "variance_fraction_loo",
+                "Fraction of the unit's dSTRF variance in the site subspace rebuilt without "
+                "the unit (same number of components; dimensionless).",
+                "float64",
+                [],
+                quantity="?",
+            ),
+            _column(
+                "site_pc_similarity",
+                "Reference (paper's) similarity of the unit to each reference site component: "
+                "squared correlations of the component with the unit's own top components, "
+                "summed (the unit included in the site PCA, as in the reference).",
+                "float64",
+                ["num_reference_components"],
+                quantity="?",
+            ),
+            _column(
+                "site_similarity_loo",
+                "Similarity of the unit's own subspace to the top dimensionality_reference "
+                "reference site components rebuilt without the unit: mean squared cosine of "
+                "the principal angles (0-1).",
+                "float64",
+                [],
+                quantity="?",
             ),
         ],
     )

@@ -60,7 +60,13 @@ def test_dstrfs_on_cuda_equal_cpu(mode):
 def test_moments_on_cuda_equal_cpu_with_outliers_and_frames():
     cpu, gpu = _pair(_cnn())
     X = np.random.default_rng(2).random((900, 8)).astype(np.float32)
-    kw = {"n_lags": 6, "outlier_threshold": 1.5, "keep_frames": [5, 600], "chunk_size": 128}
+    kw = {
+        "n_lags": 6,
+        "outlier_threshold": 1.5,
+        "outlier_rule": "rms",
+        "keep_frames": [5, 600],
+        "chunk_size": 128,
+    }
     a = dstrf_moments(cpu, X, **kw)
     b = dstrf_moments(gpu, X, **kw)
     assert a.n_outliers.sum() > 0  # the second pass ran

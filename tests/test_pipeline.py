@@ -120,7 +120,6 @@ def test_rerun_needs_overwrite(tiny_run):
 
 def test_ensemble_dstrfs_are_reproducible_from_the_stored_fits(tiny_run):
     from nwb_subspace.dstrf.compute import dstrf_moments
-    from nwb_subspace.pipeline import session_masks
 
     path, _, result = tiny_run
     back = read_results(path, "quick")
@@ -129,13 +128,13 @@ def test_ensemble_dstrfs_are_reproducible_from_the_stored_fits(tiny_run):
     assert any("mean over 2 CNN fits" in note for note in back.config["notes"])
     t = back.subspaces[0]
     cols = [int(np.flatnonzero(fits[0].unit_rows == r)[0]) for r in t.unit_rows]
-    masks = session_masks(result.session)
     mom = dstrf_moments(
         [m.module for m in fits],
         result.session.spectrogram.data,
-        bins=masks["fit"] | masks["holdout"] | masks["validation"],
+        bins=result.session.frame_bins(QUICK.subspace.frames),
         units=cols,
         outlier_threshold=QUICK.subspace.outlier_threshold,
+        outlier_rule=QUICK.subspace.outlier_rule,
     )
     assert mom.n_models == 2 and mom.noise_covariance is not None
     # the stored mean dSTRFs are those of the two stored fits

@@ -15,7 +15,10 @@ from nwb_subspace.testing.truth_model import TruthRateModel
 
 pytestmark = pytest.mark.slow  # ~2 min: two fits of the subspace model
 
-_CFG = TrainingConfig(n_initializations=1, max_epochs_stage1=30, max_epochs_stage2=20)
+# 100 + 50 epochs: with 30 + 20 the fit stopped short and the median EV depended on the seed
+# and on the basis the PCA returns within the same span (0.41-0.67 over seeds 0-2 and both
+# outlier rules, issue 19); with 100 + 50 it was 0.79-0.83 for the same cases.
+_CFG = TrainingConfig(n_initializations=1, max_epochs_stage1=100, max_epochs_stage2=50)
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +73,9 @@ def test_recovers_truth_rate_batched_and_deterministic(truth_fit):
     assert pred.shape == s["counts"].shape  # all units in one model
     ev = _ev(pred[s["test"]], 5.0 * s["rate"][s["test"]])
     print("EV of the truth rate on test bins:", np.round(ev, 3))
-    # smoke level only: 24 s of fit data and 30 + 20 epochs; measured median 0.71 (units
-    # 0.83, 0.66, 0.20, 0.75). Recovery to the Done-when level is checked on the CNN in
-    # test_subspace_science.py.
-    assert np.median(ev) >= 0.5
+    # 24 s of fit data, 100 + 50 epochs: measured medians 0.79-0.83 (seeds 0-1, both outlier
+    # rules). Recovery to the Done-when level is checked on the CNN in test_subspace_science.py.
+    assert np.median(ev) >= 0.6
     again = SubspaceModelEstimator(training=_CFG).fit(
         s["tu"], s["X"], s["counts"], s["fit"], s["hold"]
     )

@@ -135,6 +135,12 @@ def model_from_nwb(obj: EncodingModel, device: str = "cpu") -> FittedModel:
 
 
 def subspaces_from_nwb(t: TuningSubspaceTable) -> TuningSubspaces:
+    # optional columns and attributes: absent from files written before they existed
+    optional = {
+        key: _col(t, key) if key in t.colnames else None
+        for key in ("dimensionality_reference", "n_outlier_frames")
+    }
+    ref_k, ref_threshold = t.reference_n_components, t.reference_variance_threshold
     return TuningSubspaces(
         unit_rows=_rows(t),
         components=_col(t, "components"),
@@ -147,6 +153,9 @@ def subspaces_from_nwb(t: TuningSubspaceTable) -> TuningSubspaces:
         lags_s=np.asarray(t.lags[:]),
         variance_threshold=float(t.variance_threshold),
         name=t.name,
+        **optional,
+        reference_n_components=15 if ref_k is None else int(ref_k),
+        reference_variance_threshold=0.95 if ref_threshold is None else float(ref_threshold),
     )
 
 
@@ -163,6 +172,12 @@ def srfs_from_nwb(t: SubspaceRFTable) -> SubspaceRFs:
         shape_asymmetry=_col(t, "shape_asymmetry"),
         high_activity_threshold=float(t.high_activity_threshold),
         name=t.name,
+        **{  # issue 19's columns: absent (None) in files written before them
+            k: _col(t, k) if k in t.colnames else None
+            for k in ("response_map_sem", "breadth_fraction", "curve_asymmetry", "shape_p_value")
+        },
+        grid=str(getattr(t, "grid", None) or ""),
+        sem_method=str(getattr(t, "sem_method", None) or ""),
     )
 
 
@@ -181,7 +196,27 @@ def site_subspace_from_nwb(s: SiteSubspace) -> SiteSubspaceResult:
         p_value=_col(t, "p_value"),
         name=s.name,
         srfs=srfs_from_nwb(s.srfs) if s.srfs is not None else None,
+        # issue 19: absent from files written before it
+        variance_fraction_loo=_site_col(t, "variance_fraction_loo"),
+        site_pc_similarity=_site_col(t, "site_pc_similarity"),
+        site_similarity_loo=_site_col(t, "site_similarity_loo"),
+        components_reference=_site_data(s, "components_reference"),
+        explained_variance_ratio_reference=_site_data(s, "explained_variance_ratio_reference"),
+        dimensionality_reference=(
+            None if s.dimensionality_reference is None else int(s.dimensionality_reference)
+        ),
     )
+
+
+def _site_col(table, name: str) -> np.ndarray | None:
+    """A site table's optional column, None when the file predates it."""
+    return _col(table, name) if name in table.colnames else None
+
+
+def _site_data(obj, name: str) -> np.ndarray | None:
+    """A ``SiteSubspace``'s optional dataset, None when the file predates it."""
+    value = getattr(obj, name, None)
+    return None if value is None else np.asarray(value[:])
 
 
 def site_statistics_from_nwb(t: SiteStatisticsTable) -> SiteStatistics:

@@ -213,21 +213,27 @@ def _table(cls, name: str, description: str, n: int, columns: dict, **fields):
 
 def subspaces_to_nwb(sub: TuningSubspaces, nwbfile: NWBFile) -> TuningSubspaceTable:
     n = sub.unit_rows.size
+    columns = {
+        "units": _units_region(nwbfile, sub.unit_rows, "Unit of each row."),
+        "components": np.asarray(sub.components, dtype=np.float32),
+        "explained_variance_ratio": np.asarray(sub.explained_variance_ratio, float),
+        "dimensionality": np.asarray(sub.dimensionality, dtype=np.int64),
+        "mean_dstrf": np.asarray(sub.mean_dstrf, dtype=np.float32),
+        "n_frames": np.asarray(sub.n_frames, dtype=np.int64),
+        "noise_floor": np.asarray(sub.noise_floor, dtype=float),
+    }
+    for key in ("dimensionality_reference", "n_outlier_frames"):  # optional columns
+        if getattr(sub, key) is not None:
+            columns[key] = np.asarray(getattr(sub, key), dtype=np.int64)
     return _table(
         TuningSubspaceTable,
         sub.name,
         "Tuning subspace (dSTRF PCA) of each unit.",
         n,
-        {
-            "units": _units_region(nwbfile, sub.unit_rows, "Unit of each row."),
-            "components": np.asarray(sub.components, dtype=np.float32),
-            "explained_variance_ratio": np.asarray(sub.explained_variance_ratio, float),
-            "dimensionality": np.asarray(sub.dimensionality, dtype=np.int64),
-            "mean_dstrf": np.asarray(sub.mean_dstrf, dtype=np.float32),
-            "n_frames": np.asarray(sub.n_frames, dtype=np.int64),
-            "noise_floor": np.asarray(sub.noise_floor, dtype=float),
-        },
+        columns,
         variance_threshold=float(sub.variance_threshold),
+        reference_n_components=int(sub.reference_n_components),
+        reference_variance_threshold=float(sub.reference_variance_threshold),
         frequencies=np.asarray(sub.frequencies, dtype=float),
         lags=np.asarray(sub.lags_s, dtype=float),
     )
@@ -257,8 +263,19 @@ def srfs_to_nwb(
             "edges_y": np.asarray(srf.edges_y, dtype=float),
             "breadth": np.asarray(srf.breadth, dtype=np.int64),
             "shape_asymmetry": np.asarray(srf.shape_asymmetry, dtype=float),
+            **{
+                key: np.asarray(value, dtype=float)
+                for key, value in (
+                    ("response_map_sem", srf.response_map_sem),
+                    ("breadth_fraction", srf.breadth_fraction),
+                    ("curve_asymmetry", srf.curve_asymmetry),
+                    ("shape_p_value", srf.shape_p_value),
+                )
+                if value is not None
+            },
         },
         high_activity_threshold=float(srf.high_activity_threshold),
+        **{k: v for k, v in (("grid", srf.grid), ("sem_method", srf.sem_method)) if v},
     )
 
 
@@ -274,9 +291,25 @@ def site_subspace_to_nwb(site: SiteSubspaceResult, nwbfile: NWBFile) -> SiteSubs
             "variance_fraction": np.asarray(site.variance_fraction, dtype=float),
             "null_mean": np.asarray(site.null_mean, dtype=float),
             "p_value": np.asarray(site.p_value, dtype=float),
+            **{
+                key: np.asarray(value, dtype=float)
+                for key, value in (
+                    ("variance_fraction_loo", site.variance_fraction_loo),
+                    ("site_pc_similarity", site.site_pc_similarity),
+                    ("site_similarity_loo", site.site_similarity_loo),
+                )
+                if value is not None
+            },
         },
     )
     kwargs = {}
+    if site.components_reference is not None:
+        kwargs["components_reference"] = np.asarray(site.components_reference, dtype=np.float32)
+        kwargs["explained_variance_ratio_reference"] = np.asarray(
+            site.explained_variance_ratio_reference, dtype=float
+        )
+    if site.dimensionality_reference is not None:
+        kwargs["dimensionality_reference"] = int(site.dimensionality_reference)
     if site.srfs is not None and site.srfs.unit_rows.size:
         kwargs["srfs"] = srfs_to_nwb(
             site.srfs,

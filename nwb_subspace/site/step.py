@@ -5,10 +5,14 @@ file (the only HDF5 reading of this step): a units-table column given by the use
 group_by``), else the unit's electrode group, one site per probe insertion or shank; a file
 with neither forms one site, ``"all"``. :class:`SiteStep` then, per site, fits the shared subspace
 (:class:`~nwb_subspace.site.subspace.SiteSubspaceAnalysis`) on the units passing the quality cut,
-maps them on the site plane (:func:`~nwb_subspace.site.tiling.tiling`), compares narrow vs broad
+maps them on the site plane (:func:`~nwb_subspace.site.tiling.tiling`; overlap of all pairs and
+of neighbour pairs by depth, against rotations of each unit's region), compares narrow vs broad
 units and layers on their own SRFs (breadth, shape index;
 :func:`~nwb_subspace.site.groups.compare_cell_types_and_layers`), tests each site against the
 others, and returns a :class:`SiteStepResult` with the results to write and the tidy tables.
+The locality test, same-site vs different-site pairs of units
+(:func:`~nwb_subspace.site.subspace.same_site_similarity`), runs over the file's sites (rows
+per site and for ``"all sites"``); a file with one site says it cannot test it.
 
 Nothing is empty: a site with too few usable units, a comparison without two groups or a
 tiling without two regions gives a plain note (``SiteStepResult.notes``), no table row.
@@ -29,14 +33,17 @@ from nwb_subspace.io.site_labels import ALL_SITES, read_site_labels
 from nwb_subspace.results import SiteStatistics, SiteSubspaceResult, SubspaceRFs, TuningSubspaces
 from nwb_subspace.site.groups import (
     compare_cell_types_and_layers,
+    compare_cell_types_and_layers_across_sites,
     compare_site_subspaces,
     compare_site_tiling,
+    label_within_site,
     to_site_statistics,
 )
-from nwb_subspace.site.subspace import SiteSubspaceAnalysis
+from nwb_subspace.site.subspace import SiteSubspaceAnalysis, same_site_similarity
 from nwb_subspace.site.tables import (
     SITE_COLUMNS,
     UNIT_TABLE_COLUMNS,
+    measure_source,
     site_overview,
     site_table,
     srf_measures,
@@ -46,6 +53,9 @@ from nwb_subspace.site.tiling import TilingResult, tiling
 
 if TYPE_CHECKING:
     from nwb_subspace.io.units.reader import UnitInfo
+
+#: ``site`` of the rows about all of a file's sites together.
+ALL = "all sites"
 
 __all__ = [
     "ALL_SITES",
@@ -202,7 +212,9 @@ class SiteStep:
                 f"unit_rows gives {rows.size} units but the moments hold "
                 f"{len(inputs.moments.mean)}; give one units-table row per moments row"
             )
-        own = srf_measures(inputs.srfs) if inputs.srfs is not None else {}
+        own = {}
+        if inputs.srfs is not None:
+            own = srf_measures(inputs.srfs, source=measure_source(inputs.srfs))
         notes: list[str] = []
         if rows.size == 0:
             notes.append("no unit passes the quality cut: no site subspace, tiling or comparison")
@@ -233,14 +245,18 @@ class SiteStep:
             others = [o.result_ for s, o in fitted.items() if s != site]
             if others:
                 an.test_other_sites(others)
+        locality = self._locality(fitted, notes)
         stat_rows: list[dict] = []
         for site in sites:
             stat_rows.extend(fitted[site].rows_ if site in fitted else [])
+            stat_rows.extend([locality[site]] if site in locality else [])
             stat_rows.extend(tilings[site].rows() if site in tilings else [])
             stat_rows.extend(group_rows[site])
+        stat_rows.extend([locality[ALL]] if ALL in locality else [])
         stat_rows.extend(self._between_sites(fitted, tilings, notes))
-        if len(sites) > 1:
-            stat_rows.extend(self._compare_groups("all sites", rows, own, inputs.units, notes))
+        stat_rows.extend(
+            self._compare_groups("all sites", rows, own, inputs.units, notes, labels[rows])
+        )
         units_df, sites_rows = [], []
         for site in sites:
             members = np.flatnonzero(labels == site)
@@ -248,7 +264,7 @@ class SiteStep:
             sites_rows.append(
                 site_overview(
                     site, members.size, analysis=analyses.get(site), tiling=tilings.get(site),
-                    notes=site_notes[site],
+                    notes=site_notes[site], locality=locality.get(site),
                 )
             )  # fmt: skip
         statistics = to_site_statistics(stat_rows)
@@ -266,6 +282,26 @@ class SiteStep:
             label_source=inputs.label_source,
             notes=notes,
         )
+
+    def _locality(self, fitted: dict[str, SiteSubspaceAnalysis], notes: list[str]) -> dict:
+        """The same-site vs different-site test over the file's fitted sites: its rows by
+        site (the overall row under ``"all sites"``); empty with a note for one site."""
+        bases, labels = [], []
+        for site, an in fitted.items():
+            bases.extend(an.bases_)
+            labels.extend([site] * len(an.bases_))
+        if len(fitted) < 2:
+            notes.append(
+                f"same-site vs different-site similarity: {len(fitted)} site(s) with a fitted "
+                "subspace in this file; the locality test needs two (electrode groups or "
+                "shanks), or units pooled over files"
+            )
+            return {}
+        rows, more = same_site_similarity(
+            bases, labels, n_permutations=self.settings.n_permutations, seed=self.seed, name=ALL
+        )
+        notes.extend(more)
+        return {r["site"]: r for r in rows or []}
 
     def _fit_site(
         self, site: str, idx: np.ndarray, inputs: SiteInputs, notes: list[str]
@@ -292,13 +328,15 @@ class SiteStep:
             return an, None
         col = {int(r): int(i) for r, i in zip(rows, idx, strict=True)}
         cols = [col[int(r)] for r in res.unit_rows]
+        depth = None if inputs.units is None else np.asarray(inputs.units.depth_um, dtype=float)
         tile = tiling(
             res, inputs.X,
             prediction=None if inputs.prediction is None else inputs.prediction[:, cols],
             counts=inputs.counts[:, res.unit_rows], rate=inputs.rate, bins=inputs.bins,
             n_bins=self.srf_bins, min_occupancy=self.min_occupancy,
             high_activity_threshold=s.high_activity_threshold, n_shifts=s.n_shifts,
-            alpha=s.alpha, seed=self.seed,
+            alpha=s.alpha, seed=self.seed, null=s.tiling_null, neighbour_um=s.neighbour_um,
+            depth_um=None if depth is None else depth[res.unit_rows],
         )  # fmt: skip
         res.srfs = tile.srfs if tile.srfs is not None and tile.srfs.unit_rows.size else None
         notes.extend(tile.notes or ([] if tile.tested else [tile.verdict]))
@@ -306,10 +344,18 @@ class SiteStep:
 
     def _compare_groups(
         self, site: str, rows: np.ndarray, own: dict[int, dict], units: UnitInfo | None,
-        notes: list[str],
+        notes: list[str], sites: np.ndarray | None = None,
     ) -> list[dict]:  # fmt: skip
-        """Narrow vs broad and layers on the units' own SRF breadth and shape index."""
-        rows = [int(r) for r in rows if int(r) in own]
+        """Narrow vs broad and layers on the units' own SRF breadth and shape index.
+
+        ``sites`` None: the units of one site, tested as independent units; the rows are
+        labelled so (``<statistic>_within_site``, :func:`~nwb_subspace.site.groups.
+        label_within_site`). ``sites`` given (the site of each of ``rows``): the paper's test,
+        units nested in sites (``[sites] group_method``, :func:`~nwb_subspace.site.groups.
+        compare_across_sites`); with one site only a note says it cannot be tested.
+        """
+        keep = [i for i, r in enumerate(rows) if int(r) in own]
+        rows = [int(rows[i]) for i in keep]
         if not rows:
             notes.append(
                 f"site {site!r}: no unit with its own SRF; cell types and layers not compared"
@@ -322,9 +368,23 @@ class SiteStep:
         unknown = ["unknown"] * len(rows)
         cell_type = unknown if units is None else [str(units.cell_type[r]) for r in rows]
         layer = unknown if units is None else [str(units.layer[r]) for r in rows]
-        found, more = compare_cell_types_and_layers(
-            measures, cell_type, layer, site=site, min_per_group=self.settings.min_per_group
-        )
+        if sites is None:
+            found, more = compare_cell_types_and_layers(
+                measures, cell_type, layer, site=site, min_per_group=self.settings.min_per_group
+            )
+            notes.extend(more)
+            return label_within_site(found)
+        sites = np.asarray(sites).astype(str)[keep]
+        if len(set(sites.tolist())) < 2:
+            notes.append(
+                "cell types and layers: between-site effects cannot be tested with one site; the "
+                "rows '<measure>_..._within_site' treat the site's units as independent"
+            )
+            return []
+        found, more = compare_cell_types_and_layers_across_sites(
+            measures, cell_type, layer, sites, method=self.settings.group_method,
+            min_per_group=self.settings.min_per_group, name=site,
+        )  # fmt: skip
         notes.extend(more)
         return found or []
 
