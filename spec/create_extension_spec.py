@@ -21,7 +21,7 @@ from pynwb.spec import (
 )
 
 NAMESPACE = "ndx-subspace"
-VERSION = "0.1.0"
+VERSION = "0.1.1"  # 0.1.1: optional columns of issue 19 (files of 0.1.0 still read)
 MAX_WEIGHT_RANK = 5
 
 
