@@ -182,17 +182,36 @@ def _true_dstrf_moments(pop: dict, spec: np.ndarray, eps: float = 1e-4):
     return mean, cov, rate
 
 
+#: The ``realistic`` preset's unit statistics (issue 16): sparse, bursty units of 2-80
+#: spikes/s (the preset's quiet sound does not matter here: the spectrogram is level-free).
+REALISTIC_UNITS = dict(
+    response_cv=(2.0, 4.0), mean_rate_broad=(2.0, 20.0), mean_rate_narrow=(5.0, 80.0)
+)
+
+
 @pytest.fixture(scope="module")
 def simulated_file():
     """15 simulated sites on one stimulus (60 s of the simulator's sounds), run through the
     site step as the electrode groups of one file."""
+    return _simulated_file({})
+
+
+@pytest.fixture(scope="module")
+def realistic_file():
+    """The same with the ``realistic`` preset's sparse, bursty units."""
+    return _simulated_file(REALISTIC_UNITS)
+
+
+def _simulated_file(unit_changes: dict):
     rng = np.random.default_rng(19)
     settings = SpectrogramSettings(n_channels=N_CHANNELS)
     wave = synthesize_sequence(rng, 60.0, 44100.0, 0.3)
     spec = compute_spectrogram(wave, 44100.0, settings).data.astype(np.float64)
     means, covs, rates, labels = [], [], [], []
     for kind, changes in SITE_KINDS.items():
-        cfg = SimulationConfig(n_units=N_UNITS, n_lags=N_LAGS, spectrogram=settings, **changes)
+        cfg = SimulationConfig(
+            n_units=N_UNITS, n_lags=N_LAGS, spectrogram=settings, **changes, **unit_changes
+        )
         for i in range(5):
             pop = draw_population(np.random.default_rng([19, i, len(labels)]), cfg, spec)
             m, c, r = _true_dstrf_moments(pop, spec)
@@ -220,7 +239,11 @@ def _rows(out, statistic: str) -> dict[str, dict]:
     return {r["site"]: r for r in out.statistics.rows if r["statistic"] == statistic}
 
 
-def test_shared_sites_beat_different_site_pairs_and_independent_ones_do_not(simulated_file):
+@pytest.mark.parametrize("units", ["simulator default", "realistic"])
+def test_shared_sites_beat_different_site_pairs_and_independent_ones_do_not(units, request):
+    simulated_file = request.getfixturevalue(
+        "simulated_file" if units == "simulator default" else "realistic_file"
+    )
     rows = _rows(simulated_file, LOCALITY_STATISTIC)
     p = {site: r["p_value"] for site, r in rows.items()}
     shared = [s for s in p if s.startswith(("clustered", "scattered"))]
@@ -235,7 +258,11 @@ def test_shared_sites_beat_different_site_pairs_and_independent_ones_do_not(simu
     assert min(loo[s] for s in shared) > max(loo[s] for s in independent), loo
 
 
-def test_clustered_tiling_above_chance_and_scattered_not(simulated_file):
+@pytest.mark.parametrize("units", ["simulator default", "realistic"])
+def test_clustered_tiling_above_chance_and_scattered_not(units, request):
+    simulated_file = request.getfixturevalue(
+        "simulated_file" if units == "simulator default" else "realistic_file"
+    )
     verdicts = {s: t.verdict for s, t in simulated_file.tilings.items()}
     clustered = [v for s, v in verdicts.items() if s.startswith("clustered")]
     scattered = [v for s, v in verdicts.items() if s.startswith("scattered")]
