@@ -5,6 +5,13 @@ refits anything, and writes ``report.html`` with its PNG figures in ``figures/``
 (referenced by relative paths, so the folder can be moved or zipped as a whole). Sections:
 data summary, model performance, dSTRF PCs and SRFs of the best units, site analysis (when
 stored), cell types and layers, notes and the effective configuration.
+
+Where a measure has the paper's definition beside ours, both are shown: the units' own
+dimensionality and ``dimensionality_reference`` (95% of the top-15 PCs' variance), the site
+dimensionality both ways, SRFs on PC1-PC2 and PC1-PC3 with the noise-aware breadth, the shape
+test and (measured maps) the SEM of each bin; the site statistics list the paper's tests first
+(:func:`statistic_kind`). Files written before these measures existed still render ("-" or
+the old measures).
 """
 
 from __future__ import annotations
@@ -30,11 +37,21 @@ from nwb_subspace.report.figures import (
     scored_cnn,
     site_tiling,
 )
-from nwb_subspace.report.plots import plot_dstrf_pcs, plot_srf
+from nwb_subspace.report.plots import plot_dstrf_pcs, plot_srf_pairs, srf_row_summary
 from nwb_subspace.report.plots_site import plot_breadth_groups, plot_tiling
 from nwb_subspace.results import ResultSet
+from nwb_subspace.site.subspace import LOCALITY_STATISTIC
+from nwb_subspace.site.tables import measure_source, srf_measures
+from nwb_subspace.site.tiling import TILING_NEIGHBOURS_STATISTIC, TILING_STATISTIC
 
-__all__ = ["best_units", "default_report_dir", "make_report", "site_tiling"]
+__all__ = [
+    "PAPER_STATISTICS",
+    "best_units",
+    "default_report_dir",
+    "make_report",
+    "site_tiling",
+    "statistic_kind",
+]
 
 log = logging.getLogger(__name__)
 
@@ -272,30 +289,47 @@ def _section_models(results: ResultSet, figs: _Figures) -> str:
     return "".join(out)
 
 
-def _section_units(results: ResultSet, data: _DataSummary, figs: _Figures) -> str:
-    if not results.subspaces:
-        return _p("No tuning subspaces are stored with this run (no unit passed the quality cut).")
+def _dimensionality_text(tuning, config: dict) -> str:
+    """Which dimensionality is which, and which one the analyses downstream use."""
+    sub = config.get("subspace", {}) if isinstance(config, dict) else {}
+    rule = sub.get("outlier_rule")
+    rule_text = {
+        "reference": "the reference's rule: the spread of (frame - mean dSTRF) over 5x the "
+        "spread of the mean dSTRF",
+        "rms": "5x the RMS deviation from the mean dSTRF",
+    }.get(rule, "the run's outlier rule")
+    ref = (
+        f"'dimensionality (reference)' is the paper's rule: the smallest k whose PCs hold more "
+        f"than {tuning.reference_variance_threshold:.0%} of the variance of the top "
+        f"{tuning.reference_n_components} PCs (raw eigenvalues, no noise correction), stored so "
+        "results compare with the paper"
+    )
+    if tuning.dimensionality_reference is None:
+        ref += " (not stored in this run: '-')"
+    return (
+        f"Two dimensionalities: 'dimensionality (ours)' is the smallest number of PCs reaching "
+        f"{tuning.variance_threshold:.0%} of the dSTRF variance the fits agree on (fit-to-fit "
+        "disagreement subtracted), capped by the noise floor; it is the default used "
+        f"downstream (SRFs, site analysis). {ref}. 'dSTRF frames' are the frames kept for the "
+        f"PCA, 'outlier frames' those removed by {rule_text}."
+    )
+
+
+def _unit_rows_table(results: ResultSet, data: _DataSummary, best: list[int]) -> str:
     tuning = results.subspaces[0]
-    srfs = results.srfs[0] if results.srfs else None
     cnn = scored_cnn(results)
     score = (
         dict(zip(cnn.unit_rows.tolist(), cnn.scores.noise_corrected_correlation, strict=True))
         if cnn
         else {}
     )
-    best = best_units(results)
-    out = [
-        _p(
-            f"{tuning.unit_rows.size} units have a tuning subspace. The {len(best)} with the "
-            "best CNN noise-corrected correlation are shown: their mean dSTRF and principal "
-            "components (share of dSTRF variance in brackets), and their subspace receptive "
-            "fields on the first two PCs (CNN prediction and measured response)."
-        )
-    ]
+
+    def optional(values: np.ndarray | None, i: int) -> object:
+        return "-" if values is None else int(values[i])
+
     rows = []
     for r in best:
         i = int(np.flatnonzero(tuning.unit_rows == r)[0])
-        evr = tuning.explained_variance_ratio[i]
         k = int(tuning.dimensionality[i])
         rows.append(
             [
@@ -303,23 +337,92 @@ def _section_units(results: ResultSet, data: _DataSummary, figs: _Figures) -> st
                 data.unit_labels.get(r, str(r)),
                 float(score.get(r, np.nan)),
                 k,
-                float(np.nansum(evr[:k])),
+                optional(tuning.dimensionality_reference, i),
+                float(np.nansum(tuning.explained_variance_ratio[i][:k])),
                 int(tuning.n_frames[i]),
+                optional(tuning.n_outlier_frames, i),
             ]
         )
-    out.append(
-        _table(
-            [
-                "unit row",
-                "unit",
-                "CNN noise-corrected r",
-                "dimensionality",
-                "variance in kept PCs",
-                "dSTRF frames",
-            ],
-            rows,
-        )
+    header = [
+        "unit row",
+        "unit",
+        "CNN noise-corrected r",
+        "dimensionality (ours)",
+        "dimensionality (reference)",
+        "variance in kept PCs (ours)",
+        "dSTRF frames",
+        "outlier frames",
+    ]
+    return _table(header, rows) + _p(_dimensionality_text(tuning, results.config))
+
+
+def _srf_caption(srfs, rows: list[int], r: int, source: str) -> str:
+    parts = []
+    for j in rows:
+        s = srf_row_summary(srfs, j)
+        if s["breadth_fraction"] is None:
+            b = f"breadth {s['breadth_bins']} high-activity bins (old count)"
+        else:
+            b = (
+                f"noise-aware breadth {s['breadth_fraction']:.2f} of {s['occupied']} occupied "
+                f"bins (old count {s['breadth_bins']} bins)"
+            )
+        p = s["shape_p"]
+        shape = f"shape {s['shape_class']} (index {_fmt(s['shape_index'])}"
+        shape += f", p = {_fmt(p)})" if np.isfinite(p) else ", no noise test)"
+        parts.append(f"{s['pair']}: {b}, {shape}")
+    text = f"Unit row {r}: SRF from the {source} response on " + "; ".join(parts) + "."
+    text += (
+        f" White contour: bins at >= {srfs.high_activity_threshold:g} of the min-max normalised "
+        "map (the old count's region)."
     )
+    sem = srfs.response_map_sem
+    if source == "measured" and sem is not None and any(np.isfinite(sem[j]).any() for j in rows):
+        how = {"repeats": "across repeats of the repeated sounds", "samples": "within bins"}
+        text += f" Bottom: the SEM of each bin ({how.get(srfs.sem_method, srfs.sem_method)})."
+    return text
+
+
+def _unit_srfs(srfs, r: int, figs: _Figures) -> str:
+    out = []
+    for source in ("model", "measured"):
+        hits = np.flatnonzero((srfs.unit_rows == r) & (srfs.response_source == source))
+        rows: list[int] = []
+        seen: set[tuple[int, int]] = set()
+        for j in hits.tolist():  # one map per dimension pair (the first stored)
+            pair = tuple(int(x) for x in srfs.dimensions[j])
+            if pair not in seen:
+                seen.add(pair)
+                rows.append(j)
+        if rows:
+            out.append(
+                figs.add(
+                    f"srf_unit{r}_{source}",
+                    lambda p, rows=rows: plot_srf_pairs(srfs, rows, p),
+                    _srf_caption(srfs, rows, r, source),
+                )
+            )
+    return "".join(out)
+
+
+def _section_units(results: ResultSet, data: _DataSummary, figs: _Figures) -> str:
+    if not results.subspaces:
+        return _p("No tuning subspaces are stored with this run (no unit passed the quality cut).")
+    tuning = results.subspaces[0]
+    srfs = results.srfs[0] if results.srfs else None
+    best = best_units(results)
+    out = [
+        _p(
+            f"{tuning.unit_rows.size} units have a tuning subspace. The {len(best)} with the "
+            "best CNN noise-corrected correlation are shown: their mean dSTRF and principal "
+            "components (share of dSTRF variance in brackets), and their subspace receptive "
+            "fields on the stored PC pairs (PC1-PC2, and PC1-PC3 when stored; CNN prediction "
+            "and measured response)."
+        ),
+        _unit_rows_table(results, data, best),
+    ]
+    if srfs is not None and srfs.grid:
+        out.append(_p(f"SRF grid: {srfs.grid}."))
     for r in best:
         i = int(np.flatnonzero(tuning.unit_rows == r)[0])
         out.append(f"<h3>unit {_e(data.unit_labels.get(r, r))} (row {r})</h3>")
@@ -331,23 +434,31 @@ def _section_units(results: ResultSet, data: _DataSummary, figs: _Figures) -> st
                 "on the right).",
             )
         )
-        if srfs is None:
-            continue
-        for source in ("model", "measured"):
-            hits = np.flatnonzero((srfs.unit_rows == r) & (srfs.response_source == source))
-            if hits.size:
-                j = int(hits[0])
-                out.append(
-                    figs.add(
-                        f"srf_unit{r}_{source}",
-                        lambda p, j=j: plot_srf(srfs, j, p),
-                        f"Unit row {r}: SRF from the {source} response "
-                        "(white: high-activity region).",
-                    )
-                )
+        if srfs is not None:
+            out.append(_unit_srfs(srfs, r, figs))
     if srfs is None:
         out.append(_p("No subspace receptive fields are stored with this run."))
     return "".join(out)
+
+
+def _site_caption(site) -> str:
+    text = (
+        f"Site {site.site}: pooled dSTRF PCs (ours: per-unit covariances, trace-normalised; "
+        f"dimensionality {site.dimensionality}"
+    )
+    if site.dimensionality_reference is not None:
+        text += (
+            "; the reference's pooled PCA about the grand mean: dimensionality "
+            f"{site.dimensionality_reference}"
+        )
+    text += ") and each unit's variance fraction in the site subspace (black: null mean)."
+    loo = site.site_similarity_loo
+    if loo is not None and np.isfinite(np.asarray(loo, float)).any():
+        text += (
+            " Mean leave-one-out similarity of the units to the reference site subspace "
+            f"rebuilt without them: {_fmt(float(np.nanmean(np.asarray(loo, float))))}."
+        )
+    return text
 
 
 def _section_sites(results: ResultSet, figs: _Figures) -> str:
@@ -360,8 +471,7 @@ def _section_sites(results: ResultSet, figs: _Figures) -> str:
             figs.add(
                 f"site_subspace_{site.site}",
                 lambda p, site=site: plot_site_subspace(site, p),
-                f"Site {site.site}: pooled dSTRF PCs and each unit's variance fraction in the "
-                "site subspace (black: null mean).",
+                _site_caption(site),
             )
         )
         tile = site_tiling(results, site)
@@ -381,17 +491,87 @@ def _section_sites(results: ResultSet, figs: _Figures) -> str:
         out.append(_p("No site subspace stored in this run."))
     stat_rows = [row for stats in results.site_statistics for row in stats.rows]
     if stat_rows:
-        out.append("<h3>site statistics</h3>")
-        header = ["site", "statistic", "value", "null mean", "p", "effect", "n", "test", "verdict"]
-        keys = ["site", "statistic", "value", "null_mean", "p_value", "effect_size", "n"]
-        out.append(
-            _table(
-                header,
-                [[r[k] for k in keys] + [r["test"], r["verdict"]] for r in stat_rows],
-            )
-        )
+        out.append(_site_statistics(stat_rows))
     else:
         out.append(_p("No site statistics stored in this run."))
+    return "".join(out)
+
+
+#: Statistics of the paper's tests (the headline rows of the site statistics).
+PAPER_STATISTICS = (
+    LOCALITY_STATISTIC,
+    "site_dimensionality",
+    "site_dimensionality_reference",
+    "site_similarity_loo_mean",
+    TILING_STATISTIC,
+    TILING_NEIGHBOURS_STATISTIC,
+)
+#: Endings of the group comparisons with units nested in sites.
+NESTED_SUFFIXES = ("_site_means", "_mixed_model")
+
+
+def statistic_kind(row: dict) -> str:
+    """Which part of the site statistics a stored row belongs to.
+
+    Returns
+    -------
+    str
+        "paper's test" (the rows in :data:`PAPER_STATISTICS` and group comparisons with
+        units nested in sites, statistic ending in ``_site_means`` / ``_mixed_model``),
+        "secondary null" (test text starting "secondary null"), "units as independent"
+        (statistic ending in ``_within_site``) or "other".
+    """
+    stat = str(row.get("statistic", ""))
+    if stat in PAPER_STATISTICS or stat.endswith(NESTED_SUFFIXES):
+        return "paper's test"
+    if str(row.get("test", "")).startswith("secondary null"):
+        return "secondary null"
+    if stat.endswith("_within_site"):
+        return "units as independent"
+    return "other"
+
+
+def _site_statistics(stat_rows: list[dict]) -> str:
+    keys = ["site", "statistic", "value", "null_mean", "p_value", "effect_size", "n"]
+    header = ["site", "statistic", "value", "null mean", "p", "effect", "n", "test", "verdict"]
+    kinds = [statistic_kind(r) for r in stat_rows]
+    paper = [r for r, k in zip(stat_rows, kinds, strict=True) if k == "paper's test"]
+    out = ["<h3>paper's tests</h3>"]
+    if paper:
+        out.append(
+            _p(
+                "The tests as the paper makes them: same-site vs different-site similarity "
+                "of the units' subspaces (site-label permutations), the site dimensionality "
+                "(ours and the reference's rule), each unit's leave-one-out similarity to its "
+                "site subspace, tiling overlap (all pairs, and neighbour pairs by depth) "
+                "against a null that keeps each unit's occupancy, and group comparisons with "
+                "units nested in sites (site means with Wilcoxon across sites, or a mixed "
+                "model with site as a random effect)."
+            )
+        )
+        rows = [[r[k] for k in keys] + [r["test"], r["verdict"]] for r in paper]
+        out.append(_table(header, rows))
+        if not any(r["statistic"] == LOCALITY_STATISTIC for r in paper):
+            out.append(
+                _p(
+                    f"No {LOCALITY_STATISTIC} row: the same-site vs different-site test and "
+                    "the between-site group tests need two or more sites (see the notes)."
+                )
+            )
+    else:
+        out.append(_p("None of the paper's tests is stored in this run (an older file?)."))
+    rest = [(r, k) for r, k in zip(stat_rows, kinds, strict=True) if k != "paper's test"]
+    if rest:
+        out.append("<h3>other site statistics</h3>")
+        out.append(
+            _p(
+                "'secondary null': a null that any auditory data beats (random or shuffled "
+                "subspaces), not evidence of shared tuning by itself; 'units as independent': "
+                "a unit-level test within one site, not a between-site test."
+            )
+        )
+        rows = [[k] + [r[c] for c in keys] + [r["test"], r["verdict"]] for r, k in rest]
+        out.append(_table(["kind", *header], rows))
     return "".join(out)
 
 
@@ -420,26 +600,7 @@ def _section_groups(results: ResultSet, figs: _Figures) -> str:
     if not results.srfs:
         out.append(_p("No SRFs stored, so no breadth comparison."))
         return "".join(out)
-    srfs = results.srfs[0]
-    first: dict[int, int] = {}
-    for i, (r, source) in enumerate(
-        zip(srfs.unit_rows.tolist(), srfs.response_source, strict=True)
-    ):
-        if source == "model":
-            first.setdefault(r, i)
-    rows = sorted(first)
-    if not rows:
-        out.append(_p("No model SRFs stored, so no breadth comparison."))
-        return "".join(out)
-    breadth = [float(srfs.breadth[first[r]]) for r in rows]
-    out.append(
-        figs.add(
-            "breadth_groups",
-            lambda p: plot_breadth_groups(breadth, labels(cell_type, rows), labels(layer, rows), p),
-            "SRF breadth (high-activity bins of the model SRF on PCs 1-2) by cell type and "
-            "layer; unknown groups are shown, not dropped.",
-        )
-    )
+    out.append(_breadth_groups(results, labels, cell_type, layer, figs))
     comparisons = [
         r
         for stats in results.site_statistics
@@ -448,7 +609,69 @@ def _section_groups(results: ResultSet, figs: _Figures) -> str:
         and any(w in str(r["statistic"]) for w in ("narrow", "broad", "layer", "cell"))
     ]
     if comparisons:
-        out.append(_p(f"{len(comparisons)} stored group comparison(s) are in the site table."))
+        nested = sum(str(r["statistic"]).endswith(NESTED_SUFFIXES) for r in comparisons)
+        out.append(
+            _p(
+                f"{len(comparisons)} stored group comparison(s) are in the site statistics, "
+                f"{nested} with units nested in sites (the paper's tests)."
+            )
+        )
+    return "".join(out)
+
+
+def _breadth_groups(results: ResultSet, labels, cell_type, layer, figs: _Figures) -> str:
+    """Breadth by group: the measure the site step's group tests use (noise-aware fraction
+    of the measured maps when stored; else the old count of the model maps)."""
+    srfs = results.srfs[0]
+    source = measure_source(srfs)
+    measures = srf_measures(srfs, source)
+    rows = sorted(measures)
+    if not rows:
+        return _p(f"No {source} SRFs stored, so no breadth comparison.")
+    fraction = measures[rows[0]]["breadth_measure"] == "fraction"
+    breadth = [float(measures[r]["breadth"]) for r in rows]
+    ct, ly = labels(cell_type, rows), labels(layer, rows)
+    if fraction:
+        ylabel = f"noise-aware breadth\n(fraction of occupied bins, {source} SRF)"
+        caption = (
+            f"SRF breadth by cell type and layer: the noise-aware breadth of the {source} "
+            "SRFs on PCs 1-2 (bins reliably above the unit's floor and at least halfway to "
+            "its peak, as a fraction of the occupied bins), the measure the group tests use; "
+            "unknown groups are shown, not dropped."
+        )
+    else:
+        ylabel = "breadth (high-activity bins)"
+        caption = (
+            f"SRF breadth (high-activity bins of the {source} SRF on PCs 1-2) by cell type "
+            "and layer; unknown groups are shown, not dropped."
+        )
+    out = [
+        figs.add(
+            "breadth_groups",
+            lambda p: plot_breadth_groups(breadth, ct, ly, p, ylabel=ylabel),
+            caption,
+        )
+    ]
+    if fraction:
+        old = np.array([measures[r]["breadth_bins"] for r in rows], float)
+        new = np.asarray(breadth, float)
+        table = []
+        for name, lab in (("cell type", ct), ("layer", ly)):
+            lab = np.asarray(lab)
+            for g in sorted(set(lab.tolist())):
+                m = lab == g
+                table.append(
+                    [name, g, int(m.sum()), float(np.nanmedian(new[m])), float(np.median(old[m]))]
+                )
+        out.append(
+            _p(
+                "Secondary: the old breadth (count of bins >= 0.5 of the unit's own min-max "
+                "map, which a weakly modulated, noisy unit can inflate) beside the "
+                "noise-aware one, group medians."
+            )
+        )
+        header = ["", "group", "units", "median noise-aware breadth", "median old count (bins)"]
+        out.append(_table(header, table))
     return "".join(out)
 
 

@@ -79,11 +79,12 @@ def plot_breadth_groups(
     path: str | Path,
     *,
     seed: int = 0,
+    ylabel: str = "breadth (high-activity bins)",
 ) -> Path:
     """SRF breadth by cell type and by layer: box plots with the units as jittered dots.
 
     Unknown cell types/layers get their own ``unknown`` box (they are shown, not dropped).
-    ``seed`` fixes the jitter.
+    ``seed`` fixes the jitter; ``ylabel`` names the breadth measure plotted.
     """
     breadth = np.asarray(breadth, dtype=float)
     if breadth.size == 0:
@@ -104,6 +105,6 @@ def plot_breadth_groups(
             [f"{g}\n(n={d.size})" for g, d in zip(names, data, strict=True)],
         )
         ax.set_title(f"SRF breadth by {title}")
-    axes[0].set_ylabel("breadth (high-activity bins)")
+    axes[0].set_ylabel(ylabel)
     fig.tight_layout()
     return _save(fig, path)
