@@ -93,20 +93,8 @@ def plot_srf(srfs: SubspaceRFs, row: int, path: str | Path) -> Path:
     n = srfs.unit_rows.size
     if isinstance(row, bool) or not isinstance(row, int | np.integer) or not 0 <= row < n:
         raise ValueError(f"row must be in [0, {n}); got {row!r}")
-    m = np.asarray(srfs.response_map[row], dtype=float)
-    ex, ey = srfs.edges_x[row], srfs.edges_y[row]
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    mesh = ax.pcolormesh(ex, ey, m.T, cmap="viridis", shading="flat")
-    fig.colorbar(mesh, ax=ax, label="spikes/s above spontaneous")
-    norm = normalised_map(m)
-    if np.isfinite(norm).any() and np.nanmax(norm) > srfs.high_activity_threshold:
-        cx, cy = (ex[:-1] + ex[1:]) / 2, (ey[:-1] + ey[1:]) / 2
-        ax.contour(
-            cx, cy, np.nan_to_num(norm, nan=0.0).T, [srfs.high_activity_threshold], colors="w"
-        )
-    i, j = srfs.dimensions[row]
-    ax.set_xlabel(f"projection on PC{i + 1}")
-    ax.set_ylabel(f"projection on PC{j + 1}")
+    _srf_panel(fig, ax, srfs, row)
     ax.set_title(
         f"unit {int(srfs.unit_rows[row])} ({srfs.response_source[row]}), "
         f"breadth {int(srfs.breadth[row])}",
