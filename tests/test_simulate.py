@@ -407,7 +407,7 @@ def test_config_replace_and_dict_roundtrip():
         MINI.replace(n_neurons=3)
     for cfg in PRESETS.values():
         assert SimulationConfig.from_dict(cfg.to_dict()) == cfg
-    assert set(PRESETS) == {"tiny", "small", "realistic", "paper"}
+    assert set(PRESETS) == {"tiny", "small", "realistic", "population", "paper"}
     assert PRESETS["small"].n_units == 30 and PRESETS["paper"].n_units == 60
 
 

@@ -93,6 +93,14 @@ class SimulationConfig:
     Neurons
     -------
     n_units : int
+        Units per recording site.
+    n_sites : int, default 1
+        Recording sites of the session (1-8): one shank each of a single probe, every site
+        with its own independent draw of units (site basis, best frequency,
+        nonlinearities, positions, waveforms) hearing the same sounds; see
+        :func:`~nwb_subspace.simulate.session.simulate_session`. Written to
+        :meth:`to_dict` only when above 1, so single-site sessions keep the identifier and
+        notes they had before the setting existed.
     fraction_narrow : float
         Fraction of narrow-spiking units.
     subspace : {"shared", "independent"}
@@ -160,6 +168,7 @@ class SimulationConfig:
     spectrogram: SpectrogramSettings = field(default_factory=SpectrogramSettings)
     n_lags: int = 20
     n_units: int = 8
+    n_sites: int = 1
     fraction_narrow: float = 0.3
     subspace: str = "shared"
     site_dim: int = 7
@@ -199,6 +208,10 @@ class SimulationConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        if isinstance(self.n_sites, bool) or not isinstance(self.n_sites, int):
+            raise ValueError(f"n_sites must be an int in 1-8, got {self.n_sites!r}")
+        if not 1 <= self.n_sites <= 8:
+            raise ValueError(f"n_sites must be in 1-8 (shanks of one probe), got {self.n_sites!r}")
         if not 15 <= self.n_lags <= 25:
             raise ValueError(f"n_lags must be in 15-25 bins (150-250 ms), got {self.n_lags!r}")
         if self.gap_s < self.n_lags * self.spectrogram.bin_s:
@@ -283,6 +296,8 @@ class SimulationConfig:
         """Every setting as a plain JSON-serialisable dict."""
         out = asdict(self)
         out["spectrogram"] = self.spectrogram.to_dict()
+        if self.n_sites == 1:  # single-site sessions keep their former identifier and notes
+            del out["n_sites"]
         for key, value in out.items():
             if isinstance(value, tuple):
                 out[key] = list(value)
@@ -333,6 +348,20 @@ PRESETS: dict[str, SimulationConfig] = {
         mean_rate_broad=(2.0, 20.0),
         mean_rate_narrow=(5.0, 80.0),
         response_cv=(2.0, 4.0),
+        raw_s=3.0,
+    ),
+    # Populations of sessions (simulate_population): 2 sites x 8 units, 2 min of estimation
+    # sound + 80 s of validation presentations (~3.5 min of session): enough for the CNN,
+    # quick to analyse (see nwb_subspace.simulate.cohort).
+    "population": SimulationConfig(
+        name="population",
+        estimation_s=120.0,
+        sequence_s=5.0,
+        n_validation=2,
+        validation_s=4.0,
+        validation_repeats=10,
+        n_units=8,
+        n_sites=2,
         raw_s=3.0,
     ),
     # Benchmarks: 30 min of estimation sound, 60 units.

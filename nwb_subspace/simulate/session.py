@@ -1,4 +1,5 @@
-"""Simulate one recording site and write it as a standard NWB file plus a ground-truth sidecar.
+"""Simulate a recording session (one site or several) as a standard NWB file plus a
+ground-truth sidecar.
 
 File layout (what readers can rely on)
 --------------------------------------
@@ -19,10 +20,15 @@ File layout (what readers can rely on)
   ``stop_time`` (sound on/off), ``sound_id`` (``"est_000"``..., ``"val_00"``...),
   ``is_validation`` (bool) and ``repeat`` (0-based presentation index of that sound).
 - ``electrodes``: one row per contact of a linear probe: ``location``, ``group``, ``rel_x``,
-  ``rel_y`` (µm, tip at 0, larger = closer to the surface).
+  ``rel_y`` (µm, tip at 0, larger = closer to the surface). One electrode group per site:
+  ``"shank0"`` (a single-site session), ``"shank0"``..``"shank{S-1}"`` for ``S = n_sites``
+  shanks of one probe device, shank ``i``'s contacts at ``rel_x = i * SHANK_SPACING_UM``
+  and the same ``rel_y``, in shank order.
 - ``units``: ``spike_times`` (s, on a ``waveform_fs`` grid), ``waveform_mean`` (units,
-  samples, electrodes) in volts over all electrodes in table order, ``electrodes`` (all
-  rows), ``unit_name``; ``waveform_rate`` and ``resolution`` set.
+  samples, electrodes) in volts over the unit's own shank's electrodes in table order,
+  ``electrodes`` (those rows: every row for a single site), ``unit_name`` (``unit_000``...,
+  unique across sites, site by site); several sites add ``electrode_group`` (the unit's
+  shank); ``waveform_rate`` and ``resolution`` set.
 - ``acquisition/ElectricalSeries`` (``raw=True`` only): the first ``raw_s`` seconds as a
   SpikeInterface ground-truth recording, int16 with ``conversion`` to volts.
 """
@@ -54,9 +60,17 @@ from nwb_subspace.simulate.waveforms import (
 )
 from nwb_subspace.stimulus.spectrogram import SpectrogramSettings, compute_spectrogram
 
-__all__ = ["plan_presentations", "presented_samples", "simulate_session", "truth_spectrogram"]
+__all__ = [
+    "SHANK_SPACING_UM",
+    "plan_presentations",
+    "presented_samples",
+    "simulate_session",
+    "truth_spectrogram",
+]
 
 _RAW_LSB_V = 0.195e-6  # volts per int16 step (Intan-like)
+#: Distance between the shanks of a multi-site session, along ``rel_x`` (µm).
+SHANK_SPACING_UM = 250.0
 _MS_BEFORE = 1.0
 
 
@@ -127,7 +141,7 @@ def truth_spectrogram(
     return compute_spectrogram(wave, fs, settings, presented=presented_samples(plan))
 
 
-# long: the session recipe in seed-stream order (plan, sound, units, spikes, waveforms, raw)
+# long: the session recipe in seed-stream order (plan, sound, sites, spikes, raw)
 def simulate_session(
     path: str | Path,
     preset: str | SimulationConfig = "tiny",
@@ -135,7 +149,15 @@ def simulate_session(
     raw: bool = False,
     overwrite: bool = False,
 ) -> tuple[Path, Path]:
-    """Simulate one auditory-cortex recording site; write NWB + ground truth.
+    """Simulate an auditory-cortex recording session (one site or several); write NWB + truth.
+
+    A session of ``cfg.n_sites`` sites has one shank per site (electrode groups ``"shank0"``,
+    ``"shank1"``, ...; shanks :data:`SHANK_SPACING_UM` apart in ``rel_x``, at the same
+    ``rel_y``) and ``cfg.n_units`` units per site. Every site is an independent draw (its own
+    site basis, best frequency, nonlinearities, positions and waveforms, from its own random
+    streams); all sites hear the same sounds. Site 0 uses the streams a single-site session
+    uses, so a single-site session is unchanged by the setting and site 0 of a multi-site
+    session equals the single-site session of the same seed.
 
     Parameters
     ----------
@@ -166,22 +188,27 @@ def simulate_session(
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {path.parent} does not exist; create it first")
 
-    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(int(seed)).spawn(6)]
+    root = np.random.SeedSequence(int(seed))
+    streams = [np.random.default_rng(s) for s in root.spawn(6)]
     rng_plan, rng_sound, rng_units, rng_spikes, rng_wave, rng_raw = streams
+    # site 0: the single-site streams; further sites: two streams each, spawned per site
+    site_rngs = [(rng_units, rng_wave)] + [
+        tuple(np.random.default_rng(s) for s in child.spawn(2))
+        for child in root.spawn(cfg.n_sites - 1)
+    ]
     plan = plan_presentations(rng_plan, cfg)
     wave = _session_sound(rng_sound, cfg, plan)
     spec = truth_spectrogram(wave, cfg.audio_fs, cfg.spectrogram, plan)
 
-    pop = draw_population(rng_units, cfg, spec.data.astype(np.float64))
     probe = make_probe(cfg.n_electrodes, cfg.pitch_um)
     boundaries = layer_boundaries(cfg.l34_rel_y)
-    top = float(probe.contact_positions[:, 1].max())
-    positions = draw_positions(rng_wave, cfg.n_units, top, boundaries)
-    narrow = pop["cell_type"] == "narrow"
-    templates_uv, nbefore = make_templates(rng_wave, probe, positions, narrow, cfg.waveform_fs)
-    ttp, main = trough_to_peak(templates_uv, cfg.waveform_fs)
+    spec64 = spec.data.astype(np.float64)
+    sites = [_simulate_site(cfg, spec64, ru, rw, probe, boundaries) for ru, rw in site_rngs]
+    units = _join_sites(cfg, sites)
+    site_names = [f"shank{i}" for i in range(cfg.n_sites)]
+    unit_site = np.repeat(np.arange(cfg.n_sites), cfg.n_units)
 
-    names = np.array([f"unit_{u:03d}" for u in range(cfg.n_units)])
+    names = np.array([f"unit_{u:03d}" for u in range(cfg.n_units * cfg.n_sites)])
     meta = {
         "seed": int(seed),
         "preset": cfg.name,
@@ -199,16 +226,19 @@ def simulate_session(
         "depth_convention": "um below the L3/4 boundary; positive = deeper",
         "nwb_file": path.name,
     }
+    if cfg.n_sites > 1:
+        meta.update(n_sites=cfg.n_sites, sites=site_names, shank_spacing_um=SHANK_SPACING_UM)
+    positions = units.pop("position_um")
+    templates_uv = units.pop("templates_uv")
     truth = GroundTruth(
         unit_names=names,
-        trough_to_peak_s=ttp,
         position_um=positions,
         depth_um=cfg.l34_rel_y - positions[:, 1],
         layer=assign_layers(positions[:, 1], boundaries),
-        main_electrode=main.astype(np.int64),
         frequencies=spec.frequencies,
         meta=meta,
-        **pop,
+        site=np.array(site_names)[unit_site],
+        **units,
     )
     rates = truth.rate(spec.data)
     spikes = [
@@ -220,15 +250,15 @@ def simulate_session(
             spec.starting_time,
             1.0 / cfg.waveform_fs,
         )
-        for u in range(cfg.n_units)
+        for u in range(names.size)
     ]
     raw_data = None
     if raw:
         raw_uv = raw_traces(
             rng_raw,
             probe,
-            templates_uv,
-            nbefore,
+            _all_channels(templates_uv, unit_site, cfg.n_sites),
+            sites[0]["nbefore"],
             spikes,
             min(cfg.raw_s, wave.size / cfg.audio_fs),
             cfg.waveform_fs,
@@ -236,10 +266,77 @@ def simulate_session(
         )
         raw_data = np.clip(np.round(raw_uv * 1e-6 / _RAW_LSB_V), -32768, 32767).astype(np.int16)
 
-    nwbfile = _build_nwbfile(cfg, seed, wave, plan, probe, names, spikes, templates_uv, raw_data)
+    units_out = {"names": names, "site": unit_site, "spikes": spikes, "templates_uv": templates_uv}
+    nwbfile = _build_nwbfile(cfg, seed, wave, plan, probe, units_out, raw_data)
     _write_atomic(nwbfile, path)
     truth.save(truth_path)
     return path, truth_path
+
+
+def _simulate_site(
+    cfg: SimulationConfig,
+    spec: np.ndarray,
+    rng_units: np.random.Generator,
+    rng_wave: np.random.Generator,
+    probe: Any,
+    boundaries: dict[str, float],
+) -> dict[str, Any]:
+    """One site's units (``draw_population``) with positions and templates on its shank.
+
+    Positions, templates and main electrodes are in the shank's own frame (``x`` about the
+    shank, main electrode = contact index on the shank).
+    """
+    pop = draw_population(rng_units, cfg, spec)
+    top = float(probe.contact_positions[:, 1].max())
+    positions = draw_positions(rng_wave, cfg.n_units, top, boundaries)
+    narrow = pop["cell_type"] == "narrow"
+    templates_uv, nbefore = make_templates(rng_wave, probe, positions, narrow, cfg.waveform_fs)
+    ttp, main = trough_to_peak(templates_uv, cfg.waveform_fs)
+    return dict(
+        pop,
+        position_um=positions,
+        templates_uv=templates_uv,
+        nbefore=nbefore,
+        trough_to_peak_s=ttp,
+        main_electrode=main.astype(np.int64),
+    )
+
+
+def _join_sites(cfg: SimulationConfig, sites: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Per-unit arrays of all sites concatenated in unit order, in the session's frame.
+
+    Site ``i``'s unit positions move ``i * SHANK_SPACING_UM`` along ``x`` and its main
+    electrodes by ``i * n_electrodes`` rows (electrodes table order). ``site_basis`` keeps its
+    (m, F, D) shape for one site and is stacked to (S, m, F, D) for several.
+    """
+    out: dict[str, np.ndarray] = {}
+    for key in sites[0]:
+        if key in ("nbefore", "site_basis"):
+            continue
+        parts = []
+        for i, site in enumerate(sites):
+            value = site[key]
+            if key == "position_um" and i:
+                value = value + np.array([i * SHANK_SPACING_UM, 0.0, 0.0])
+            elif key == "main_electrode":
+                value = value + i * cfg.n_electrodes
+            parts.append(value)
+        out[key] = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    out["site_basis"] = (
+        sites[0]["site_basis"] if len(sites) == 1 else np.stack([s["site_basis"] for s in sites])
+    )
+    return out
+
+
+def _all_channels(templates_uv: np.ndarray, unit_site: np.ndarray, n_sites: int) -> np.ndarray:
+    """Templates over every contact of every shank (zero off the unit's own shank)."""
+    if n_sites == 1:
+        return templates_uv
+    n_units, n_samples, n_el = templates_uv.shape
+    out = np.zeros((n_units, n_samples, n_el * n_sites), dtype=templates_uv.dtype)
+    for u, i in enumerate(unit_site):
+        out[u, :, i * n_el : (i + 1) * n_el] = templates_uv[u]
+    return out
 
 
 def _design_text(cfg: SimulationConfig) -> str:
@@ -256,24 +353,43 @@ def _design_text(cfg: SimulationConfig) -> str:
     return f"Encoding-model benchmark: {how}, interleaved in random order."
 
 
-# long: every table and series of the simulated NWB file, in one place and in file order
+def _session_text(cfg: SimulationConfig, seed: int) -> str:
+    """``session_description``: what was simulated, with the number of sites."""
+    if cfg.n_sites == 1:
+        return (
+            f"Simulated recording of one auditory-cortex site (preset {cfg.name!r}, seed {seed}): "
+            f"{cfg.n_units} units on a {cfg.n_electrodes}-channel linear probe listening to "
+            "natural-like sounds; ground truth in the .truth.npz sidecar."
+        )
+    return (
+        f"Simulated recording of {cfg.n_sites} auditory-cortex sites (preset {cfg.name!r}, "
+        f"seed {seed}): {cfg.n_units} units per site ({cfg.n_units * cfg.n_sites} in all) on "
+        f"{cfg.n_sites} shanks of a linear probe (electrode groups shank0-shank"
+        f"{cfg.n_sites - 1}, {cfg.n_electrodes} channels each), every site an independent draw "
+        "of units, all listening to the same natural-like sounds; ground truth in the "
+        ".truth.npz sidecar."
+    )
+
+
+# long: the file's metadata, tables and series, in one place and in file order
 def _build_nwbfile(
     cfg: SimulationConfig,
     seed: int,
     wave: np.ndarray,
     plan: list[dict],
     probe: Any,
-    names: np.ndarray,
-    spikes: list[np.ndarray],
-    templates_uv: np.ndarray,
+    units: dict[str, Any],
     raw_data: np.ndarray | None,
 ) -> Any:
-    """Assemble the in-memory ``pynwb.NWBFile`` (layout in the module docstring)."""
+    """Assemble the in-memory ``pynwb.NWBFile`` (layout in the module docstring).
+
+    ``units``: ``names``, ``site`` (shank index per unit), ``spikes`` and ``templates_uv``
+    (each unit's templates over its own shank's contacts, µV).
+    """
     from hdmf.backends.hdf5 import H5DataIO
     from pynwb import NWBFile
     from pynwb.ecephys import ElectricalSeries
     from pynwb.file import Subject
-    from pynwb.misc import Units
 
     fs = cfg.audio_fs
     ident = uuid.uuid5(
@@ -281,11 +397,7 @@ def _build_nwbfile(
         f"nwb-subspace/simulate/{json.dumps(cfg.to_dict(), sort_keys=True)}/{seed}",
     )
     nwbfile = NWBFile(
-        session_description=(
-            f"Simulated recording of one auditory-cortex site (preset {cfg.name!r}, seed {seed}): "
-            f"{cfg.n_units} units on a {cfg.n_electrodes}-channel linear probe listening to "
-            "natural-like sounds; ground truth in the .truth.npz sidecar."
-        ),
+        session_description=_session_text(cfg, seed),
         identifier=str(ident),
         session_start_time=datetime(2024, 3, 4, 10, 0, 0, tzinfo=timezone(timedelta(hours=-8))),
         session_id=f"sim-{cfg.name}-seed{seed}",
@@ -304,20 +416,7 @@ def _build_nwbfile(
         age="P1Y",
         description="Simulated adult female domestic ferret (Mustela putorius furo).",
     )
-    device = nwbfile.create_device(
-        name="probe",
-        description=(
-            f"Simulated single-shank linear silicon probe, {cfg.n_electrodes} contacts, "
-            f"{cfg.pitch_um} um pitch"
-        ),
-    )
-    group = nwbfile.create_electrode_group(
-        name="shank0", description="single shank", location="auditory cortex", device=device
-    )
-    for x, y in probe.contact_positions:
-        nwbfile.add_electrode(
-            group=group, location="auditory cortex", rel_x=float(x), rel_y=float(y)
-        )
+    groups = _add_probe(nwbfile, cfg, probe)
 
     _add_sound(nwbfile, cfg, wave, plan)
     mixed = cfg.design == "mixed"
@@ -335,25 +434,9 @@ def _build_nwbfile(
             **row,
         )
 
-    nwbfile.units = Units(
-        name="units",
-        description="Simulated single units (spike times from the ground-truth rates).",
-        electrode_table=nwbfile.electrodes,
-        waveform_rate=float(cfg.waveform_fs),
-        waveform_unit="volts",
-        waveform_time_before_peak_in_ms=_MS_BEFORE,
-        resolution=1.0 / cfg.waveform_fs,
-    )
-    nwbfile.add_unit_column("unit_name", "Unit name (matches the ground-truth sidecar).")
-    all_rows = list(range(cfg.n_electrodes))
-    for u, name in enumerate(names):
-        nwbfile.add_unit(
-            spike_times=spikes[u],
-            waveform_mean=(templates_uv[u] * 1e-6).astype(np.float32),
-            electrodes=all_rows,
-            unit_name=str(name),
-        )
+    _add_units(nwbfile, cfg, groups, units)
     if raw_data is not None:
+        all_rows = list(range(cfg.n_electrodes * cfg.n_sites))
         region = nwbfile.create_electrode_table_region(all_rows, "all contacts")
         nwbfile.add_acquisition(
             ElectricalSeries(
@@ -368,6 +451,66 @@ def _build_nwbfile(
             )
         )
     return nwbfile
+
+
+def _add_probe(nwbfile: Any, cfg: SimulationConfig, probe: Any) -> list[Any]:
+    """The probe device, one electrode group per shank (site) and the electrodes table."""
+    if cfg.n_sites == 1:
+        text = (
+            f"Simulated single-shank linear silicon probe, {cfg.n_electrodes} contacts, "
+            f"{cfg.pitch_um} um pitch"
+        )
+    else:
+        text = (
+            f"Simulated {cfg.n_sites}-shank linear silicon probe, {cfg.n_electrodes} contacts "
+            f"per shank, {cfg.pitch_um} um pitch, shanks {SHANK_SPACING_UM:g} um apart"
+        )
+    device = nwbfile.create_device(name="probe", description=text)
+    groups = []
+    for i in range(cfg.n_sites):
+        group = nwbfile.create_electrode_group(
+            name=f"shank{i}",
+            description="single shank" if cfg.n_sites == 1 else f"shank {i} of {cfg.n_sites}",
+            location="auditory cortex",
+            device=device,
+        )
+        groups.append(group)
+        for x, y in probe.contact_positions:
+            nwbfile.add_electrode(
+                group=group,
+                location="auditory cortex",
+                rel_x=float(x) + i * SHANK_SPACING_UM,
+                rel_y=float(y),
+            )
+    return groups
+
+
+def _add_units(nwbfile: Any, cfg: SimulationConfig, groups: list[Any], units: dict) -> None:
+    """The units table: each unit's spikes, its shank's electrodes and templates over them
+    (and, for several sites, the ``electrode_group`` column)."""
+    from pynwb.misc import Units
+
+    nwbfile.units = Units(
+        name="units",
+        description="Simulated single units (spike times from the ground-truth rates).",
+        electrode_table=nwbfile.electrodes,
+        waveform_rate=float(cfg.waveform_fs),
+        waveform_unit="volts",
+        waveform_time_before_peak_in_ms=_MS_BEFORE,
+        resolution=1.0 / cfg.waveform_fs,
+    )
+    nwbfile.add_unit_column("unit_name", "Unit name (matches the ground-truth sidecar).")
+    n_el = cfg.n_electrodes
+    for u, name in enumerate(units["names"]):
+        i = int(units["site"][u])
+        extra = {"electrode_group": groups[i]} if cfg.n_sites > 1 else {}
+        nwbfile.add_unit(
+            spike_times=units["spikes"][u],
+            waveform_mean=(units["templates_uv"][u] * 1e-6).astype(np.float32),
+            electrodes=list(range(i * n_el, (i + 1) * n_el)),
+            unit_name=str(name),
+            **extra,
+        )
 
 
 def _sound_samples(cfg: SimulationConfig, wave: np.ndarray) -> np.ndarray:

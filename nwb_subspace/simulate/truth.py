@@ -69,18 +69,23 @@ class GroundTruth:
         Shared mode: ``filters[u] = site_coords[u] @ site_basis`` (flattened); NaN otherwise.
     site_centre : (U, m)
         Hill/bowl centre in the whitened site coordinates (shared mode); NaN otherwise.
+    site : (U,) str
+        Recording site (electrode group: ``"shank0"``, ``"shank1"``, ...) of each unit.
+        Sidecars written before multi-site sessions lack it: every unit is then ``"shank0"``.
 
     Per site
     --------
-    site_basis : (m, F, D)
-        Orthonormal (flattened) site basis. In ``"independent"`` mode it is drawn the same way
-        but unused by the units.
+    site_basis : (m, F, D), or (S, m, F, D) for a session of S > 1 sites
+        Orthonormal (flattened) site basis, one per site in :attr:`site_names` order
+        (:meth:`basis_of_site` gives one site's). In ``"independent"`` mode it is drawn the
+        same way but unused by the units.
     frequencies : (F,)
         Spectrogram centre frequencies in Hz.
     meta : dict
         ``seed``, ``preset``, ``config`` (every setting), ``spectrogram`` settings,
         ``audio_fs``, ``bin_s``, ``n_lags``, ``subspace``, ``tiling``, ``refractory_s``,
-        ``layer_boundaries`` (name -> rel_y µm), ``l34_rel_y``, ``nwb_file``.
+        ``layer_boundaries`` (name -> rel_y µm), ``l34_rel_y``, ``nwb_file``; sessions of
+        several sites also ``n_sites``, ``sites`` (names) and ``shank_spacing_um``.
     """
 
     unit_names: np.ndarray
@@ -106,11 +111,42 @@ class GroundTruth:
     site_basis: np.ndarray
     frequencies: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
+    site: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.site is None:
+            self.site = np.full(np.asarray(self.k).size, "shank0", dtype="<U6")
+        self.site = np.asarray(self.site).astype(str)
+        if self.site.shape != np.asarray(self.k).shape:
+            raise ValueError(
+                f"site must give one label per unit ({np.asarray(self.k).size}), got shape "
+                f"{self.site.shape}"
+            )
 
     @property
     def n_units(self) -> int:
         """Number of units."""
         return int(self.k.size)
+
+    @property
+    def site_names(self) -> list[str]:
+        """The session's sites in order of their first unit (``["shank0", ...]``)."""
+        _, first = np.unique(self.site, return_index=True)
+        return [str(self.site[i]) for i in sorted(first)]
+
+    @property
+    def n_sites(self) -> int:
+        """Number of recording sites."""
+        return len(self.site_names)
+
+    def basis_of_site(self, site: str) -> np.ndarray:
+        """Orthonormal (flattened) basis of one site, shape (m, F, D)."""
+        names = self.site_names
+        if site not in names:
+            raise ValueError(f"no site {site!r}; the session's sites are {names}")
+        if self.site_basis.ndim == 3:
+            return self.site_basis
+        return self.site_basis[names.index(site)]
 
     @property
     def layer_boundaries(self) -> dict[str, float]:
@@ -182,7 +218,11 @@ class GroundTruth:
             meta = json.loads(str(npz["meta"]))
             if meta.get("format") != _FORMAT:
                 raise ValueError(f"{path} is not a {_FORMAT} file (format={meta.get('format')!r})")
-            values = {f.name: npz[f.name] for f in fields(cls) if f.name != "meta"}
+            values = {
+                f.name: npz[f.name]
+                for f in fields(cls)
+                if f.name != "meta" and f.name in npz.files  # old sidecars lack "site"
+            }
         return cls(meta=meta, **values)
 
 
