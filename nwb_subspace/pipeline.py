@@ -60,7 +60,7 @@ from nwb_subspace.results import (
     TuningSubspaces,
 )
 from nwb_subspace.site.step import SiteInputs, SiteStep, SiteStepResult, read_site_labels
-from nwb_subspace.site.tables import write_summary
+from nwb_subspace.site.tables import subspace_fraction_by_site, write_summary
 
 log = logging.getLogger("nwb_subspace")
 
@@ -1222,6 +1222,22 @@ def provenance(plan: RunPlan, config: AnalysisConfig) -> dict[str, Any]:
     }
 
 
+def _fill_subspace_fraction(sites: SiteStepResult, results: ResultSet) -> None:
+    """Each site's subspace-model fraction in ``sites.site_table``, from the stored scores
+    (the same numbers ``summarize`` reads back from the file)."""
+    models = {m.name: m for m in results.models}
+    if "cnn" not in models or "subspace" not in models or sites.site_table.empty:
+        return
+    cnn, sub = models["cnn"], models["subspace"]
+    by_site = subspace_fraction_by_site(
+        sites.labels, cnn.unit_rows, cnn.scores.explained_variance,
+        sub.unit_rows, sub.scores.explained_variance,
+    )  # fmt: skip
+    sites.site_table["subspace_fraction"] = [
+        by_site.get(str(s), np.nan) for s in sites.site_table["site"]
+    ]
+
+
 def _write(
     path: Path | str,
     results: ResultSet,
@@ -1239,6 +1255,7 @@ def _write(
     log.info("results written to %s (run %r)", out, config.run_name)
     summary_files: list[Path] = []
     if sites is not None:
+        _fill_subspace_fraction(sites, results)
         summary_files, skipped = write_summary(
             out.with_name(f"{out.stem}_{config.run_name}"),
             sites.unit_table,

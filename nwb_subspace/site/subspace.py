@@ -88,6 +88,7 @@ __all__ = [
     "same_site_similarity",
     "site_pc_similarity",
     "tiling",
+    "unit_basis",
 ]
 
 #: Site PCs the reference keeps (its ``pc_count``), and its dimensionality rule's threshold.
@@ -116,6 +117,53 @@ def pairwise_similarity(bases: list[np.ndarray]) -> np.ndarray:
     gram = np.square(np.hstack(bases).T @ np.hstack(bases))
     blocks = np.add.reduceat(np.add.reduceat(gram, ends - ks, axis=0), ends - ks, axis=1)
     return blocks / np.minimum(ks[:, None], ks[None, :])
+
+
+def unit_basis(
+    components: np.ndarray,
+    explained_variance_ratio: np.ndarray,
+    threshold: float,
+    max_components: int,
+) -> np.ndarray:
+    """A unit's own subspace for pairwise similarity: its top ``k_u`` PCs as columns.
+
+    ``k_u`` is the smallest ``k`` whose cumulative explained-variance ratio reaches
+    ``threshold`` (``[sites] unit_variance_threshold``), counting at most ``max_components``
+    PCs (``[sites] max_unit_components``); when they never reach it, ``k_u`` is the number
+    counted. NaN ratios count as 0. The site step, the same-site vs different-site test and
+    the population tables all use this rule.
+
+    Parameters
+    ----------
+    components : ndarray, shape (K, ...)
+        The unit's PCs in order, one per row (e.g. ``(K, F, D)`` from a tuning subspace
+        table); trailing axes are flattened to ``P`` pixels.
+    explained_variance_ratio : ndarray, shape (K,)
+        Each PC's share of the unit's variance.
+    threshold : float
+        In (0, 1].
+    max_components : int
+        >= 1.
+
+    Returns
+    -------
+    ndarray, shape (P, k_u)
+        Columns are the unit's top ``k_u`` PCs (a view of ``components`` where possible).
+    """
+    evr = np.nan_to_num(np.asarray(explained_variance_ratio, dtype=float).ravel())
+    comps = np.asarray(components)
+    if comps.shape[0] != evr.size:
+        raise ValueError(
+            f"components hold {comps.shape[0]} PCs but explained_variance_ratio has {evr.size} "
+            "values; give one ratio per PC"
+        )
+    if not 0 < threshold <= 1:
+        raise ValueError(f"threshold must be in (0, 1]; got {threshold!r}, e.g. 0.85")
+    if isinstance(max_components, bool) or not int(max_components) == max_components >= 1:
+        raise ValueError(f"max_components must be an int >= 1; got {max_components!r}")
+    cum = np.cumsum(evr[: int(max_components)])
+    k_u = int(min(np.searchsorted(cum, threshold - 1e-12) + 1, cum.size))
+    return comps.reshape(evr.size, -1).T[:, :k_u]
 
 
 def _pool_terms(
@@ -589,16 +637,15 @@ class SiteSubspaceAnalysis:
         bases, dims = [], []
         for i, u in enumerate(use):
             if tuning is not None:
-                evr = np.nan_to_num(tuning.explained_variance_ratio[u])
-                vecs = tuning.components[u].reshape(evr.size, -1).T
+                comps, evr = tuning.components[u], tuning.explained_variance_ratio[u]
             else:
                 ev, vecs = np.linalg.eigh(self._covs[i])
-                ev, vecs = ev[::-1][: self.max_unit_components], vecs[:, ::-1]
+                ev = ev[::-1][: self.max_unit_components]
+                comps = vecs[:, ::-1][:, : ev.size].T
                 evr = np.clip(ev, 0, None) / self._tr[i]
-            cum = np.cumsum(evr[: self.max_unit_components])
-            k_u = int(min(np.searchsorted(cum, self.unit_variance_threshold - 1e-12) + 1, cum.size))
-            bases.append(vecs[:, :k_u])
-            dims.append(k_u)
+            basis = unit_basis(comps, evr, self.unit_variance_threshold, self.max_unit_components)
+            bases.append(basis)
+            dims.append(basis.shape[1])
         self.unit_dimensionality_ = np.asarray(dims, dtype=np.int64)
         self.bases_ = bases
 

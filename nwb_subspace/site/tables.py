@@ -13,7 +13,8 @@ Two tables (pandas DataFrames), one CSV each:
   (region size on the site plane) and ``mean_overlap`` (mean Jaccard with the site's other
   units). Missing measures are empty cells; unknown types/layers read ``"unknown"``.
 * **sites** (:func:`site_overview`): one row per site: ``site, n_units, n_analysed, status,
-  dimensionality``, then value, null mean and p-value of the shared-subspace fraction, the
+  subspace_fraction`` (median over the site's units of the subspace model's explained
+  variance over the CNN's, filled by :func:`subspace_fraction_by_site`), ``dimensionality``, then value, null mean and p-value of the shared-subspace fraction, the
   pairwise similarity and the tiling overlap, the tiling verdict, the reference site
   dimensionality and mean leave-one-out similarity, the same-site vs different-site test, the
   neighbour-pair tiling overlap and verdict, and the site's notes.
@@ -42,6 +43,7 @@ __all__ = [
     "measure_source",
     "site_table",
     "srf_measures",
+    "subspace_fraction_by_site",
     "unit_table",
     "write_summary",
 ]
@@ -75,6 +77,7 @@ SITE_COLUMNS = (
     "n_units",
     "n_analysed",
     "status",
+    "subspace_fraction",
     "dimensionality",
     "variance_fraction_mean",
     "variance_fraction_mean_null",
@@ -283,6 +286,45 @@ def site_overview(
                 stat["value"], stat["null_mean"], stat["p_value"],
             )  # fmt: skip
     return row
+
+
+def subspace_fraction_by_site(
+    labels: Sequence[str],
+    cnn_rows: Sequence[int],
+    ev_cnn: Sequence[float],
+    subspace_rows: Sequence[int],
+    ev_subspace: Sequence[float],
+) -> dict[str, float]:
+    """Each site's subspace-model fraction (median over its units of ``EV_subspace / EV_cnn``).
+
+    Parameters
+    ----------
+    labels : sequence of str
+        Site of every units-table row.
+    cnn_rows, ev_cnn : sequences
+        Units-table rows scored by the CNN and their explained variance.
+    subspace_rows, ev_subspace : sequences
+        Units-table rows scored by the subspace model and their explained variance.
+
+    Returns
+    -------
+    dict of str -> float
+        Every site of ``labels``; NaN for a site without a unit scored by both models (see
+        :func:`~nwb_subspace.subspace.model.site_subspace_fraction`).
+    """
+    from nwb_subspace.subspace.model import explained_variance_fraction, site_subspace_fraction
+
+    labels = np.asarray(labels, dtype=object).astype(str)
+    cnn = dict(zip(np.asarray(cnn_rows, dtype=np.int64).tolist(), ev_cnn, strict=True))
+    rows = np.asarray(subspace_rows, dtype=np.int64)
+    both = np.array([r in cnn for r in rows.tolist()], dtype=bool)
+    frac = explained_variance_fraction(
+        np.asarray(ev_subspace, dtype=float)[both], [cnn[r] for r in rows[both].tolist()]
+    )
+    site_of = labels[rows[both]] if both.any() else np.array([], dtype=str)
+    return {
+        s: site_subspace_fraction(frac[site_of == s]) for s in dict.fromkeys(labels.tolist())
+    }
 
 
 def site_table(rows: Sequence[dict] | None) -> pd.DataFrame:

@@ -32,7 +32,7 @@ from nwb_subspace.models.training import (
 )
 from nwb_subspace.results import FittedModel, TuningSubspaces, UnitScores
 
-__all__ = ["SubspaceModelEstimator", "explained_variance_fraction"]
+__all__ = ["SubspaceModelEstimator", "explained_variance_fraction", "site_subspace_fraction"]
 
 
 def explained_variance_fraction(ev_subspace: np.ndarray, ev_cnn: np.ndarray) -> np.ndarray:
@@ -41,6 +41,25 @@ def explained_variance_fraction(ev_subspace: np.ndarray, ev_cnn: np.ndarray) -> 
     b = np.asarray(ev_cnn, dtype=float)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(b > 0, a / b, np.nan)
+
+
+def site_subspace_fraction(ev_fraction: np.ndarray) -> float:
+    """A site's subspace-model fraction: the median of its units' ``EV_subspace / EV_cnn``.
+
+    Parameters
+    ----------
+    ev_fraction : array-like of float
+        Per-unit fractions (:func:`explained_variance_fraction`) of the site's units; NaN
+        (the CNN explains nothing, or the unit has no subspace model) is left out.
+
+    Returns
+    -------
+    float
+        Median of the finite values; NaN when there is none.
+    """
+    x = np.asarray(ev_fraction, dtype=float).ravel()
+    x = x[np.isfinite(x)]
+    return float(np.median(x)) if x.size else float("nan")
 
 
 @dataclass
