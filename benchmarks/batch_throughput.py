@@ -46,7 +46,7 @@ def timed_batch(
 ) -> tuple[float, int]:
     """Wall seconds of one batch run and the number of sessions that finished ok."""
     start = time.perf_counter()
-    table = run_batch(sources, outdir, config, n_workers=n_workers)
+    table = run_batch(sources, outdir, config, n_workers=n_workers, summarize=False)
     seconds = time.perf_counter() - start
     failed = table[table["status"] != "ok"]
     for row in failed.itertuples():

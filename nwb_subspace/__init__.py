@@ -9,6 +9,8 @@ Public API, in the order of the analysis
 ----------------------------------------
 ``simulate_session``
     Write a simulated recording with known ground truth (NWB + ``.truth.npz``).
+``simulate_population``
+    Write many simulated multi-site sessions of varied site kinds, with a truth table.
 ``load_truth``, ``GroundTruth``
     Read that ground truth back.
 ``read_units``, ``UnitInfo``
@@ -25,6 +27,8 @@ Public API, in the order of the analysis
     One session end to end, results appended to the NWB file; what it produced.
 ``run_batch``
     Many sessions (local files, URLs, DANDI assets) on Dask.
+``summarize_runs``, ``PopulationSummary``
+    Population tables, statistics (units nested in sites) and report from many stored runs.
 ``EncodingEstimator``
     Fit, predict and score a population LN or CNN encoding model.
 ``TuningSubspaceEstimator``
@@ -90,6 +94,7 @@ from nwb_subspace import ndx  # noqa: E402  (loads the namespace; must come befo
 #: Public name -> module that defines it (imported on first access, PEP 562).
 _LAZY: dict[str, str] = {
     "simulate_session": "nwb_subspace.simulate.session",
+    "simulate_population": "nwb_subspace.simulate.cohort",
     "load_truth": "nwb_subspace.simulate.truth",
     "GroundTruth": "nwb_subspace.simulate.truth",
     "read_units": "nwb_subspace.io.units.reader",
@@ -105,6 +110,8 @@ _LAZY: dict[str, str] = {
     "run_session": "nwb_subspace.pipeline",
     "SessionResult": "nwb_subspace.pipeline",
     "run_batch": "nwb_subspace.batch",
+    "summarize_runs": "nwb_subspace.population.summary",
+    "PopulationSummary": "nwb_subspace.population.summary",
     "EncodingEstimator": "nwb_subspace.models.estimator",
     "TuningSubspaceEstimator": "nwb_subspace.subspace.tuning",
     "SubspaceModelEstimator": "nwb_subspace.subspace.model",
@@ -126,6 +133,7 @@ _LAZY: dict[str, str] = {
 #: The public API in the order of the analysis (the same names as ``_LAZY``, plus ``ndx``).
 __all__ = [
     "simulate_session",
+    "simulate_population",
     "load_truth",
     "GroundTruth",
     "read_units",
@@ -141,6 +149,8 @@ __all__ = [
     "run_session",
     "SessionResult",
     "run_batch",
+    "summarize_runs",
+    "PopulationSummary",
     "EncodingEstimator",
     "TuningSubspaceEstimator",
     "SubspaceModelEstimator",
@@ -188,6 +198,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from nwb_subspace.models.estimator import EncodingEstimator
     from nwb_subspace.models.training import TrainingConfig
     from nwb_subspace.pipeline import SessionResult, run_session
+    from nwb_subspace.population.summary import PopulationSummary, summarize_runs
     from nwb_subspace.report.html import make_report
     from nwb_subspace.results import (
         FittedModel,
@@ -199,6 +210,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TuningSubspaces,
         UnitScores,
     )
+    from nwb_subspace.simulate.cohort import simulate_population
     from nwb_subspace.simulate.session import simulate_session
     from nwb_subspace.simulate.truth import GroundTruth, load_truth
     from nwb_subspace.site.subspace import SiteSubspaceAnalysis

@@ -38,10 +38,13 @@ log = logging.getLogger("nwb_subspace")
 
 SUMMARY_COLUMNS = ["source", "status", "seconds", "output", "error", "median_cnn_score"]
 SUMMARY_FILE = "batch_summary.csv"
+POPULATION_DIR = "population"
+"""Sub-folder of a batch's outdir holding its population summary."""
 _DANDISET_ID = re.compile(r"^\d{6}$")
 _GLOB_CHARS = set("*?[")
 
 __all__ = [
+    "POPULATION_DIR",
     "SUMMARY_COLUMNS",
     "SUMMARY_FILE",
     "BatchSession",
@@ -242,6 +245,7 @@ def run_batch(
     scheduler: str | None = None,
     n_workers: int = 2,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    summarize: bool = True,
 ) -> pd.DataFrame:
     """Run :func:`~nwb_subspace.pipeline.run_session` on many sessions with Dask.
 
@@ -263,6 +267,10 @@ def run_batch(
         Workers of the local cluster (ignored with ``scheduler``).
     progress : callable, optional
         Called with each session's summary row as it finishes.
+    summarize : bool, default True
+        Then summarise every output holding the run into ``outdir/population``
+        (:func:`~nwb_subspace.population.summarize_runs`: population tables, statistics and
+        report). A summary that fails is logged and does not change the returned table.
 
     Returns
     -------
@@ -305,7 +313,28 @@ def run_batch(
         rows.update(_submit(todo, config, scheduler, n_workers, progress))
     table = pd.DataFrame([rows[i] for i in range(len(plan))], columns=SUMMARY_COLUMNS)
     _write_csv_atomically(table, outdir / SUMMARY_FILE)
+    if summarize:
+        _summarize(table, outdir / POPULATION_DIR, config.run_name)
     return table
+
+
+def _summarize(table: pd.DataFrame, folder: Path, run_name: str) -> None:
+    """The population summary of the batch's outputs that hold the run (never raises)."""
+    from nwb_subspace.population import summarize_runs
+
+    done = table.loc[table["status"].isin(["ok", "skipped"]), "output"].tolist()
+    if not done:
+        log.warning("no session holds run %r: no population summary", run_name)
+        return
+    try:
+        summary = summarize_runs(done, folder, run_name)
+    except Exception as err:  # the batch's own results stand; say why there is no summary
+        log.warning("population summary failed: %s", _one_line(err))
+        return
+    log.info(
+        "population summary of %d session(s) in %s (%d skipped)",
+        len(summary.sessions), folder, len(summary.skipped),
+    )  # fmt: skip
 
 
 def _write_csv_atomically(table: pd.DataFrame, path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 from nwb_subspace.config import AnalysisConfig
@@ -29,7 +30,8 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         "OUTDIR/<stem>_<key>_subspace.nwb (key: 8 hex digits of the SHA-256 of the source's "
         "resolved path or URL, so same-named files in different folders never share an "
         "output); sessions whose own output already holds the run are skipped; a summary "
-        "table is written to OUTDIR/batch_summary.csv. Exit code 1 when a session failed.",
+        "table is written to OUTDIR/batch_summary.csv and the population summary (as "
+        "`nwb-subspace summarize`) to OUTDIR/population/. Exit code 1 when a session failed.",
     )
     p.add_argument(
         "sources",
@@ -49,6 +51,11 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
     p.add_argument("--run-name", default=None, help="name of the results container")
+    p.add_argument(
+        "--no-summary",
+        action="store_true",
+        help="skip the population summary (default: OUTDIR/population, as `summarize` does)",
+    )
     p.set_defaults(func=run_batch_command)
     return p
 
@@ -60,15 +67,16 @@ def run_batch_command(args: argparse.Namespace, *, config: AnalysisConfig | None
     ``--run-name`` still override it. Bad input ends with a one-line error and exit code 2;
     exit code 1 when at least one session failed.
     """
-    from nwb_subspace.batch import SUMMARY_FILE, run_batch
+    from nwb_subspace.batch import POPULATION_DIR, SUMMARY_FILE, run_batch
 
     try:
         if config is None:
             config = AnalysisConfig.from_toml(args.config) if args.config else AnalysisConfig()
         config = config.with_overrides(seed=args.seed, device=args.device, run_name=args.run_name)
         table = run_batch(
-            args.sources, args.outdir, config, scheduler=args.scheduler, n_workers=args.workers
-        )
+            args.sources, args.outdir, config, scheduler=args.scheduler,
+            n_workers=args.workers, summarize=not getattr(args, "no_summary", False),
+        )  # fmt: skip
     except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"nwb-subspace: error: {' '.join(str(err).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -83,4 +91,7 @@ def run_batch_command(args: argparse.Namespace, *, config: AnalysisConfig | None
         f"{counts.get('ok', 0)} ok, {counts.get('skipped', 0)} skipped, "
         f"{counts.get('failed', 0)} failed; summary: {args.outdir}/{SUMMARY_FILE}"
     )
+    report = Path(args.outdir) / POPULATION_DIR / "population_report.html"
+    if not getattr(args, "no_summary", False) and report.exists():
+        print(f"population report: {report}")
     return EXIT_FAILED if counts.get("failed", 0) else EXIT_OK

@@ -57,6 +57,41 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_simulate_population(args: argparse.Namespace) -> int:
+    from nwb_subspace.simulate import PRESETS
+    from nwb_subspace.simulate.cohort import TRUTH_TABLE, simulate_population
+
+    if args.preset not in PRESETS:
+        raise CLIError(f"unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
+    for name, value, low, high in (
+        ("--sessions", args.sessions, 1, None),
+        ("--seed", args.seed, 0, None),
+        ("--sites-per-session", args.sites_per_session, 1, 8),
+        ("--units", args.units, 1, None),
+    ):
+        if value is not None and (value < low or (high is not None and value > high)):
+            span = f"between {low} and {high}" if high is not None else f">= {low}"
+            raise CLIError(f"{name} must be {span}, got {value}")
+    folder = Path(args.folder)
+    if folder.exists() and not folder.is_dir():
+        raise CLIError(f"{folder} is a file, not a folder")
+    try:
+        simulate_population(
+            folder,
+            args.sessions,
+            seed=args.seed,
+            preset=args.preset,
+            n_sites=args.sites_per_session,
+            n_units=args.units,
+            overwrite=args.overwrite,
+            on_session=print,
+        )
+    except FileExistsError as err:
+        raise CLIError(f"{err}".replace("overwrite=True", "--overwrite")) from None
+    print(f"truth table: {folder / TRUTH_TABLE}")
+    return EXIT_OK
+
+
 def _cmd_inspect(args: argparse.Namespace) -> int:
     from nwb_subspace.io.inspect import describe_file
 
@@ -160,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     _add_demo_parser(sub)
     _add_simulate_parser(sub)
+    _add_simulate_population_parser(sub)
     _add_run_parser(sub)
     _add_report_parser(sub)
     p = sub.add_parser("inspect", help="say what a file holds that the analysis can use")
@@ -168,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from nwb_subspace.cli.batch import add_batch_parser
     from nwb_subspace.cli.repair import add_repair_parser
+    from nwb_subspace.cli.summarize import add_summarize_parser
 
     add_batch_parser(sub)
+    add_summarize_parser(sub)
     add_repair_parser(sub)
     return parser
 
@@ -219,6 +257,38 @@ def _add_simulate_parser(sub) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUTPUT if it exists")
     p.set_defaults(func=_cmd_simulate)
+
+
+def _add_simulate_population_parser(sub) -> None:
+    p = sub.add_parser(
+        "simulate-population",
+        help="write a population of simulated multi-site sessions with a truth table",
+        description="Simulate N sessions (DIR/session_00.nwb, ...; each with a .truth.npz "
+        "sidecar) whose sites vary in kind (shared or independent subspace, clustered or "
+        "scattered tiling, narrow units broader or not) in a balanced design, and "
+        "DIR/population_truth.csv with one row per session and site.",
+    )
+    p.add_argument("folder", metavar="DIR", help="output folder (created when missing)")
+    p.add_argument("--sessions", type=int, required=True, metavar="N", help="number of sessions")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--preset",
+        default="population",
+        help="simulation preset of every session (default: population: 2 min of sound, "
+        "8 units a site)",
+    )
+    p.add_argument(
+        "--sites-per-session",
+        type=int,
+        default=2,
+        metavar="K",
+        help="recording sites (shanks) per session, 1-8 (default: 2)",
+    )
+    p.add_argument(
+        "--units", type=int, default=None, metavar="U", help="units per site (default: preset's)"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace existing files in DIR")
+    p.set_defaults(func=_cmd_simulate_population)
 
 
 def _add_run_parser(sub) -> None:
