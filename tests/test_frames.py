@@ -53,7 +53,7 @@ def test_frames_and_outlier_rule_settings_are_checked():
     from nwb_subspace.config import AnalysisConfig, SubspaceSettings
 
     s = SubspaceSettings()
-    assert (s.frames, s.outlier_rule) == ("estimation", "reference")
+    assert (s.frames, s.outlier_rule) == ("estimation", "rms")
     assert (s.reference_n_components, s.reference_variance_threshold) == (15, 0.95)
     with pytest.raises(ValueError, match=r"\[subspace\] frames must be one of"):
         SubspaceSettings(frames="validation")

@@ -37,14 +37,17 @@ float64. Non-finite Jacobian frames are dropped and counted.
 Outlier frames are then removed in a second pass, against the mean dSTRF ``m`` of pass 1
 (every finite frame; it is not recomputed while frames are removed):
 
-* ``outlier_rule="reference"`` (the default, the paper's rule): frame ``J`` is an outlier
+* ``outlier_rule="reference"`` (the paper's rule): frame ``J`` is an outlier
   when the spread of ``J - m`` over the pixels exceeds ``outlier_threshold`` times the
   spread of ``m`` over the pixels, ``std_p(J - m) > threshold * std_p(m)`` (``std_p``: the
   population standard deviation over the ``F*D`` pixels, each array centred on its own
   pixel mean). A unit whose mean dSTRF is flat (``std_p(m) = 0``) has no outliers.
-* ``outlier_rule="rms"``: ``||J - m|| > threshold * sqrt(mean_t ||J_t - m||^2)``, the
-  deviation against the frames' RMS deviation. By Chebyshev's inequality it drops at most
-  ``1 / threshold^2`` of the frames (4% at 5), usually far fewer.
+* ``outlier_rule="rms"`` (the default): ``||J - m|| > threshold * sqrt(mean_t ||J_t - m||^2)``,
+  the deviation against the frames' RMS deviation. By Chebyshev's inequality it drops at
+  most ``1 / threshold^2`` of the frames (4% at 5), usually far fewer. The reference rule
+  drops the frames with the largest dSTRFs (8% of a unit's frames on the simulated
+  ``paper`` session, up to half for bowl-shaped units) and recovered the dimensionality
+  less often there (docs/methods.md, section 6).
 
 The second pass runs only for units whose largest deviation could exceed the limit; it
 accumulates those units' kept frames afresh, so their moments are exactly those of the kept
@@ -230,7 +233,7 @@ class DSTRFMoments:
     timings: dict[str, float] = field(default_factory=dict)
     n_models: int = 1
     noise_covariance: np.ndarray | None = None
-    outlier_rule: str = "reference"
+    outlier_rule: str = "rms"
     mean_spread: np.ndarray | None = None
 
 
@@ -248,7 +251,7 @@ def dstrf_moments(  # long: the numpy docstring is half of it; the steps are hel
     n_lags: int | None = None,
     mode: str = "auto",
     outlier_threshold: float | None = 5.0,
-    outlier_rule: str = "reference",
+    outlier_rule: str = "rms",
     keep_frames: np.ndarray | None = None,
     chunk_size: int | None = None,
     unit_batch: int | None = None,
