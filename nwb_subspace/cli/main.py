@@ -225,7 +225,9 @@ def _add_simulate_parser(sub) -> None:
     p = sub.add_parser("simulate", help="write a simulated recording session with ground truth")
     p.add_argument("output", help="NWB file to write")
     p.add_argument(
-        "--preset", default="tiny", help="tiny, small, realistic or paper (default: tiny)"
+        "--preset",
+        default="tiny",
+        help="tiny, small, realistic, population (two sites) or paper (default: tiny)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--raw", action="store_true", help="also write a short raw ElectricalSeries")

@@ -347,8 +347,9 @@ def summarize_runs(  # long: the steps of a summary read best in one place
         try:
             _collect_one(source, session, run_name, module, c)
         except (ValueError, KeyError, OSError, RuntimeError, TypeError) as err:
-            c.skipped.append((source, _one_line(err)))
-            log.warning("skipped %s: %s", source, _one_line(err))
+            reason = _one_line(err).removeprefix(f"{source}: ")
+            c.skipped.append((source, reason))
+            log.warning("skipped %s: %s", source, reason)
             continue
         log.info("summarised %d/%d: %s", i + 1, len(found), session)
     notes: list[str] = []
