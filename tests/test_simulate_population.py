@@ -54,10 +54,12 @@ def _spikes(path) -> list[np.ndarray]:
 
 
 #: ``simulate_session(path, preset="tiny", seed=3)`` as written by the simulator before
-#: ``n_sites`` existed (spike counts, first spike times and sums of the truth arrays).
+#: ``n_sites`` existed (spike counts, first spike times and sums of the truth arrays), with
+#: one later, deliberate change: the narrow units' power is calibrated on their unbroadened
+#: drive (issue 20), which changes their gains and mean rates and so every unit's spikes.
 SINGLE_SITE_TINY_SEED3 = {
-    "spike_counts": [617, 272, 402, 463, 522, 1001, 1083, 1006],
-    "spike_time_sum": 257296.85150000002,
+    "spike_counts": [617, 272, 1535, 461, 492, 669, 1035, 995],
+    "spike_time_sum": 289823.59959999996,
     "first_spikes": [0.19283333333333333, 0.3504333333333334, 0.38523333333333337],
     "waveform_abs_sum": 0.029345907270908356,
     "k": [1, 3, 4, 1, 5, 2, 4, 5],
@@ -66,8 +68,8 @@ SINGLE_SITE_TINY_SEED3 = {
     "nl_kind": ["monotonic", "hill", "hill", "monotonic", "monotonic", "bowl", "monotonic", "bowl"],
     "abs_sums": {
         "filters": 922.0151891772164,
-        "amplitude": 683.1484407321418,
-        "mean_rate": 64.46032984313008,
+        "amplitude": 643.8767583200552,
+        "mean_rate": 74.15298860501647,
         "depth_um": 4067.4857892079363,
         "site_coords": 153.565238602006,
         "site_basis": 77.12797304604128,

@@ -68,6 +68,14 @@ COLUMN_DOCS: dict[str, str] = {
         "Which breadth: 'fraction' (noise-aware, the default) or 'bins' (runs stored before "
         "it); breadth and shape come from the measured SRFs where stored, else the model's."
     ),
+    "breadth_model": (
+        "Breadth of the model SRF (the CNN's prediction over every stimulus bin, the paper's "
+        "maps): fraction of occupied bins >= 0.5 of the way from floor to peak (noise-free, so "
+        "no reliability test); NaN for runs stored before the noise-aware breadth."
+    ),
+    "breadth_model_bins": (
+        "Bins >= 0.5 of the min-max normalised model SRF (the reference's count)."
+    ),
     "shape_index": "Signed asymmetry of the most modulated tuning curve (bowl > 0.33 > hill).",
     "shape_p": "p-value of the tuning curve's non-monotonicity against noise.",
     "shape_class": "'bowl', 'hill', 'monotonic' or '' (not classified).",
@@ -117,7 +125,8 @@ UNIT_COLUMNS: tuple[str, ...] = (
     "r_ln", "r_cnn", "r_subspace", "ev_ln", "ev_cnn", "ev_subspace", "ev_fraction",
     "dimensionality", "dimensionality_reference", "n_frames", "n_outlier_frames",
     "variance_fraction", "variance_fraction_loo", "site_pc_similarity", "site_similarity_loo",
-    "breadth", "breadth_bins", "breadth_measure", "shape_index", "shape_p", "shape_class",
+    "breadth", "breadth_bins", "breadth_measure", "breadth_model", "breadth_model_bins",
+    "shape_index", "shape_p", "shape_class",
 )  # fmt: skip
 
 #: One row per site.

@@ -67,6 +67,7 @@ _SITE_STATISTICS = {
 _SRF_COLUMNS = (
     "breadth", "breadth_bins", "breadth_measure", "shape_index", "shape_p", "shape_class",
 )  # fmt: skip
+_MODEL_COLUMNS = {"breadth_model": "breadth", "breadth_model_bins": "breadth_bins"}
 _TEXT_COLUMNS = ("breadth_measure", "shape_class")
 
 
@@ -190,7 +191,8 @@ def _site_columns(run: StoredRun, table: pd.DataFrame) -> None:
 
 
 def _srf_columns(run: StoredRun, table: pd.DataFrame) -> None:
-    """Breadth and shape from the run's own SRFs, exactly as the session's units CSV."""
+    """Breadth and shape from the run's own SRFs, exactly as the session's units CSV, and
+    the model maps' breadth (``breadth_model``, ``breadth_model_bins``)."""
     srfs = own_srfs(run)
     if srfs is None:
         return
@@ -200,6 +202,12 @@ def _srf_columns(run: StoredRun, table: pd.DataFrame) -> None:
             table[col] = table[col].astype(float)
         for r, values in measures.items():
             table.at[r, col] = values[col]
+    for col in _MODEL_COLUMNS:
+        table[col] = table[col].astype(float)
+    for r, values in srf_measures(srfs, source="model").items():
+        if values["breadth_measure"] == "fraction":  # older runs: the count only
+            table.at[r, "breadth_model"] = values["breadth"]
+        table.at[r, "breadth_model_bins"] = values["breadth_bins"]
 
 
 def site_rows(run: StoredRun, units_df: pd.DataFrame) -> pd.DataFrame:

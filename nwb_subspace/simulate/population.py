@@ -137,7 +137,7 @@ def draw_population(
             sign[u, :kk] = rng.choice([-1.0, 1.0], kk)
 
     base, amp, mean, power = _calibrate_gains(
-        rng, cfg, spec, narrow, k, filters, offsets, kinds, centre, width, sign
+        rng, cfg, spec, narrow, k, filters, offsets, kinds, centre, (width, tune), sign
     )
     return {
         "k": k.astype(np.int64),
@@ -168,16 +168,28 @@ def _calibrate_gains(
     offsets: np.ndarray,
     kinds: np.ndarray,
     centre: np.ndarray,
-    width: np.ndarray,
+    widths: tuple[np.ndarray, np.ndarray],
     sign: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Power, base rate and gain per unit: sparse responses with a drawn mean rate."""
+    """Power, base rate and gain per unit: sparse responses with a drawn mean rate.
+
+    ``widths`` is the nonlinearity width per unit and its tuning factor. The power that gives
+    the drawn sparseness (``response_cv``) is found on the unit's drive *before* its width
+    was scaled by the factor, then applied to the scaled drive: a power found on the wider
+    drive would re-sharpen it to the same sparseness and undo the broadening (narrow units
+    simulated broader came out as broad as the others).
+    """
+    width, tune = widths
     n_units = k.size
     base, amp, mean, power = (np.zeros(n_units) for _ in range(4))
     drive = population_drive(spec, filters, k, offsets, kinds, centre, width, sign)
+    scaled = tune != 1.0
+    plain = drive
+    if scaled.any():
+        plain = population_drive(spec, filters, k, offsets, kinds, centre, width / tune, sign)
     for u in range(n_units):
         g = drive[:, u]
-        power[u] = _power_for_cv(g, rng.uniform(*cfg.response_cv))
+        power[u] = _power_for_cv(plain[:, u], rng.uniform(*cfg.response_cv))
         gp = g ** power[u]
         lo, hi = cfg.mean_rate_narrow if narrow[u] else cfg.mean_rate_broad
         target = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))

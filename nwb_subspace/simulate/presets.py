@@ -351,16 +351,21 @@ PRESETS: dict[str, SimulationConfig] = {
         raw_s=3.0,
     ),
     # Populations of sessions (simulate_population): 2 sites x 8 units, 2 min of estimation
-    # sound + 80 s of validation presentations (~3.5 min of session): enough for the CNN,
-    # quick to analyse (see nwb_subspace.simulate.cohort).
+    # sound + 6 validation sounds of 4 s x 10 repeats (~6 min of session): enough for the
+    # CNN, quick to analyse (see nwb_subspace.simulate.cohort); the repeated sounds are what
+    # the measured SRFs (and their noise-aware breadth) are made of, so fewer (2 sounds) left
+    # the narrow-vs-broad breadth test without power.
     "population": SimulationConfig(
         name="population",
         estimation_s=120.0,
         sequence_s=5.0,
-        n_validation=2,
+        n_validation=6,
         validation_s=4.0,
         validation_repeats=10,
         n_units=8,
+        # half narrow: with 30% (2 of 8 units) a site's narrow mean is too noisy for the
+        # site-level narrow-vs-broad test to see a 1.6x broadening on 8 sites
+        fraction_narrow=0.5,
         n_sites=2,
         raw_s=3.0,
     ),

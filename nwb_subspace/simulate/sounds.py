@@ -35,7 +35,10 @@ def _smooth_noise(rng: np.random.Generator, n: int, fs: float, cutoff_hz: float)
     step = max(1, int(fs / (2 * cutoff_hz)))
     knots = rng.standard_normal(n // step + 3)
     x = np.interp(np.arange(n), np.arange(knots.size) * step, knots)
-    return x / (x.std() + 1e-12)
+    sd = float(x.std())
+    if not sd > 1e-9:  # one sample (or a flat stretch): no variation to scale up
+        return np.zeros(n)
+    return x / sd
 
 
 def _envelope(n: int, fs: float, attack_s: float, release_s: float) -> np.ndarray:

@@ -322,9 +322,7 @@ def subspace_fraction_by_site(
         np.asarray(ev_subspace, dtype=float)[both], [cnn[r] for r in rows[both].tolist()]
     )
     site_of = labels[rows[both]] if both.any() else np.array([], dtype=str)
-    return {
-        s: site_subspace_fraction(frac[site_of == s]) for s in dict.fromkeys(labels.tolist())
-    }
+    return {s: site_subspace_fraction(frac[site_of == s]) for s in dict.fromkeys(labels.tolist())}
 
 
 def site_table(rows: Sequence[dict] | None) -> pd.DataFrame:

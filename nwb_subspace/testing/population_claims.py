@@ -7,8 +7,11 @@ where it does not; each part is summarised on its own
 
 * **locality** (``same_vs_different_site_similarity``): sessions with ``subspace = shared``
   must give p < ``alpha_detect`` (0.01); ``independent`` sessions p > ``alpha_reject`` (0.05);
-* **narrow broader** (``breadth_narrow_vs_broad_<method>``): ``narrow_broader`` sessions must
-  give p < ``alpha_reject`` with narrow units higher; the others must not;
+* **narrow broader** (``breadth_model_narrow_vs_broad_<method>``: the breadth of the model
+  maps, the paper's maps): ``narrow_broader`` sessions must give p < ``alpha_reject`` with
+  narrow units higher; the others must not. The same on the measured maps' noise-aware
+  breadth (``breadth_narrow_vs_broad_<method>``) is reported as "narrow units broader
+  (measured maps)", judged the same way;
 * **tiling** (``tiling_overlap_neighbours_excess_across_sites``): reported, not judged (the
   per-site tiling null is known to be somewhat liberal; docs/methods.md).
 
@@ -119,14 +122,17 @@ def evaluate_claims(  # long: one block per claim reads best side by side
         rows.append(_claim("same-site > different-site similarity", which, expected, s, loc,
                            lambda r, a=alpha: r["p_value"] < a))  # fmt: skip
     broader = by_session["narrow_broader"].astype(bool)
-    breadth = f"breadth_narrow_vs_broad_{group_method}"
     for mask, which, expected in (
         (broader, "narrow simulated broader", "detected"),
         (~broader, "narrow not broader", "not detected"),
     ):
         s = summary(mask, "narrow_" + ("broader" if expected == "detected" else "same"))
-        rows.append(_claim("narrow units broader", which, expected, s, breadth,
-                           lambda r: r["p_value"] < alpha_reject and r["value"] > r["null_mean"]))  # fmt: skip
+        for claim, breadth in (
+            ("narrow units broader", f"breadth_model_narrow_vs_broad_{group_method}"),
+            ("narrow units broader (measured maps)", f"breadth_narrow_vs_broad_{group_method}"),
+        ):
+            rows.append(_claim(claim, which, expected, s, breadth,
+                               lambda r: r["p_value"] < alpha_reject and r["value"] > r["null_mean"]))  # fmt: skip
     clustered = by_session["tiling"] == "clustered"
     for mask, which in ((clustered, "clustered"), (~clustered, "scattered")):
         s = summary(mask, f"tiling_{which}")
