@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from nwb_subspace.io.atomic import write_atomically
 from nwb_subspace.population.columns import SESSION_COLUMNS, SITE_COLUMNS, UNIT_COLUMNS
 from nwb_subspace.results import STATISTIC_FIELDS
 
@@ -228,33 +229,24 @@ def _same_shape(bases: list[np.ndarray], notes: list[str]) -> np.ndarray:
     return keep
 
 
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _write_tables(outdir: Path, summary: PopulationSummary, parquet: bool) -> list[Path]:
     files: list[Path] = []
     for name in _TABLES:
         table = getattr(summary, name)
         csv = outdir / f"population_{name}.csv"
-        _write_atomically(csv, lambda p, t=table: t.to_csv(p, index=False))
+        write_atomically(csv, lambda p, t=table: t.to_csv(p, index=False))
         files.append(csv)
         if parquet:
             pq = outdir / f"population_{name}.parquet"
-            _write_atomically(pq, lambda p, t=table: _to_parquet(t, p))
+            write_atomically(pq, lambda p, t=table: _to_parquet(t, p))
             files.append(pq)
     skipped = pd.DataFrame(summary.skipped, columns=["file", "reason"])
     path = outdir / SKIPPED_FILE
-    _write_atomically(path, lambda p: skipped.to_csv(p, index=False))
+    write_atomically(path, lambda p: skipped.to_csv(p, index=False))
     files.append(path)
     settings = outdir / "population_settings.json"
     text = json.dumps({"differing": summary.differing}, indent=1, sort_keys=True, default=str)
-    _write_atomically(settings, lambda p: p.write_text(text))
+    write_atomically(settings, lambda p: p.write_text(text))
     files.append(settings)
     return files
 

@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from nwb_subspace.io.atomic import write_atomically  # noqa: E402
 from nwb_subspace.report.plots_population import (  # noqa: E402
     count_text,
     n_text,
@@ -532,8 +533,6 @@ def write_population_report(
         f"<h1>{_e(title)}</h1>{head}<ul>{toc}</ul>{body}</body></html>\n"
     )
     target = outdir / REPORT_NAME
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomically(target, lambda tmp: tmp.write_text(doc, encoding="utf-8"))
     log.info("population report written to %s (%d figures)", target, len(figs.made))
     return target

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nwb_subspace.io.atomic import write_atomically
 from nwb_subspace.simulate.presets import SimulationConfig, resolve_config
 from nwb_subspace.simulate.session import simulate_session
 from nwb_subspace.simulate.truth import truth_path_for
@@ -298,12 +299,7 @@ def simulate_population(
         )
     table = pd.DataFrame(rows, columns=list(POPULATION_TRUTH_COLUMNS))
     out = folder / TRUTH_TABLE
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(out, lambda tmp: table.to_csv(tmp, index=False))
     return table
 
 

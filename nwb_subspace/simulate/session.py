@@ -36,7 +36,6 @@ File layout (what readers can rely on)
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from nwb_subspace.io.atomic import write_atomically
 from nwb_subspace.simulate.neurons import poisson_spikes
 from nwb_subspace.simulate.population import draw_population
 from nwb_subspace.simulate.presets import SimulationConfig, resolve_config
@@ -576,10 +576,8 @@ def _write_atomic(nwbfile: Any, path: Path) -> None:
     """Write to a temp file beside ``path``, then rename, so a crash leaves no half file."""
     from pynwb import NWBHDF5IO
 
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.nwb")
-    try:
+    def write(tmp: Path) -> None:
         with NWBHDF5IO(str(tmp), "w") as io:
             io.write(nwbfile)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+
+    write_atomically(path, write, suffix=".tmp.nwb")
