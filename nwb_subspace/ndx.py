@@ -1,40 +1,56 @@
-"""Python classes of the ``ndx-subspace`` NWB extension.
+"""Python classes of the ``ndx-subspace`` NWB extension, as ``nwb_subspace`` uses them.
 
-The spec YAML (built by ``spec/create_extension_spec.py``) ships inside the package as
-``nwb_subspace/spec/``; in an editable install it is read from the repository's ``spec/``.
-Loading happens on import, before any file is opened, so new objects are always written
-with their own ``neurodata_type`` and the spec is cached in the file.
+The extension is its own distribution, ``ndx-subspace`` (folder ``ndx-subspace/`` of this
+repository, ndx-template layout; it depends only on pynwb and hdmf). Importing it loads the
+namespace before any file is opened, so new objects are always written with their own
+``neurodata_type`` and the spec is cached in the file. This module re-exports its classes
+under the names the rest of ``nwb_subspace`` uses.
 """
 
 from __future__ import annotations
 
-from importlib.resources import files
 from pathlib import Path
 
-from pynwb import get_class, load_namespaces
+import ndx_subspace
+from ndx_subspace import (
+    NAMESPACE,
+    EncodingModel,
+    ModelLayerTable,
+    ModelWeight,
+    SiteStatisticsTable,
+    SiteSubspace,
+    SiteUnitTable,
+    Spectrogram,
+    SubspaceAnalysis,
+    SubspaceRFTable,
+    TuningSubspaceTable,
+    UnitScoresTable,
+)
 
-NAMESPACE = "ndx-subspace"
+__all__ = [
+    "NAMESPACE",
+    "EncodingModel",
+    "ModelLayerTable",
+    "ModelWeight",
+    "SiteStatisticsTable",
+    "SiteSubspace",
+    "SiteUnitTable",
+    "Spectrogram",
+    "SubspaceAnalysis",
+    "SubspaceRFTable",
+    "TuningSubspaceTable",
+    "UnitScoresTable",
+    "spec_path",
+]
 
 
 def spec_path() -> Path:
-    """Return the path of the namespace YAML that the package loads."""
-    installed = Path(str(files(__package__))) / "spec" / f"{NAMESPACE}.namespace.yaml"
-    if installed.exists():
-        return installed
-    # Editable install / source tree: the spec lives in the repository's spec/ folder.
-    return Path(__file__).resolve().parent.parent / "spec" / f"{NAMESPACE}.namespace.yaml"
+    """Return the path of the namespace YAML that ``ndx_subspace`` loads.
 
-
-load_namespaces(str(spec_path()))
-
-Spectrogram = get_class("Spectrogram", NAMESPACE)
-ModelWeight = get_class("ModelWeight", NAMESPACE)
-ModelLayerTable = get_class("ModelLayerTable", NAMESPACE)
-UnitScoresTable = get_class("UnitScoresTable", NAMESPACE)
-EncodingModel = get_class("EncodingModel", NAMESPACE)
-TuningSubspaceTable = get_class("TuningSubspaceTable", NAMESPACE)
-SubspaceRFTable = get_class("SubspaceRFTable", NAMESPACE)
-SiteUnitTable = get_class("SiteUnitTable", NAMESPACE)
-SiteSubspace = get_class("SiteSubspace", NAMESPACE)
-SiteStatisticsTable = get_class("SiteStatisticsTable", NAMESPACE)
-SubspaceAnalysis = get_class("SubspaceAnalysis", NAMESPACE)
+    Returns
+    -------
+    pathlib.Path
+        The installed ``ndx_subspace/spec/ndx-subspace.namespace.yaml``, or in an editable
+        install ``ndx-subspace/spec/ndx-subspace.namespace.yaml`` of the repository.
+    """
+    return ndx_subspace.spec_path()

@@ -1,9 +1,10 @@
 """Build the ``ndx-subspace`` NWB extension spec (ndx-template convention).
 
-Run ``python spec/create_extension_spec.py`` to regenerate ``ndx-subspace.namespace.yaml`` and
-``ndx-subspace.extensions.yaml`` next to this file. The YAML is the one source the package
-loads at import; ``tests/test_spec.py`` regenerates it into a temporary folder and fails on any
-difference, so edit this script, never the YAML.
+Run ``python src/spec/create_extension_spec.py`` (from the ``ndx-subspace`` folder) to
+regenerate ``spec/ndx-subspace.namespace.yaml`` and ``spec/ndx-subspace.extensions.yaml``;
+``python src/spec/create_extension_spec.py FOLDER`` writes them into ``FOLDER`` instead. The
+YAML is the one source the package loads at import; the tests regenerate it into a temporary
+folder and fail on any difference, so edit this script, never the YAML.
 """
 
 from __future__ import annotations
@@ -824,9 +825,22 @@ def build_specs() -> list:
     ]
 
 
+def default_output_dir() -> Path:
+    """Return the distribution's ``spec/`` folder: ``<this folder>/../../spec``."""
+    return Path(__file__).resolve().parent.parent.parent / "spec"
+
+
 def main(output_dir: Path | None = None) -> None:
-    """Write the namespace and extensions YAML into ``output_dir`` (default: this folder)."""
-    output_dir = Path(output_dir or Path(__file__).parent)
+    """Write the namespace and extensions YAML into ``output_dir``.
+
+    Parameters
+    ----------
+    output_dir : pathlib.Path, optional
+        Folder to write into (created if missing); default: the distribution's ``spec/``
+        folder, ``ndx-subspace/spec/`` (two levels above this file's folder).
+    """
+    output_dir = Path(output_dir) if output_dir else default_output_dir()
+    output_dir.mkdir(parents=True, exist_ok=True)
     ns_builder = NWBNamespaceBuilder(
         name=NAMESPACE,
         version=VERSION,
