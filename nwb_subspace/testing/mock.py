@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
 import numpy as np
-from dateutil.tz import tzutc
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.file import Subject
 from pynwb.misc import Units
@@ -39,7 +38,7 @@ def mock_nwbfile(
     nwbfile = NWBFile(
         session_description="Mock session written by plain pynwb for nwb-subspace tests.",
         identifier=str(UUID(int=int(rng.integers(2**63)))),
-        session_start_time=datetime(2026, 1, 1, 12, 0, tzinfo=tzutc()),
+        session_start_time=datetime(2026, 1, 1, 12, 0, tzinfo=UTC),
         experimenter=["Doe, Jane"],
         lab="Test lab",
         institution="Test institution",
