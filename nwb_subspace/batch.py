@@ -1,9 +1,11 @@
 """Run many sessions on Dask distributed: one task per session, resumable, with a summary.
 
 :func:`run_batch` expands its sources (files, folders, globs, URLs, DANDI specs), gives
-each session its own output file in ``outdir`` (``<stem>_<key>_subspace.nwb``, ``key``: 8 hex
+each session its own output file in ``outdir`` (``<stem>_desc-subspace<key>.nwb``, or
+``sub-01_ses-2_desc-subspace<key>_ecephys.nwb`` for a DANDI-named source; ``key``: 8 hex
 digits of the SHA-256 of the source's resolved path or URL, so two sources of the same file
-name never share an output), skips sessions whose own output already holds the finished run,
+name never share an output), skips sessions whose own output (or its output under the
+pre-DANDI name ``<stem>_<key>_subspace.nwb``) already holds the finished run,
 and submits one
 :func:`~nwb_subspace.pipeline.run_session` task per remaining session to a Dask cluster: a
 ``LocalCluster`` of single-threaded worker processes by default, or an existing scheduler.
@@ -32,7 +34,10 @@ import numpy as np
 import pandas as pd
 
 from nwb_subspace.config import AnalysisConfig
-from nwb_subspace.io.remote import dandiset_nwb_urls, is_remote, parse_dandi_spec, remote_name
+from nwb_subspace.io.atomic import write_atomically
+from nwb_subspace.io.dandi_address import is_dandi_address, parse_dandi_address
+from nwb_subspace.io.dandi_names import derived_output_name, source_file_name
+from nwb_subspace.io.remote import dandiset_nwb_urls, is_remote
 
 log = logging.getLogger("nwb_subspace")
 
@@ -64,11 +69,11 @@ class BatchSession:
 
 
 def _is_dandiset(text: str) -> bool:
+    """A dandiset, folder, path prefix or glob of DANDI assets (not one asset)."""
     if _DANDISET_ID.match(text) and not Path(text).exists():
         return True
-    if text.lower().startswith(("dandi://", "dandi:")):
-        _, _, path = parse_dandi_spec(text)
-        return path is None or not path.endswith(".nwb")
+    if is_dandi_address(text):
+        return not parse_dandi_address(text).single_asset
     return False
 
 
@@ -76,8 +81,10 @@ def expand_sources(sources: Iterable[str | os.PathLike]) -> list[tuple[str, str]
     """(source, name) of every session, in the order given, without duplicates.
 
     Each entry may be a local ``.nwb`` file, a folder (its ``*.nwb`` files), a glob pattern,
-    an HTTP(S) URL, a DANDI asset spec, or a dandiset (``DANDI:000123``, ``000123`` or
-    ``dandi://000123/PATH-PREFIX``: every ``.nwb`` asset; needs the ``dandi`` client).
+    an HTTP(S) URL, a DANDI asset address, or a dandiset or folder of one (``DANDI:000123``,
+    ``000123``, ``dandi://dandi/000123/sub-1/``,
+    ``https://dandiarchive.org/dandiset/000123/draft``: every ``.nwb`` asset; needs the
+    ``dandi`` client; the accepted forms: :mod:`nwb_subspace.io.dandi_address`).
     ``name`` is the file name the session's output is named after. A local path that does
     not exist is kept: its task fails and the summary says why.
 
@@ -96,7 +103,7 @@ def expand_sources(sources: Iterable[str | os.PathLike]) -> list[tuple[str, str]
                 raise ValueError(f"dandiset {text!r} has no .nwb assets")
             found.extend((url, Path(path).name) for path, url in assets.items())
         elif is_remote(text):
-            found.append((text, remote_name(text)))
+            found.append((text, source_file_name(text)))
         elif _GLOB_CHARS & set(text):
             matches = sorted(glob.glob(text))
             if not matches:
@@ -125,7 +132,13 @@ def source_key(source: str) -> str:
 
 
 def session_output(source: str, name: str, outdir: str | os.PathLike) -> Path:
-    """The output of one session: ``outdir/<stem>_<source_key>_subspace.nwb``.
+    """The output of one session: ``outdir/<name with desc-subspace<key>>``.
+
+    Named by :func:`~nwb_subspace.io.dandi_names.derived_output_name` with
+    ``key=source_key(source)``: ``sub-01_ses-2_ecephys.nwb`` ->
+    ``sub-01_ses-2_desc-subspace1a2b3c4d_ecephys.nwb``, ``session.nwb`` ->
+    ``session_desc-subspace1a2b3c4d.nwb`` (DANDI labels are alphanumeric, so the key is
+    part of the ``desc`` label).
 
     Parameters
     ----------
@@ -143,13 +156,27 @@ def session_output(source: str, name: str, outdir: str | os.PathLike) -> Path:
         to the same output (resume) and different sources never share one. The per-session
         summary CSVs are named after the output's stem, so they do not collide either.
     """
+    return Path(outdir) / derived_output_name(name, key=source_key(source))
+
+
+def _legacy_output(source: str, name: str, outdir: Path) -> Path:
+    """The output name of nwb-subspace before DANDI names: ``<stem>_<key>_subspace.nwb``."""
     stem = Path(name).stem or "session"
-    return Path(outdir) / f"{stem}_{source_key(source)}_subspace.nwb"
+    return outdir / f"{stem}_{source_key(source)}_subspace.nwb"
+
+
+def _output(source: str, name: str, outdir: Path) -> Path:
+    """:func:`session_output`, or the old-style output of the same source when only that one
+    exists, so that a folder half done by an older version resumes instead of re-running."""
+    output = session_output(source, name, outdir)
+    legacy = _legacy_output(source, name, outdir)
+    return legacy if not output.exists() and legacy.exists() else output
 
 
 def _plan(sources: list[tuple[str, str]], outdir: Path) -> list[BatchSession]:
-    """Give every session its own output file (:func:`session_output`)."""
-    plan = [BatchSession(source=s, output=session_output(s, n, outdir)) for s, n in sources]
+    """Give every session its own output file (:func:`session_output`; an existing output
+    under the old name ``<stem>_<key>_subspace.nwb`` is used as it is)."""
+    plan = [BatchSession(source=s, output=_output(s, n, outdir)) for s, n in sources]
     by_output: dict[Path, str] = {}
     for session in plan:
         other = by_output.setdefault(session.output, session.source)
@@ -256,7 +283,8 @@ def run_batch(
         :func:`expand_sources`).
     outdir : path-like
         Folder for the per-session outputs (:func:`session_output`:
-        ``<stem>_<key>_subspace.nwb``, the source's data plus the results) and
+        ``<stem>_desc-subspace<key>.nwb``, the source's data plus the results; an output
+        of an older version, ``<stem>_<key>_subspace.nwb``, still counts as done) and
         ``batch_summary.csv``; created if missing.
     config : AnalysisConfig, optional
         The settings of every session (default: ``AnalysisConfig()``).
@@ -339,12 +367,7 @@ def _summarize(table: pd.DataFrame, folder: Path, run_name: str) -> None:
 
 def _write_csv_atomically(table: pd.DataFrame, path: Path) -> None:
     """Write ``table`` next to ``path`` and rename it over ``path`` (never half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomically(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def _submit(

@@ -33,7 +33,6 @@ from nwb_subspace.io.remote import (
     open_binary,
     probe,
     remote_cache,
-    remote_name,
     resolve_source,
 )
 from nwb_subspace.io.session import SessionData, load_session_data
@@ -840,10 +839,12 @@ def run_session(
     ----------
     path : path-like or str
         The NWB file (read-only until the final, atomic write), or an HTTP(S) URL or DANDI
-        asset spec (``dandi://000123/PATH.nwb``, needs the ``dandi`` client), read lazily:
+        address (``dandi://dandi/000123/PATH.nwb``, needs the ``dandi`` client), read lazily:
         only the datasets the analysis uses are transferred, and the results go to a local
-        ``output`` (default ``<name>_subspace.nwb`` in the current folder) holding the
-        source's data without its raw voltage.
+        ``output`` holding the source's data without its raw voltage (default: in the current
+        folder, named by :func:`~nwb_subspace.io.writer.default_output_path`:
+        ``sub-01_ses-2_desc-subspace_ecephys.nwb`` for ``sub-01_ses-2_ecephys.nwb``, else
+        ``<stem>_desc-subspace.nwb``).
     config : AnalysisConfig, optional
     output : path-like, optional
         Write a new file with the source's data plus the results instead of appending.
@@ -877,7 +878,7 @@ def run_session(
             url = str(resolve_source(str(path)))
             probe(url)  # a bad URL or a 404 fails here, in one line
             if write:
-                output = Path(output or default_output_path(Path(remote_name(url))))
+                output = Path(output or default_output_path(str(path)))
                 if output.exists():
                     raise FileExistsError(f"output {output} exists; choose a new path or remove it")
             return _run_session(

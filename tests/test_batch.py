@@ -127,7 +127,7 @@ def test_outputs_are_keyed_by_the_source_not_its_name(tmp_path):
     a, b = tmp_path / "a" / "session.nwb", tmp_path / "b" / "session.nwb"
     out_a, out_b = (session_output(str(p), p.name, tmp_path / "o") for p in (a, b))
     assert out_a != out_b and out_a.parent == out_b.parent == tmp_path / "o"
-    assert out_a.name == f"session_{source_key(str(a))}_subspace.nwb"
+    assert out_a.name == f"session_desc-subspace{source_key(str(a))}.nwb"
     assert session_output(str(a), a.name, tmp_path / "o") == out_a  # stable: resume finds it
     url = "https://host/x/session.nwb"
     assert session_output(url, "session.nwb", tmp_path / "o") not in (out_a, out_b)

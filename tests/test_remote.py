@@ -125,11 +125,14 @@ def test_sources_are_told_apart():
     assert is_remote("https://example.org/a.nwb") and is_remote("DANDI:000123/a.nwb")
     assert not is_remote("local/file.nwb") and not is_remote(Path("http_file.nwb"))
     assert resolve_source("x/y.nwb") == Path("x/y.nwb")
-    assert parse_dandi_spec("dandi://000123/sub-1/a.nwb") == ("000123", None, "sub-1/a.nwb")
+    assert is_remote("DANDI-SANDBOX:000123") and not is_remote("C:/data/x.nwb")
+    assert parse_dandi_spec("dandi://dandi/000123/sub-1/a.nwb") == ("000123", None, "sub-1/a.nwb")
     assert parse_dandi_spec("dandi://dandi/000123@draft/a.nwb") == ("000123", "draft", "a.nwb")
     assert parse_dandi_spec("DANDI:000123") == ("000123", None, None)
-    with pytest.raises(ValueError, match="not a DANDI asset spec"):
-        parse_dandi_spec("dandi://abc/x.nwb")
+    with pytest.raises(ValueError, match="not a DANDI address"):
+        parse_dandi_spec("dandi://dandi/abc/x.nwb")
+    with pytest.raises(ValueError, match="write dandi://dandi/000123/sub-1/a.nwb"):
+        parse_dandi_spec("dandi://000123/sub-1/a.nwb")  # the old form, refused by the client
     with pytest.raises(ValueError, match="not a usable file URL"):
         resolve_source("https://")
 
@@ -137,7 +140,7 @@ def test_sources_are_told_apart():
 @pytest.mark.skipif(importlib.util.find_spec("dandi") is not None, reason="dandi installed")
 def test_dandi_spec_without_client_says_how_to_install():
     with pytest.raises(ImportError, match="pip install dandi"):
-        resolve_source("dandi://000123/sub-1/sub-1.nwb")
+        resolve_source("dandi://dandi/000123/sub-1/sub-1.nwb")
 
 
 def test_lazy_open_reads_only_what_is_asked(served_mock):
@@ -214,5 +217,5 @@ def test_cli_run_on_a_bad_url_is_one_line(served_mock, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and "HTTP 404" in err and len(err.splitlines()) == 1
     if importlib.util.find_spec("dandi") is None:
-        assert main(["run", "DANDI:000123/sub-1/a.nwb"]) == 2
+        assert main(["run", "dandi://dandi/000123/sub-1/a.nwb"]) == 2
         assert "pip install dandi" in capsys.readouterr().err

@@ -146,7 +146,7 @@ def test_read_only_source_gets_a_new_file(mock_file, results):
         out = write_results(mock_file, results, "run1")
     finally:
         mock_file.chmod(0o644)
-    assert out == mock_file.with_name("session_subspace.nwb")
+    assert out == mock_file.with_name("session_desc-subspace.nwb")
     assert file_sha256(mock_file) == sha
     before = dataset_checksums(mock_file)
     after = dataset_checksums(out)

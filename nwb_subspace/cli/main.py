@@ -27,12 +27,15 @@ class CLIError(Exception):
 
 
 def _check_nwb(path: Path) -> None:
-    import h5py
+    """An HDF5 NWB file or an NWB Zarr store (a ``.nwb.zarr`` folder), else a clear error."""
+    from nwb_subspace.io.backend import nwb_backend
 
     if not path.exists():
         raise CLIError(f"no such file: {path}")
-    if not h5py.is_hdf5(path):
-        raise CLIError(f"{path} is not an HDF5/NWB file")
+    try:
+        nwb_backend(path)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -295,9 +298,16 @@ def _add_simulate_population_parser(sub) -> None:
 
 def _add_run_parser(sub) -> None:
     p = sub.add_parser("run", help="run the whole analysis on an NWB file")
-    p.add_argument("file", help="NWB file (results appended safely), http(s) URL or DANDI: spec")
+    p.add_argument(
+        "file", help="NWB file (results appended safely), http(s) URL or DANDI asset address"
+    )
     p.add_argument("--config", help="TOML file with analysis settings")
-    p.add_argument("--output", help="write a new file (source data + results) here")
+    p.add_argument(
+        "--output",
+        help="write a new file (source data + results) here; default for a read-only or remote "
+        "source: <stem>_desc-subspace.nwb, or sub-01_ses-2_desc-subspace_ecephys.nwb for a "
+        "DANDI-named source (beside a local source, else in the current folder)",
+    )
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
     p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
     p.add_argument("--run-name", default=None, help="name of the results container")

@@ -38,8 +38,7 @@ def add_repair_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 def run_repair_command(args: argparse.Namespace) -> int:
     """Run ``nwb-subspace repair``; print one line per run; return the exit code."""
-    import h5py
-
+    from nwb_subspace.io.backend import nwb_backend, store_size
     from nwb_subspace.io.writer import (
         DEFAULT_MODULE,
         check_runs,
@@ -51,10 +50,12 @@ def run_repair_command(args: argparse.Namespace) -> int:
     )
 
     path = Path(args.file)
-    if not path.is_file():
+    if not path.exists():
         return _fail(f"no such file: {path}")
-    if not h5py.is_hdf5(path):
-        return _fail(f"{path} is not an HDF5/NWB file")
+    try:
+        nwb_backend(path)  # an HDF5 file or an NWB Zarr store
+    except ValueError as err:
+        return _fail(one_line(err))
     try:
         status = check_runs(path, DEFAULT_MODULE, runs=None if args.run is None else [args.run])
     except (KeyError, ValueError) as err:
@@ -65,7 +66,8 @@ def run_repair_command(args: argparse.Namespace) -> int:
         print(f"  {name}: {'readable' if why is None else 'cannot be read: ' + why}")
     stale = stale_temp_files(path)
     for tmp in stale:
-        print(f"  leftover of a killed write: {tmp.name} ({tmp.stat().st_size / 1e6:.1f} MB)")
+        size = store_size(tmp)  # a file, or a Zarr store's folder
+        print(f"  leftover of a killed write: {tmp.name} ({size / 1e6:.1f} MB)")
     if not args.drop:
         if damaged:
             print(f"drop them with: nwb-subspace repair {path} --drop")
@@ -125,7 +127,7 @@ def describe_error(err: BaseException, args: argparse.Namespace | None = None) -
     if isinstance(err, ResultsWriteError | DamagedRunError):
         return one_line(err, limit=1000), EXIT_BAD_INPUT
     source = getattr(args, "file", None)
-    if isinstance(source, str | os.PathLike) and Path(source).is_file():
+    if isinstance(source, str | os.PathLike) and Path(source).exists():
         damaged = damaged_after(err, Path(source), "misc", "")
         if damaged:
             return one_line(DamagedRunError(source, damaged), limit=1000), EXIT_BAD_INPUT

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from pynwb import NWBHDF5IO, NWBFile
+from pynwb import NWBFile
 
 from nwb_subspace import ndx
+from nwb_subspace.io.remote import open_nwb
 from nwb_subspace.io.session import SCAN_LIMIT_SAMPLES, checked_session
 from nwb_subspace.io.sound import sound_candidates
 from nwb_subspace.io.sound_layouts import detect_layout
@@ -63,13 +64,20 @@ def _layout(nwbfile: NWBFile) -> tuple[str | None, str]:
     return detect_layout(nwbfile, trials)
 
 
-def _waveform_problem(path: str | os.PathLike) -> str | None:
-    """Why ``waveform_mean`` cannot be used (its shape), as ``read_units`` would refuse it."""
-    import h5py
+def _waveform_shape(nwbfile: NWBFile) -> tuple[int, ...] | None:
+    """Shape of the units' ``waveform_mean`` data (lazy: nothing is read), if present."""
+    units = nwbfile.units
+    if units is None:
+        return None
+    for column in units.columns:
+        if column.name == "waveform_mean":
+            return tuple(column.data.shape)
+    return None
 
+
+def _waveform_problem(path: str | os.PathLike, shape: tuple[int, ...]) -> str | None:
+    """Why ``waveform_mean`` cannot be used (its shape), as ``read_units`` would refuse it."""
     meta = read_nwb_meta(path)
-    with h5py.File(path, "r") as f:
-        shape = f["units/waveform_mean"].shape
     _, problem = check_waveform_shape(shape, meta, meta.waveform_fs)
     return problem
 
@@ -90,7 +98,7 @@ def summarize_file(path: str | os.PathLike, **options) -> FileSummary:
     Parameters
     ----------
     path : path-like
-        A local NWB file.
+        A local NWB file: HDF5, or an NWB Zarr store (a ``.nwb.zarr`` folder).
     **options
         Options of :func:`~nwb_subspace.io.session.load_session_data` (``sound_column``,
         ``spectrogram_settings``, ``min_repeats``, ...), as ``run`` would pass them.
@@ -102,14 +110,15 @@ def summarize_file(path: str | os.PathLike, **options) -> FileSummary:
         checked only when nothing essential (units, sound, trials) is ``missing``.
     """
     s = FileSummary()
-    with NWBHDF5IO(str(path), "r") as io:
-        nwbfile = io.read()
+    waveform_shape = None
+    with open_nwb(os.fspath(path)) as nwbfile:
         units = nwbfile.units
         if units is not None:
             s.n_units = len(units)
             s.unit_columns = list(units.colnames)
             s.has_spike_times = "spike_times" in units.colnames
             s.has_waveforms = "waveform_mean" in units.colnames
+            waveform_shape = _waveform_shape(nwbfile)
         elec = nwbfile.electrodes
         s.electrode_positions = elec is not None and {"rel_x", "rel_y"} <= set(elec.colnames)
         s.sounds = _sound_lines(nwbfile)
@@ -145,7 +154,7 @@ def summarize_file(path: str | os.PathLike, **options) -> FileSummary:
     if not s.has_waveforms and not s.raw_series:
         s.missing.append("waveform_mean or a raw ElectricalSeries (cell types will be 'unknown')")
     elif s.has_waveforms and not s.raw_series and s.has_spike_times:
-        problem = _waveform_problem(path)
+        problem = _waveform_problem(path, waveform_shape or ())
         if problem is not None:
             s.missing.append(f"a usable waveform_mean (cell types will be 'unknown'): {problem}")
     if not s.electrode_positions:

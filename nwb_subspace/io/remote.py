@@ -1,22 +1,24 @@
 """Open NWB files that live on a web server or in the DANDI archive, lazily.
 
-A *source* is a local path, an HTTP(S) URL, or a DANDI asset spec (``dandi://000123/sub-1/
-sub-1_ecephys.nwb``, ``DANDI:000123@draft/sub-1/sub-1_ecephys.nwb``; resolved to a URL with
-the optional ``dandi`` client). Remote files are read with `remfile
+A *source* is a local path, an HTTP(S) URL, or a DANDI address in a form the ``dandi`` client
+accepts (``dandi://dandi/000123/sub-1/sub-1_ecephys.nwb``, ``dandi://dandi/000123@draft/...``;
+:mod:`nwb_subspace.io.dandi_address`), resolved to a download URL with the optional ``dandi``
+client. Remote files are read with `remfile
 <https://github.com/flatironinstitute/remfile>`_ through HTTP Range requests: h5py asks
 for the bytes it needs (headers, b-trees, the chunks of the datasets the analysis reads) and
 nothing else is transferred. Inside :func:`remote_cache` every open of the same URL shares
 one temporary disk cache, so the pipeline's several readers fetch each byte once.
 
-The readers (``io/session.py``, ``io/units.py``, ``io/writer.py``) open files through
-:func:`open_h5` and :func:`open_nwb`; they behave the same for local and remote sources.
+The readers (``io/session.py``, ``io/units/``, ``io/writer.py``, ...) open files through
+:func:`open_nwb` / :func:`open_nwb_io` (pynwb objects) and :func:`open_root` (raw groups);
+they behave the same for local and remote sources, and for a local NWB Zarr store
+(:mod:`nwb_subspace.io.backend`; remote sources are HDF5 only).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import tempfile
 import warnings
@@ -31,6 +33,15 @@ from urllib.request import Request, urlopen
 
 import h5py
 
+from nwb_subspace.io import backend
+from nwb_subspace.io.dandi_address import (
+    INSTALL_HINT,
+    DandiClientMissing,
+    dandi_client_installed,
+    is_dandi_address,
+    parse_dandi_address,
+)
+
 __all__ = [
     "DandiClientMissing",
     "RemoteInfo",
@@ -40,6 +51,9 @@ __all__ = [
     "open_binary",
     "open_h5",
     "open_nwb",
+    "open_nwb_io",
+    "open_root",
+    "parse_dandi_address",
     "parse_dandi_spec",
     "probe",
     "remote_cache",
@@ -47,10 +61,6 @@ __all__ = [
     "resolve_source",
 ]
 
-_DANDI_SPEC = re.compile(
-    r"^(?:dandi://(?:dandi/)?|dandi:)(?P<id>\d{6})(?:@(?P<version>[\w.\-]+))?(?:/(?P<path>.*))?$",
-    re.IGNORECASE,
-)
 _TIMEOUT_S = 60.0
 _cache_dir: ContextVar[str | None] = ContextVar("nwb_subspace_remote_cache", default=None)
 _probed: ContextVar[dict[str, RemoteInfo] | None] = ContextVar(
@@ -82,72 +92,78 @@ def is_remote(source: Any) -> bool:
     if isinstance(source, os.PathLike) or not isinstance(source, str):
         return False
     low = source.lower()
-    return low.startswith(("http://", "https://", "dandi://", "dandi:"))
+    return low.startswith(("http://", "https://", "dandi://", "dandi:")) or _is_dandi(source)
 
 
 def _is_dandi(source: str) -> bool:
-    return source.lower().startswith(("dandi://", "dandi:"))
+    return is_dandi_address(source)
 
 
-def parse_dandi_spec(spec: str) -> tuple[str, str | None, str | None]:
-    """Split a DANDI spec into (dandiset id, version or None, asset path or None).
+def parse_dandi_spec(spec: str) -> tuple[str | None, str | None, str | None]:
+    """Split a DANDI address into (dandiset id, version or None, path or None).
 
-    Accepted forms: ``dandi://000123/path.nwb``, ``dandi://dandi/000123@draft/path.nwb``,
-    ``DANDI:000123/path.nwb`` and, without a path, a whole dandiset (``DANDI:000123``).
+    Parsed by the ``dandi`` client when it is installed, else by regular expressions that
+    accept the same forms for the public archive and its sandbox (listed in
+    :mod:`nwb_subspace.io.dandi_address`), e.g. ``DANDI:000123[/draft]``,
+    ``dandi://dandi/000123[@0.230101.1234]/sub-1/sub-1_ecephys.nwb`` and
+    ``https://dandiarchive.org/dandiset/000123[/draft][/files?location=sub-1]``. ``path`` is
+    the asset path, a folder (ending in ``/``), a path prefix or a glob; None for a whole
+    dandiset or an asset given by its ID (:func:`parse_dandi_address` tells them apart).
+
+    Raises
+    ------
+    ValueError
+        Not an address the dandi client accepts (the old ``DANDI:000123/PATH`` and
+        ``dandi://000123/PATH`` forms: the message gives the form to write instead).
+    DandiClientMissing
+        A form only the client can parse (it follows redirects), without the client.
     """
-    m = _DANDI_SPEC.match(spec.strip())
-    if m is None:
-        raise ValueError(
-            f"{spec!r} is not a DANDI asset spec; use dandi://DANDISET_ID[@VERSION]/PATH.nwb "
-            "(e.g. dandi://000123/sub-1/sub-1_ecephys.nwb) or DANDI:000123/PATH.nwb"
-        )
-    return m["id"], m["version"], (m["path"] or None)
-
-
-class DandiClientMissing(ImportError, ValueError):
-    """A DANDI source was given but the optional ``dandi`` client is not installed."""
+    address = parse_dandi_address(spec)
+    return address.dandiset_id, address.version, address.path
 
 
 def _dandi_client() -> Any:
-    try:
-        from dandi.dandiapi import DandiAPIClient
-    except ImportError:
+    """The ``dandi.dandiarchive`` module (raises :class:`DandiClientMissing` without it)."""
+    if not dandi_client_installed():
         raise DandiClientMissing(
-            "DANDI sources need the dandi client: pip install dandi (or pip install "
-            "'nwb-subspace[dandi]'), or pass the asset's https:// URL"
-        ) from None
-    return DandiAPIClient()
+            f"DANDI sources need the dandi client: {INSTALL_HINT}, or pass the asset's "
+            "https:// download URL"
+        )
+    from dandi import dandiarchive
+
+    return dandiarchive
+
+
+def _dandi_assets(spec: str, *, single: bool) -> list[Any]:
+    """The assets a DANDI address names, through the client (network)."""
+    address = parse_dandi_address(spec)  # a malformed address fails before the install hint
+    if single and not address.single_asset:
+        raise ValueError(
+            f"{spec!r} names a {address.kind}, not one asset; give one asset "
+            "(dandi://dandi/DANDISET_ID/PATH.nwb) or use `nwb-subspace batch` for every file in it"
+        )
+    dandiarchive = _dandi_client()
+    with dandiarchive.parse_dandi_url(spec.strip()).navigate(strict=True) as (_, _, assets):
+        return list(assets)
 
 
 def _resolve_dandi(spec: str) -> str:
-    dandiset_id, version, asset_path = parse_dandi_spec(spec)
-    if asset_path is None:
-        raise ValueError(
-            f"{spec!r} names a whole dandiset; give one asset (DANDI:{dandiset_id}/PATH.nwb) "
-            "or use `nwb-subspace batch` for every file in it"
-        )
-    client = _dandi_client()
-    with client:
-        dandiset = client.get_dandiset(dandiset_id, version)
-        asset = dandiset.get_asset_by_path(asset_path)
-        return str(asset.get_content_url(follow_redirects=1, strip_query=True))
+    assets = _dandi_assets(spec, single=True)
+    if not assets:
+        raise FileNotFoundError(f"{spec}: no such asset in the DANDI archive")
+    return str(assets[0].get_content_url(follow_redirects=1, strip_query=True))
 
 
 def dandiset_nwb_urls(spec: str) -> dict[str, str]:
-    """Asset path -> download URL of every ``.nwb`` asset of a dandiset
-    (``DANDI:000123[@version][/PATH-PREFIX]``)."""
-    dandiset_id, version, prefix = parse_dandi_spec(spec)
-    client = _dandi_client()
-    with client:
-        dandiset = client.get_dandiset(dandiset_id, version)
-        assets = [
-            a
-            for a in dandiset.get_assets()
-            if a.path.endswith(".nwb") and (prefix is None or a.path.startswith(prefix))
-        ]
-        return {
-            a.path: str(a.get_content_url(follow_redirects=1, strip_query=True)) for a in assets
-        }
+    """Asset path -> download URL of every ``.nwb`` asset a DANDI address names: a dandiset
+    (``DANDI:000123[/VERSION]``), a folder (``dandi://dandi/000123/sub-1/``), a path prefix
+    or glob (``.../assets/?path=`` or ``?glob=``), or one asset. Needs the ``dandi`` client
+    and the network."""
+    return {
+        a.path: str(a.get_content_url(follow_redirects=1, strip_query=True))
+        for a in _dandi_assets(spec, single=False)
+        if a.path.endswith(".nwb")
+    }
 
 
 def resolve_source(source: str | os.PathLike) -> str | Path:
@@ -255,7 +271,8 @@ def _remfile(url: str) -> Any:
 
 @contextlib.contextmanager
 def open_binary(source: str | os.PathLike) -> Iterator[Any]:
-    """What ``h5py.File`` can open: the local :class:`~pathlib.Path`, or for a remote
+    """What ``h5py.File`` can open: the local :class:`~pathlib.Path` (which may also be an
+    NWB Zarr store: check with :func:`nwb_subspace.io.backend.nwb_backend`), or for a remote
     source a lazy, seekable file object (remfile) closed at the end of the block."""
     where = resolve_source(source)
     if isinstance(where, Path):
@@ -289,8 +306,8 @@ def open_h5(source: str | os.PathLike, *, require_nwb: bool = True) -> Iterator[
     where = resolve_source(source)
     handle = None
     if isinstance(where, Path):
-        if not where.is_file():
-            raise FileNotFoundError(f"no such NWB file: {where}")
+        if backend.nwb_backend(where) != "hdf5":
+            raise ValueError(f"{where} is an NWB Zarr store, not HDF5; open it with open_root")
         target: Any = where
     else:
         handle = _remfile(where)
@@ -310,15 +327,56 @@ def open_h5(source: str | os.PathLike, *, require_nwb: bool = True) -> Iterator[
 
 
 @contextlib.contextmanager
-def open_nwb(source: str | os.PathLike) -> Iterator[Any]:
-    """Read a local or remote NWB file with pynwb; yields the ``NWBFile`` (open in the block).
+def open_root(source: str | os.PathLike, *, require_nwb: bool = True) -> Iterator[Any]:
+    """Open the raw root group of a local or remote NWB file of either backend, read-only.
 
-    Datasets stay lazy (h5py datasets): only what is sliced is read, and for a remote
-    source only those bytes are transferred.
+    An ``h5py.File`` for HDF5 (local, or remote through :func:`open_h5`), a ``zarr.Group``
+    for a local NWB Zarr store (:func:`nwb_subspace.io.backend.open_root`); both are read
+    the same way (``"a/b" in root``, ``root["a/b"][()]``, ``.attrs``, ``.items()``).
+
+    Raises
+    ------
+    FileNotFoundError
+        A missing local file or a remote 404.
+    ValueError
+        Neither an HDF5 file nor a Zarr store, not NWB, a bad URL, or a server without
+        Range support.
     """
-    from pynwb import NWBHDF5IO
+    if is_remote(source):
+        with open_h5(source, require_nwb=require_nwb) as f:
+            yield f
+        return
+    with backend.open_root(Path(source), require_nwb=require_nwb) as root:
+        yield root
 
-    with open_h5(source) as f, NWBHDF5IO(file=f, mode="r") as io:
+
+@contextlib.contextmanager
+def open_nwb_io(source: str | os.PathLike) -> Iterator[Any]:
+    """The read-only pynwb/hdmf IO object of a local or remote NWB file of either backend.
+
+    ``NWBHDF5IO`` for HDF5 (a remote file through :func:`open_h5`, read lazily), hdmf-zarr's
+    ``ZarrIO`` for a local NWB Zarr store (:func:`nwb_subspace.io.backend.open_io`). Call
+    ``read()`` for the ``NWBFile`` or ``read_builder()`` for its builders.
+    """
+    if is_remote(source):
+        from pynwb import NWBHDF5IO
+
+        with open_h5(source) as f, NWBHDF5IO(file=f, mode="r") as io:
+            yield io
+        return
+    with backend.open_io(Path(source), "r") as io:
+        yield io
+
+
+@contextlib.contextmanager
+def open_nwb(source: str | os.PathLike) -> Iterator[Any]:
+    """Read a local or remote NWB file (HDF5, or a local Zarr store) with pynwb; yields the
+    ``NWBFile`` (open in the block).
+
+    Datasets stay lazy (h5py datasets or zarr arrays): only what is sliced is read, and for
+    a remote source only those bytes are transferred.
+    """
+    with open_nwb_io(source) as io:
         yield io.read()
 
 
@@ -334,7 +392,7 @@ def copy_without_raw(source: str | os.PathLike, dest: Path) -> list[str]:
     """
     from pynwb import NWBHDF5IO
 
-    with open_h5(source) as f, NWBHDF5IO(file=f, mode="r") as src:
+    with open_nwb_io(source) as src:
         nwbfile = src.read()
         dropped = [
             name

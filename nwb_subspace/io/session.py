@@ -417,7 +417,7 @@ def _options(path, kwargs: dict) -> tuple[str | Path, dict]:
     """The path checked to exist (local files) and the options of :func:`_checked_inputs`."""
     if not is_remote(path):
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():  # a file, or an NWB Zarr store (a folder)
             raise FileNotFoundError(f"no such NWB file: {path}")
     defaults = {
         "sound_name": None,

@@ -4,17 +4,23 @@ A units-table column chosen by the user (``[sites] group_by``), else the unit's 
 group (the ``electrode_group`` column, else the ``group_name`` of its electrodes, the main
 channel's when known): one site per probe insertion or shank. A file with neither forms one
 site, :data:`ALL_SITES`. Used by :mod:`nwb_subspace.site.step`; the only part of the site step
-that reads HDF5.
+that reads the file (HDF5 with h5py, an NWB Zarr store with zarr).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
-from typing import IO
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
 
 import h5py
 import numpy as np
+
+from nwb_subspace.io.backend import is_reference, reference_name
+from nwb_subspace.io.remote import open_root
 
 __all__ = ["ALL_SITES", "read_site_labels"]
 
@@ -26,12 +32,12 @@ def _text(value) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _ref_names(f: h5py.File, refs) -> np.ndarray:
-    """Base names of the objects HDF5 references point to (e.g. electrode groups)."""
-    return np.array([f[ref].name.rsplit("/", 1)[-1] for ref in refs], dtype=object)
+def _ref_names(f: Any, refs) -> np.ndarray:
+    """Base names of the objects references point to (e.g. electrode groups)."""
+    return np.array([reference_name(f, ref) for ref in refs], dtype=object)
 
 
-def _column_values(f: h5py.File, table: h5py.Group, name: str) -> np.ndarray:
+def _column_values(f: Any, table: Any, name: str) -> np.ndarray:
     data = table[name]
     if f"{name}_index" in table:
         raise ValueError(
@@ -39,12 +45,12 @@ def _column_values(f: h5py.File, table: h5py.Group, name: str) -> np.ndarray:
             "one value per unit"
         )
     values = data[()]
-    if h5py.check_dtype(ref=data.dtype) is not None:
+    if is_reference(data):
         return _ref_names(f, values)
     return np.array([_text(v) for v in values], dtype=object)
 
 
-def _electrode_groups(f: h5py.File, units: h5py.Group, main: np.ndarray | None) -> np.ndarray:
+def _electrode_groups(f: Any, units: Any, main: np.ndarray | None) -> np.ndarray:
     """Each unit's electrode group through its ``electrodes`` (main channel, else majority)."""
     el = f["general/extracellular_ephys/electrodes"]
     if "group_name" in el:
@@ -64,6 +70,17 @@ def _electrode_groups(f: h5py.File, units: h5py.Group, main: np.ndarray | None) 
     return np.array(out, dtype=object)
 
 
+@contextlib.contextmanager
+def _open(path: str | os.PathLike | IO[bytes]) -> Iterator[Any]:
+    """The raw root group: h5py for a file object, else as the path's backend says."""
+    if isinstance(path, str | os.PathLike):
+        with open_root(Path(path), require_nwb=False) as root:
+            yield root
+        return
+    with h5py.File(path, "r") as f:
+        yield f
+
+
 def read_site_labels(
     path: str | os.PathLike | IO[bytes],
     column: str | None = None,
@@ -74,7 +91,8 @@ def read_site_labels(
     Parameters
     ----------
     path : path-like or binary file object
-        The NWB file (a file object, e.g. a lazily read remote file, is read in place).
+        The NWB file (HDF5, or the folder of an NWB Zarr store); a file object, e.g. a
+        lazily read remote HDF5 file, is read in place.
     column : str, optional
         A units-table column with one value per unit naming its site (object references,
         e.g. to electrode groups, give the referenced object's name). Missing: ``ValueError``.
@@ -88,7 +106,7 @@ def read_site_labels(
     source : str
         Where the names came from, in words.
     """
-    with h5py.File(path, "r") as f:
+    with _open(path) as f:
         if "units" not in f:
             raise ValueError(f"{path} has no units table; the site step needs units")
         units = f["units"]

@@ -1,7 +1,8 @@
 """Read one stored run's tables (never its models) for the population summary.
 
 :func:`read_stored_run` opens a result file (local path, HTTP(S) URL or DANDI asset spec, as
-:func:`nwb_subspace.io.remote.open_h5` opens them: remote files are read lazily), builds only
+:func:`nwb_subspace.io.remote.open_nwb_io` opens them: remote files are read lazily; an NWB Zarr
+store too), builds only
 the pynwb objects of the run asked for and of the units table, and reads:
 
 * the units table's ``unit_name`` (else ``id``), ``cell_type``, ``layer`` and ``depth_um``
@@ -24,20 +25,26 @@ import contextlib
 import json
 import os
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pynwb import NWBHDF5IO
 
+from nwb_subspace.io.backend import is_group, store_stem
 from nwb_subspace.io.from_nwb import (
     site_statistics_from_nwb,
     site_subspace_from_nwb,
     srfs_from_nwb,
     subspaces_from_nwb,
 )
-from nwb_subspace.io.remote import is_remote, open_binary, open_h5, remote_cache, remote_name
+from nwb_subspace.io.remote import (
+    is_remote,
+    open_binary,
+    open_nwb_io,
+    open_root,
+    remote_cache,
+    remote_name,
+)
 from nwb_subspace.io.site_labels import read_site_labels
 from nwb_subspace.io.writer import one_line
 from nwb_subspace.population.records import (
@@ -94,7 +101,7 @@ def read_stored_run(
         (damaged) or lacks its tuning table.
     """
     file = str(path)
-    name = session or Path(remote_name(file) if is_remote(file) else file).stem
+    name = session or store_stem(remote_name(file) if is_remote(file) else file)
     try:
         with remote_cache() if is_remote(file) else contextlib.nullcontext():
             with _open_run(file, run_name, module) as (run, units, chosen):
@@ -110,9 +117,10 @@ def read_stored_run(
 
 
 def _run_names(f: Any, module: str) -> list[str]:
-    """Names of the ``SubspaceAnalysis`` groups in ``/processing/<module>`` (h5py level)."""
+    """Names of the ``SubspaceAnalysis`` groups in ``/processing/<module>`` (raw level: h5py
+    or zarr)."""
     group = f.get(f"processing/{module}")
-    if group is None or not hasattr(group, "items"):
+    if group is None or not is_group(group):
         return []
     names = []
     for key, obj in group.items():
@@ -129,23 +137,23 @@ def _open_run(file: str, run_name: str | None, module: str) -> Iterator[tuple[An
     Only the objects asked for are constructed (never the models' weights): the run's
     builder is ``(builder, construct)``, ``construct(b)`` building the container of ``b``.
     """
-    with open_h5(file) as f:
+    with open_root(file) as f:
         runs = _run_names(f, module)
-        if not runs:
-            raise StoredRunError(f"{file}: holds no nwb-subspace run (in processing/{module})")
-        if run_name is None:
-            if len(runs) > 1:
-                raise StoredRunError(f"{file}: holds {len(runs)} runs {runs}; name the one to read")
-            run_name = runs[0]
-        if run_name not in runs:
-            raise StoredRunError(f"{file}: holds no run named {run_name!r}; its runs: {runs}")
-        with NWBHDF5IO(file=f, mode="r") as io:
-            try:
-                root = io.read_builder()
-                run = root["processing"][module][run_name]
-            except Exception as err:  # noqa: BLE001 -- any pynwb failure: unreadable
-                raise StoredRunError(f"{file}: cannot be read ({one_line(err, 300)})") from None
-            yield (run, io.manager.construct), root.groups.get("units"), run_name
+    if not runs:
+        raise StoredRunError(f"{file}: holds no nwb-subspace run (in processing/{module})")
+    if run_name is None:
+        if len(runs) > 1:
+            raise StoredRunError(f"{file}: holds {len(runs)} runs {runs}; name the one to read")
+        run_name = runs[0]
+    if run_name not in runs:
+        raise StoredRunError(f"{file}: holds no run named {run_name!r}; its runs: {runs}")
+    with open_nwb_io(file) as io:
+        try:
+            root = io.read_builder()
+            run = root["processing"][module][run_name]
+        except Exception as err:  # noqa: BLE001 -- any pynwb failure: unreadable
+            raise StoredRunError(f"{file}: cannot be read ({one_line(err, 300)})") from None
+        yield (run, io.manager.construct), root.groups.get("units"), run_name
 
 
 def _parts(run: Any, kind: str) -> dict[str, Any]:

@@ -15,6 +15,13 @@ next write of that file removes it once its process is gone. A stored run that p
 read (a deleted dataset, say) is named by :class:`DamagedRunError`; :func:`check_runs` reads
 each run on its own and :func:`drop_runs` removes runs at the HDF5 level
 (``nwb-subspace repair``).
+
+An NWB Zarr store (a ``.nwb.zarr`` folder, :mod:`nwb_subspace.io.backend`) is handled the same
+way: its copy is a hidden temporary folder beside it, appended to with hdmf-zarr, and moved
+in by renaming the old store away, renaming the new one in and deleting the old one
+(:func:`~nwb_subspace.io.backend.replace_store`; a write killed between the two renames
+leaves the old store under a hidden ``.old`` name, put back by the next writer). Results are
+appended in place as for HDF5, and an ``output`` of a Zarr source is a Zarr store (``.zarr``).
 """
 
 from __future__ import annotations
@@ -34,16 +41,16 @@ from urllib.request import urlopen
 import h5py
 import numpy as np
 from filelock import FileLock, Timeout
-from pynwb import NWBHDF5IO
 
 from nwb_subspace import ndx  # noqa: F401  (the namespace must be loaded before opening in "a" mode)
+from nwb_subspace.io import backend
+from nwb_subspace.io.dandi_names import derived_output_name
 from nwb_subspace.io.from_nwb import analysis_from_nwb
 from nwb_subspace.io.remote import (
     copy_without_raw,
     is_remote,
     open_nwb,
     probe,
-    remote_name,
     resolve_source,
 )
 from nwb_subspace.io.to_nwb import analysis_to_nwb
@@ -134,22 +141,25 @@ def _writable(path: Path) -> bool:
     return mode_allows and os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
 
 
-def default_output_path(source: Path) -> Path:
-    """Where results go when the source cannot be written: ``<stem>_subspace.nwb``."""
-    return source.with_name(f"{source.stem}_subspace{source.suffix or '.nwb'}")
+def default_output_path(source: str | os.PathLike) -> Path:
+    """Where results go when the source cannot be written: a new file beside a local source
+    (in the current folder for a remote one) named by
+    :func:`~nwb_subspace.io.dandi_names.derived_output_name`: a DANDI-like source
+    ``sub-01_ses-2_ecephys.nwb`` gives ``sub-01_ses-2_desc-subspace_ecephys.nwb``, any other
+    ``<stem>.nwb`` gives ``<stem>_desc-subspace.nwb``."""
+    name = derived_output_name(source)
+    return Path(name) if is_remote(source) else Path(source).with_name(name)
 
 
 def _preflight(
     path: Path, results: ResultSet, run_name: str, module: str, overwrite: bool
 ) -> list[str]:
-    """Check the file can take the results; return units columns to drop first."""
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"{path} is not a readable HDF5/NWB file: {err}") from None
-    with f:
+    """Check the file (HDF5 or an NWB Zarr store) can take the results; return units
+    columns to drop first."""
+    with backend.open_root(path, require_nwb=False) as f:
         if "nwb_version" not in f.attrs:
-            raise ValueError(f"{path} is an HDF5 file but not an NWB file (no nwb_version)")
+            kind = "a Zarr store" if path.is_dir() else "an HDF5 file"
+            raise ValueError(f"{path} is {kind} but not an NWB file (no nwb_version)")
         run_path = f"processing/{module}/{run_name}"
         if run_path in f and not overwrite:
             raise ResultsExistError(
@@ -202,8 +212,9 @@ def _same_values(stored: np.ndarray, new) -> bool:
 
 
 def _drop_in_copy(path: Path, module: str, run_name: str, columns: list[str]) -> None:
-    """Remove an old run and replaced units columns from the temporary copy (HDF5 level)."""
-    with h5py.File(path, "a") as f:
+    """Remove an old run and replaced units columns from the temporary copy (HDF5 or Zarr
+    level: pynwb never reads them)."""
+    with backend.open_root(path, writable=True) as f:
         run_path = f"processing/{module}/{run_name}"
         if run_path in f:
             del f[run_path]
@@ -213,13 +224,15 @@ def _drop_in_copy(path: Path, module: str, run_name: str, columns: list[str]) ->
                 if key in units:
                     del units[key]
             colnames = [c.decode() if isinstance(c, bytes) else c for c in units.attrs["colnames"]]
-            units.attrs["colnames"] = np.array(
-                [c for c in colnames if c != name], dtype=h5py.string_dtype()
-            )
+            kept = [c for c in colnames if c != name]
+            if isinstance(f, h5py.File):
+                units.attrs["colnames"] = np.array(kept, dtype=h5py.string_dtype())
+            else:  # zarr attributes are JSON
+                units.attrs["colnames"] = kept
 
 
 def _append(path: Path, results: ResultSet, run_name: str, module: str) -> None:
-    with NWBHDF5IO(str(path), "a") as io:
+    with backend.open_io(path, "a") as io:
         nwbfile = io.read()
         for col in results.unit_columns:
             if col.name in (nwbfile.units.colnames if nwbfile.units is not None else ()):
@@ -243,15 +256,14 @@ def _append(path: Path, results: ResultSet, run_name: str, module: str) -> None:
 
 
 def _verify(path: Path, run_name: str, module: str) -> None:
-    with NWBHDF5IO(str(path), "r") as io:
+    with backend.open_io(path, "r") as io:
         nwbfile = io.read()
         if run_name not in nwbfile.processing[module].data_interfaces:
             raise RuntimeError(f"results {run_name!r} missing after writing; nothing replaced")
 
 
 def _fsync(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
+    backend.fsync_store(path)  # a file, or every file of a Zarr store
 
 
 def lock_path(target: str | os.PathLike) -> Path:
@@ -282,19 +294,21 @@ def _temp_prefix(target: Path) -> str:
 
 
 @contextlib.contextmanager
-def _temporary_sibling(target: Path) -> Iterator[Path]:
-    """A temporary file beside ``target``, named ``.<name>.<pid>.<random>.tmp`` (the PID
-    lets a later writer tell a copy left by a killed process from a live one)."""
-    fd, name = tempfile.mkstemp(
-        prefix=f"{_temp_prefix(target)}{os.getpid()}.", suffix=".tmp", dir=target.parent
-    )
-    os.close(fd)
+def _temporary_sibling(target: Path, folder: bool = False) -> Iterator[Path]:
+    """A temporary file (``folder``: an empty folder, for a Zarr store) beside ``target``,
+    named ``.<name>.<pid>.<random>.tmp`` (the PID lets a later writer tell a copy left by a
+    killed process from a live one)."""
+    prefix, where = f"{_temp_prefix(target)}{os.getpid()}.", target.parent
+    if folder:
+        name = tempfile.mkdtemp(prefix=prefix, suffix=".tmp", dir=where)
+    else:
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=where)
+        os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        backend.remove_store(tmp)
 
 
 def _process_gone(pid: int) -> bool:
@@ -335,11 +349,11 @@ def stale_temp_files(target: str | os.PathLike) -> list[Path]:
 
 def remove_stale_temps(target: Path) -> list[Path]:
     """Remove (and log) copies of ``target`` left by killed writes; call under the lock."""
-    removed = []
+    removed = backend.restore_stranded(target)  # a Zarr store renamed away by a killed write
     for path in stale_temp_files(target):
         with contextlib.suppress(OSError):
-            size = path.stat().st_size
-            path.unlink()
+            size = backend.store_size(path)
+            backend.remove_store(path)
             removed.append(path)
             log.warning(
                 "removed %s (%.1f MB), a temporary copy left by an interrupted write of %s",
@@ -455,8 +469,10 @@ def write_results(
         Name of the container in ``/processing/<module>/``.
     output : path-like, optional
         Write a new file (a copy of ``source`` plus the results) here instead of updating
-        ``source``. Used automatically (as ``<stem>_subspace.nwb``) when ``source`` cannot
-        be written. Must not exist.
+        ``source``. Used automatically when ``source`` cannot be written (a remote source, a
+        read-only file): :func:`default_output_path`, e.g. ``sub-01_ses-2_ecephys.nwb`` ->
+        ``sub-01_ses-2_desc-subspace_ecephys.nwb``, ``session.nwb`` ->
+        ``session_desc-subspace.nwb``. Must not exist.
     overwrite : bool
         Replace a stored run of the same name (and units columns of the same name). The old
         run is deleted at the HDF5 level, so a damaged run (see :func:`check_runs`) can be
@@ -493,17 +509,19 @@ def write_results(
         raise TypeError(f"results must be a ResultSet; got {type(results).__name__}")
     remote = _is_remote(source)
     if remote:
+        output = Path(output) if output is not None else default_output_path(str(source))
         source = str(resolve_source(str(source)))
-        name = remote_name(source)
-        output = Path(output) if output is not None else default_output_path(Path(name))
     else:
         source = Path(source)
-        if not source.is_file():
+        _restore_interrupted(source)
+        if not source.exists():
             raise FileNotFoundError(f"no such NWB file: {source}")
         if output is None and not _writable(source):
-            output = default_output_path(source)
+            output = _default_output(source)
     target = source if output is None else Path(output)
+    zarr = not remote and source.is_dir()  # an NWB Zarr store: the output is one too
     if target != source:
+        _check_output_kind(source, target, zarr)
         if target.exists() and (remote or target.resolve() != source.resolve()):
             raise FileExistsError(f"output {target} exists; choose a new path or remove it")
         if not os.access(target.parent, os.W_OK):
@@ -518,12 +536,12 @@ def write_results(
             raise FileExistsError(f"output {target} exists; choose a new path or remove it")
         # Again under the lock: another writer may have stored this run meanwhile.
         drop = None if remote else _preflight(source, results, run_name, module, overwrite)
-        copy_bytes = 0 if remote else source.stat().st_size
+        copy_bytes = 0 if remote else backend.store_size(source)
         try:
-            with _temporary_sibling(target) as tmp:
+            with _temporary_sibling(target, folder=zarr) as tmp:
                 _copy_source(source, tmp)
-                copy_bytes = tmp.stat().st_size
-                os.chmod(tmp, source.stat().st_mode & 0o7777 if in_place else 0o644)
+                copy_bytes = backend.store_size(tmp)
+                os.chmod(tmp, _copy_mode(source, in_place, zarr))
                 if drop is None:
                     drop = _preflight(tmp, results, run_name, module, overwrite)
                 try:
@@ -541,7 +559,7 @@ def write_results(
                     if isinstance(err, ValueError | TypeError):
                         raise  # bad results: the message says what to fix
                     if _is_no_space(err):
-                        reclaim = tmp.stat().st_size if tmp.exists() else 0
+                        reclaim = backend.store_size(tmp)
                         raise _no_space_error(
                             err, target, copy_bytes, results, what, reclaim
                         ) from err
@@ -549,7 +567,7 @@ def write_results(
                         f"writing results {run_name!r} failed and {what} (source not "
                         f"changed): {one_line(err)}"
                     ) from err
-                os.replace(tmp, target)
+                backend.replace_store(tmp, target)  # os.replace; a Zarr folder: see there
         except OSError as err:
             if isinstance(err, ResultsWriteError) or not _is_no_space(err):
                 raise
@@ -558,12 +576,53 @@ def write_results(
     return target
 
 
+def _copy_mode(source: Path, in_place: bool, folder: bool) -> int:
+    """Permissions of the copy: the source's when it replaces it, else the usual ones of a
+    new file (a new Zarr folder must be searchable)."""
+    if in_place:
+        return source.stat().st_mode & 0o7777
+    return 0o755 if folder else 0o644
+
+
+def _restore_interrupted(target: Path) -> None:
+    """Put back a Zarr store that a write killed between its two renames left under a
+    hidden ``.old`` name (:func:`~nwb_subspace.io.backend.replace_store`), under the lock."""
+    if target.exists() or not backend.stranded_stores(target):
+        return
+    with target_lock(target, LOCK_TIMEOUT_S):
+        restored = backend.restore_stranded(target)
+    log.warning("put back %s, left by an interrupted write of %s", restored, target.name)
+
+
+def _default_output(source: Path) -> Path:
+    """:func:`default_output_path`; for an NWB Zarr store (``x.nwb.zarr``) the same name
+    with ``.zarr`` added (the output is a Zarr store too)."""
+    if not source.is_dir():
+        return default_output_path(source)
+    named = default_output_path(source.with_name(f"{backend.store_stem(source)}.nwb"))
+    return named.with_name(f"{named.name}.zarr")
+
+
+def _check_output_kind(source: str | Path, target: Path, zarr: bool) -> None:
+    """The output keeps the source's backend: a Zarr store (``.zarr``) for a Zarr source."""
+    if zarr and not backend.is_zarr_name(target):
+        raise ValueError(
+            f"{source} is an NWB Zarr store, so the output is one too: give an output "
+            f"ending in .zarr (e.g. {_default_output(Path(source)).name}), not {target.name}"
+        )
+    if not zarr and backend.is_zarr_name(target):
+        raise ValueError(
+            f"{source} is an HDF5 NWB file, so the output is one too: give an output name "
+            f"not ending in .zarr, not {target.name} (convert the source to Zarr first)"
+        )
+
+
 def _copy_source(source: str | Path, tmp: Path) -> None:
-    """Copy a local file into ``tmp``; for a remote one (HTTP/S), export it lazily without
-    its raw voltage (:func:`~nwb_subspace.io.remote.copy_without_raw`), or download it
-    whole when the server does not answer Range requests."""
+    """Copy a local file (or Zarr store) into ``tmp``; for a remote one (HTTP/S), export it
+    lazily without its raw voltage (:func:`~nwb_subspace.io.remote.copy_without_raw`), or
+    download it whole when the server does not answer Range requests."""
     if isinstance(source, Path):
-        shutil.copyfile(source, tmp)
+        backend.copy_store(source, tmp)
         return
     if probe(str(source)).ranges:
         copy_without_raw(source, tmp)
@@ -593,13 +652,14 @@ def damaged_after(err: BaseException, path: Path, module: str, run_name: str) ->
     return {name: why for name, why in status.items() if why and name != run_name}
 
 
-def _run_groups(f: h5py.File, module: str) -> list[str]:
+def _run_groups(f, module: str) -> list[str]:
+    """``SubspaceAnalysis`` groups of a module, from the raw root (h5py or zarr)."""
     group = f.get(f"processing/{module}")
-    if not isinstance(group, h5py.Group):
+    if group is None or not backend.is_group(group):
         return []
     names = []
     for name, obj in group.items():
-        kind = obj.attrs.get("neurodata_type") if isinstance(obj, h5py.Group) else None
+        kind = obj.attrs.get("neurodata_type") if backend.is_group(obj) else None
         kind = kind.decode() if isinstance(kind, bytes) else kind
         if kind == _RUN_TYPE:
             names.append(name)
@@ -640,18 +700,14 @@ def check_runs(
         A run named in ``runs`` is not stored.
     """
     path = Path(path)
-    try:
-        f = h5py.File(path, "r")
-    except OSError as err:
-        raise ValueError(f"{path} is not a readable HDF5/NWB file: {one_line(err)}") from None
-    with f:
+    with backend.open_root(path, require_nwb=False) as f:
         stored = _run_groups(f, module)
     names = stored if runs is None else list(runs)
     missing = [n for n in names if n not in stored]
     if missing:
         raise KeyError(f"{path} holds no run named {missing[0]!r}; runs: {stored}")
     status: dict[str, str | None] = {}
-    with NWBHDF5IO(str(path), "r") as io:
+    with backend.open_io(path, "r") as io:
         root = io.read_builder()
         for name in names:
             try:
@@ -695,28 +751,28 @@ def drop_runs(
     """
     path = Path(path)
     names = list(runs)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"no such NWB file: {path}")
     if not _writable(path):
         raise PermissionError(f"cannot write {path} (or its folder); nothing dropped")
     what = f"{path} was not changed"
     with target_lock(path, LOCK_TIMEOUT_S if lock_timeout is None else lock_timeout):
         remove_stale_temps(path)
-        with h5py.File(path, "r") as f:
+        with backend.open_root(path, require_nwb=False) as f:
             stored = _run_groups(f, module)
         missing = [n for n in names if n not in stored]
         if missing:
             raise KeyError(f"{path} holds no run named {missing[0]!r}; runs: {stored}")
-        copy_bytes = path.stat().st_size
+        copy_bytes = backend.store_size(path)
         try:
-            with _temporary_sibling(path) as tmp:
-                shutil.copyfile(path, tmp)
+            with _temporary_sibling(path, folder=path.is_dir()) as tmp:
+                backend.copy_store(path, tmp)
                 os.chmod(tmp, path.stat().st_mode & 0o7777)
-                with h5py.File(tmp, "a") as f:
+                with backend.open_root(tmp, require_nwb=False, writable=True) as f:
                     for name in names:
                         del f[f"processing/{module}/{name}"]
                 _fsync(tmp)
-                os.replace(tmp, path)
+                backend.replace_store(tmp, path)
         except OSError as err:
             if not _is_no_space(err):
                 raise
@@ -768,8 +824,7 @@ def read_results(
         run_name = runs[0]
     if run_name not in runs:
         raise KeyError(f"{path} holds no run named {run_name!r}; runs: {runs}")
-    with NWBHDF5IO(str(path), "r") as io:
-        nwbfile = io.read()
+    with open_nwb(path) as nwbfile:
         results = analysis_from_nwb(nwbfile.processing[module][run_name], device=device)
         if nwbfile.units is not None:
             for name in UNIT_COLUMNS:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nwb_subspace.io.atomic import write_atomically
 from nwb_subspace.report.figures import (
     best_units,
     plot_loss_curves,
@@ -65,14 +66,12 @@ def default_report_dir(nwb_path: str | os.PathLike, run: str) -> Path:
 
 
 def _choose_run(path: Path, run: str | None) -> str:
-    import h5py
-
+    from nwb_subspace.io.backend import nwb_backend
     from nwb_subspace.io.writer import list_runs
 
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
-    if not h5py.is_hdf5(path):
-        raise ValueError(f"{path} is not an HDF5/NWB file")
+    nwb_backend(path)  # an HDF5 file or an NWB Zarr store, else a clear ValueError
     runs = list_runs(path)
     if not runs:
         raise ValueError(
@@ -151,13 +150,11 @@ class _DataSummary:
 
 
 def _data_summary(path: Path) -> _DataSummary:
-    from pynwb import NWBHDF5IO
-
+    from nwb_subspace.io.remote import open_nwb
     from nwb_subspace.io.sound import sound_candidates
 
     s = _DataSummary()
-    with NWBHDF5IO(str(path), "r") as io:
-        nwbfile = io.read()
+    with open_nwb(path) as nwbfile:
         s.session_description = nwbfile.session_description or ""
         units = nwbfile.units
         if units is not None:
@@ -764,9 +761,7 @@ def make_report(
         f"<ul>{toc}</ul>{body}</body></html>\n"
     )
     target = outdir / "report.html"
-    tmp = target.with_suffix(".html.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, target)
+    write_atomically(target, lambda tmp: tmp.write_text(doc, encoding="utf-8"))
     log.info(
         "report written to %s (%d figures, %.1f s)",
         target,

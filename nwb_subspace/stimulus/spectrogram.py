@@ -411,7 +411,8 @@ def interval_rms(
     Parameters
     ----------
     wave : array-like, shape (n_samples,) or (n_samples, n_channels)
-        Any object sliceable as ``wave[start:stop]`` (numpy array, h5py dataset, lazy view).
+        Any object sliceable as ``wave[start:stop]`` (numpy array, h5py dataset, zarr array,
+        lazy view).
         Several channels are reduced first with :func:`mix_channels`.
     intervals : array-like of int, shape (n_intervals, 2), optional
         ``[start, stop)`` sample indices of each presentation; clipped to the waveform.
@@ -505,7 +506,7 @@ def compute_spectrogram(
     ----------
     wave : array-like, shape (n_samples,) or (n_samples, n_channels)
         The sound. Any object sliceable as ``wave[start:stop]`` works (numpy array, h5py
-        dataset, memmap): only one chunk is read into memory at a time. Several channels
+        dataset, zarr array, memmap): only one chunk is read into memory at a time. Several channels
         are reduced to one by ``settings.channel``.
     fs : float
         Sampling rate in Hz.

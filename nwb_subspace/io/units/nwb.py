@@ -1,6 +1,7 @@
 """The NWB side of :func:`~nwb_subspace.io.units.reader.read_units`: file metadata and sorting.
 
-:func:`read_nwb_meta` reads, with h5py, what SpikeInterface's NWB extractors do not give:
+:func:`read_nwb_meta` reads, from the raw groups (h5py for HDF5, zarr for an NWB Zarr store;
+:func:`~nwb_subspace.io.remote.open_root`), what SpikeInterface's NWB extractors do not give:
 electrode positions and locations, each unit's electrodes, ``waveform_mean`` attributes
 (sampling rate, unit, time before the peak), the ``ElectricalSeries`` in ``acquisition``
 and the probe text of the devices. :func:`read_sorting` opens the units with SpikeInterface
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nwb_subspace.io.remote import is_remote, open_h5
+from nwb_subspace.io.remote import is_remote, open_root
 from nwb_subspace.io.units.measure import h5_strings, h5_text, record_warning
 
 __all__ = ["NwbMeta", "read_nwb_meta", "read_sorting", "recording_rows"]
@@ -52,7 +53,7 @@ class NwbMeta:
 def read_nwb_meta(path: Path | str) -> NwbMeta:
     """Units, electrodes, ``waveform_mean`` and device metadata of the NWB file at ``path``
     (a local path or a URL, read lazily)."""
-    with open_h5(path) as f:
+    with open_root(path) as f:
         if "units" not in f or "spike_times" not in f["units"]:
             raise ValueError(
                 f"{path} has no units table with spike_times; read_units needs sorted units"
@@ -170,7 +171,7 @@ def recording_rows(path: Path | str, es_path: str | None, recording: Any) -> np.
     """Electrodes-table row of each channel of the file's own ElectricalSeries."""
     if es_path is None:
         return None
-    with open_h5(path) as f:
+    with open_root(path) as f:
         es = f[es_path]
         if "electrodes" not in es:
             return None

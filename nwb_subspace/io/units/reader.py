@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from nwb_subspace.io.backend import nwb_backend
 from nwb_subspace.io.remote import is_remote, resolve_source
 from nwb_subspace.io.units.depth import DEPTH_COLUMNS, unit_depths, unit_layers
 from nwb_subspace.io.units.info import (
@@ -315,8 +316,8 @@ def _nwb_source(
     path = resolve_source(source)
     if not remote and not path.exists():
         raise FileNotFoundError(f"no such NWB file: {path}; check the path")
-    if not remote and path.is_dir():
-        raise ValueError(f"{path} is a folder; give an .nwb file")
+    if not remote and path.is_dir() and nwb_backend(path) != "zarr":
+        raise ValueError(f"{path} is a folder; give an .nwb file or an NWB Zarr store")
     meta = read_nwb_meta(path)
     sorting, es_path = read_sorting(path, meta, electrical_series_path, messages)
     if remote and es_path is not None and prefer == "auto" and "waveform_mean" in meta.columns:

@@ -1,0 +1,268 @@
+"""NWB Zarr stores (hdmf-zarr): told apart from HDF5 files, read and written like them.
+
+`inspect`, `run` and `report` on a Zarr copy of a simulated session give what they give on the
+HDF5 file; results are appended to a Zarr store with the same safety as to an HDF5 file (a copy
+beside it, renamed in; a failure leaves the store as it was); anything that is neither HDF5 nor
+a Zarr store is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from pynwb import NWBHDF5IO
+
+from nwb_subspace.cli.main import main
+from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
+from nwb_subspace.io import backend
+from nwb_subspace.io.backend import nwb_backend, open_io, pickled_arrays, zarr_io
+from nwb_subspace.io.writer import (
+    ResultsWriteError,
+    list_runs,
+    read_results,
+    write_results,
+)
+from nwb_subspace.models.training import TrainingConfig
+from nwb_subspace.testing import mock_result_set, write_mock_nwbfile
+
+pytest.importorskip("hdmf_zarr")
+
+#: The quick recipe of ``test_pipeline.py`` (seed 0): a few seconds per run on ``tiny``.
+QUICK = AnalysisConfig(
+    training=TrainingConfig(
+        n_initializations=2, max_epochs_stage1=15, max_epochs_stage2=8, patience=5
+    ),
+    subspace=SubspaceSettings(n_components=6, min_noise_corrected_r=0.0),
+    sites=SiteSettings(n_null=50, n_shifts=100),
+    run_name="quick",
+)
+
+
+def to_zarr(source: Path, dest: Path) -> Path:
+    """Export an HDF5 NWB file to an NWB Zarr store (JSON-coded references)."""
+    with NWBHDF5IO(str(source), "r") as src, zarr_io(dest, "w") as out:
+        out.export(src_io=src, container=src.read(), write_args={"link_data": False})
+    return dest
+
+
+def tree_sha256(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file of a folder, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def zarr_mock(tmp_path: Path) -> Path:
+    return to_zarr(write_mock_nwbfile(tmp_path / "session.nwb"), tmp_path / "session.nwb.zarr")
+
+
+# ------------------------------------------------------------------ telling backends apart
+
+
+def test_neither_hdf5_nor_zarr_gets_a_clear_error(tmp_path, capsys):
+    text = tmp_path / "notes.nwb"
+    text.write_text("hello")
+    folder = tmp_path / "folder.nwb.zarr"
+    folder.mkdir()
+    (folder / "readme.txt").write_text("not a zarr store")
+    with pytest.raises(ValueError, match="is not an HDF5/NWB file, nor an NWB Zarr store"):
+        nwb_backend(text)
+    with pytest.raises(ValueError, match="is a folder but not a Zarr store"):
+        nwb_backend(folder)
+    with pytest.raises(FileNotFoundError, match="no such NWB file"):
+        nwb_backend(tmp_path / "missing.nwb")
+    for command in ("inspect", "report"):
+        assert main([command, str(folder)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is a folder but not a Zarr store" in err and "\n" not in err
+    assert main(["inspect", str(text)]) == 2
+    assert "nor an NWB Zarr store" in capsys.readouterr().err
+
+
+def test_backends_are_detected_and_a_pickled_store_is_refused_up_front(tmp_path, zarr_mock):
+    from hdmf_zarr import NWBZarrIO
+
+    assert nwb_backend(zarr_mock) == "zarr"
+    assert nwb_backend(tmp_path / "session.nwb") == "hdf5"
+    assert pickled_arrays(zarr_mock) == []  # references are JSON
+    pickled = tmp_path / "pickled.nwb.zarr"
+    with NWBHDF5IO(str(tmp_path / "session.nwb"), "r") as src, NWBZarrIO(str(pickled), "w") as out:
+        out.export(src_io=src, nwbfile=src.read(), write_args={"link_data": False})
+    assert pickled_arrays(pickled)  # hdmf-zarr's default codec
+    import numcodecs.pickles
+
+    if not getattr(numcodecs.pickles, "ALLOW_UNSAFE_PICKLE_DECODE", True):
+        with pytest.raises(ValueError, match="NUMCODECS_ALLOW_UNSAFE_PICKLE_DECODE"):
+            with open_io(pickled):
+                pass
+
+
+# ------------------------------------------------------------------ writing
+
+
+@pytest.mark.slow
+def test_results_append_in_place_and_to_a_new_store(tmp_path, zarr_mock):
+    results = mock_result_set()
+    assert write_results(zarr_mock, results, "run1") == zarr_mock
+    assert write_results(zarr_mock, results, "run1", overwrite=True) == zarr_mock
+    assert list_runs(zarr_mock) == ["run1"]
+    out = tmp_path / "copy.nwb.zarr"
+    assert write_results(zarr_mock, results, "run2", output=out) == out
+    assert nwb_backend(out) == "zarr" and list_runs(out) == ["run1", "run2"]
+    assert pickled_arrays(out) == []
+    hdf5 = tmp_path / "session.nwb"
+    write_results(hdf5, results, "run1")
+    a, b = read_results(hdf5, "run1"), read_results(out, "run1")
+    assert [m.name for m in a.models] == [m.name for m in b.models]
+    for ma, mb in zip(a.models, b.models, strict=True):
+        np.testing.assert_array_equal(ma.unit_rows, mb.unit_rows)
+        np.testing.assert_array_equal(ma.scores.correlation, mb.scores.correlation)
+    # the output keeps the source's backend
+    with pytest.raises(ValueError, match="output ending in .zarr"):
+        write_results(zarr_mock, results, "run4", output=tmp_path / "x.nwb")
+    with pytest.raises(ValueError, match="not ending in .zarr"):
+        write_results(hdf5, results, "run4", output=tmp_path / "x.nwb.zarr")
+    zarr_mock.chmod(0o555)  # a read-only store gets a new store beside it, named the DANDI way
+    try:
+        beside = write_results(zarr_mock, results, "run3")
+    finally:
+        zarr_mock.chmod(0o755)
+    assert beside.name == "session_desc-subspace.nwb.zarr" and list_runs(beside)[-1] == "run3"
+    hidden = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert all(name.endswith(".lock") for name in hidden), hidden
+
+
+@pytest.mark.slow
+def test_failed_write_leaves_the_store_as_it_was(zarr_mock, monkeypatch):
+    import zarr
+
+    write_results(zarr_mock, mock_result_set(), "run1")
+    before = tree_sha256(zarr_mock)
+    original = zarr.hierarchy.Group.require_dataset
+
+    def fail(self, *args, **kwargs):
+        raise RuntimeError("simulated crash while writing")
+
+    monkeypatch.setattr(zarr.hierarchy.Group, "require_dataset", fail)
+    with pytest.raises(ResultsWriteError, match="simulated crash"):
+        write_results(zarr_mock, mock_result_set(), "run2")
+    monkeypatch.setattr(zarr.hierarchy.Group, "require_dataset", original)
+    assert tree_sha256(zarr_mock) == before
+    assert [p.name for p in zarr_mock.parent.iterdir() if p.name.endswith((".tmp", ".old"))] == []
+
+
+@pytest.mark.slow
+def test_a_store_renamed_away_by_a_killed_write_is_put_back(zarr_mock):
+    """A write killed between its two renames leaves the old store under a hidden name and
+    nothing under the store's own; the next write puts it back before appending."""
+    before = tree_sha256(zarr_mock)
+    stranded = zarr_mock.with_name(f".{zarr_mock.name}.999999.abcd1234.old")
+    os.rename(zarr_mock, stranded)
+    assert backend.stranded_stores(zarr_mock) == [stranded]
+    backend.restore_stranded(zarr_mock)
+    assert tree_sha256(zarr_mock) == before and not stranded.exists()
+    os.rename(zarr_mock, stranded)
+    write_results(zarr_mock, mock_result_set(), "run1")
+    assert not stranded.exists() and list_runs(zarr_mock) == ["run1"]
+
+
+# ------------------------------------------------------------------ inspect, run, report
+
+
+@pytest.fixture(scope="module")
+def both_runs(tmp_path_factory):
+    """The tiny session as HDF5 and as a Zarr copy, each run with the same quick recipe."""
+    from nwb_subspace.pipeline import run_session
+    from nwb_subspace.simulate import simulate_session
+
+    folder = tmp_path_factory.mktemp("zarr")
+    hdf5, _ = simulate_session(folder / "tiny.nwb", preset="tiny", seed=0)
+    zarr_path = to_zarr(hdf5, folder / "tiny.nwb.zarr")
+    inspected = {p: _inspect_lines(p) for p in (hdf5, zarr_path)}
+    done = {p: run_session(p, QUICK) for p in (hdf5, zarr_path)}
+    return hdf5, zarr_path, inspected, done
+
+
+def _inspect_lines(path: Path) -> list[str]:
+    from nwb_subspace.io.inspect import describe_file
+
+    return describe_file(path).splitlines()[1:]  # the first line is the path
+
+
+@pytest.mark.slow
+def test_inspect_says_the_same_of_both(both_runs):
+    hdf5, zarr_path, inspected, _ = both_runs
+    assert inspected[hdf5] == inspected[zarr_path]
+    assert any("everything the analysis needs is present" in x for x in inspected[zarr_path])
+
+
+@pytest.mark.slow
+def test_run_on_zarr_stores_the_results_of_the_hdf5_run(both_runs):
+    hdf5, zarr_path, _, done = both_runs
+    assert done[zarr_path].output == zarr_path and nwb_backend(zarr_path) == "zarr"
+    a, b = read_results(hdf5, "quick"), read_results(zarr_path, "quick")
+    assert [m.name for m in a.models] == [m.name for m in b.models]
+    # same data, seed and threads: the fits are bit-identical, so equality is exact
+    for ma, mb in zip(a.models, b.models, strict=True):
+        np.testing.assert_array_equal(ma.unit_rows, mb.unit_rows)
+        for field in ("correlation", "noise_floor", "explained_variance"):
+            np.testing.assert_array_equal(getattr(ma.scores, field), getattr(mb.scores, field))
+        wa, wb = ma.module.state_dict(), mb.module.state_dict()
+        assert wa.keys() == wb.keys()
+        assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+    np.testing.assert_array_equal(a.spectrograms[0].data, b.spectrograms[0].data)
+    ta, tb = a.subspaces[0], b.subspaces[0]
+    for field in ("unit_rows", "dimensionality", "components", "mean_dstrf"):
+        np.testing.assert_array_equal(getattr(ta, field), getattr(tb, field))
+    pd.testing.assert_frame_equal(
+        pd.DataFrame([r for s in a.site_statistics for r in s.rows]),
+        pd.DataFrame([r for s in b.site_statistics for r in s.rows]),
+    )
+    cols = {c.name: c.values for c in a.unit_columns}
+    assert cols.keys() == {c.name: c for c in b.unit_columns}.keys()
+    for c in b.unit_columns:
+        assert (
+            pd.Series(cols[c.name]).astype(str).tolist() == pd.Series(c.values).astype(str).tolist()
+        )
+    assert [s.site for s in a.site_subspaces] == [s.site for s in b.site_subspaces]
+
+
+@pytest.mark.slow
+def test_report_on_the_zarr_output_writes_html_and_figures(both_runs, tmp_path):
+    from nwb_subspace.io.stored_run import read_stored_run
+    from nwb_subspace.report.html import make_report
+
+    hdf5, zarr_path, _, _ = both_runs
+    html = make_report(zarr_path, outdir=tmp_path / "report")
+    text = html.read_text()
+    figures = sorted((tmp_path / "report" / "figures").glob("*.png"))
+    assert figures and all(f"figures/{f.name}" in text for f in figures)
+    # the population reader (raw groups, site labels, scores) reads both the same way
+    a, b = read_stored_run(hdf5), read_stored_run(zarr_path)
+    assert a.session == b.session == "tiny"
+    pd.testing.assert_frame_equal(a.units, b.units)
+    for kind in a.scores:
+        pd.testing.assert_frame_equal(a.scores[kind], b.scores[kind])
+
+
+def test_copy_store_and_replace_store_keep_a_whole_store(tmp_path, zarr_mock):
+    copy = tmp_path / ".copy.tmp"
+    copy.mkdir()
+    backend.copy_store(zarr_mock, copy)
+    assert tree_sha256(copy) == tree_sha256(zarr_mock)
+    (copy / "marker").write_text("new")
+    backend.replace_store(copy, zarr_mock)
+    assert (zarr_mock / "marker").is_file() and not copy.exists()
+    assert backend.stranded_stores(zarr_mock) == []
+    assert backend.store_size(zarr_mock) > 0
+    shutil.rmtree(zarr_mock)
+    assert backend.store_size(zarr_mock) == 0
