@@ -414,7 +414,19 @@ def _submit(
             if progress is not None:
                 progress(row)
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        _shut_down(client, cluster)
     return rows
+
+
+def _shut_down(client: Any, cluster: Any) -> None:
+    """Close the client and our local cluster; a slow shutdown (a loaded machine: dask's
+    5-s close timeout) is logged, never raised: every session's output is already on disk
+    and its row known, so failing here would only lose the batch summary."""
+    for what, obj in (("client", client), ("cluster", cluster)):
+        if obj is None:
+            continue
+        try:
+            obj.close()
+        except (TimeoutError, OSError) as err:  # asyncio / tornado timeouts are TimeoutError
+            log.warning("dask %s did not close cleanly (%s); results are complete", what,
+                        _one_line(err))  # fmt: skip
