@@ -19,7 +19,6 @@ import pytest
 from pynwb import NWBHDF5IO
 
 from nwb_subspace.cli.main import main
-from nwb_subspace.config import AnalysisConfig, SiteSettings, SubspaceSettings
 from nwb_subspace.io import backend
 from nwb_subspace.io.backend import nwb_backend, open_io, pickled_arrays, zarr_io
 from nwb_subspace.io.writer import (
@@ -28,20 +27,12 @@ from nwb_subspace.io.writer import (
     read_results,
     write_results,
 )
-from nwb_subspace.models.training import TrainingConfig
 from nwb_subspace.testing import mock_result_set, write_mock_nwbfile
 
 pytest.importorskip("hdmf_zarr")
 
 #: The quick recipe of ``test_pipeline.py`` (seed 0): a few seconds per run on ``tiny``.
-QUICK = AnalysisConfig(
-    training=TrainingConfig(
-        n_initializations=2, max_epochs_stage1=15, max_epochs_stage2=8, patience=5
-    ),
-    subspace=SubspaceSettings(n_components=6, min_noise_corrected_r=0.0),
-    sites=SiteSettings(n_null=50, n_shifts=100),
-    run_name="quick",
-)
+from test_pipeline import QUICK  # noqa: E402
 
 
 def to_zarr(source: Path, dest: Path) -> Path:

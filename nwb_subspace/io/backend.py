@@ -37,6 +37,7 @@ import h5py
 __all__ = [
     "BACKENDS",
     "copy_store",
+    "fsync_path",
     "fsync_store",
     "is_group",
     "is_reference",
@@ -321,7 +322,9 @@ def store_size(path: Path) -> int:
     return total
 
 
-def _fsync_one(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush one file or one folder's entry list to disk; errors (e.g. a folder that cannot
+    be opened on this platform) are ignored: flushing is best effort."""
     with contextlib.suppress(OSError):
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -338,8 +341,8 @@ def fsync_store(path: Path) -> None:
         return
     for folder, _, files in os.walk(path):
         for name in files:
-            _fsync_one(Path(folder) / name)
-        _fsync_one(Path(folder))
+            fsync_path(Path(folder) / name)
+        fsync_path(Path(folder))
 
 
 def remove_store(path: Path) -> None:

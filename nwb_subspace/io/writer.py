@@ -572,7 +572,7 @@ def write_results(
             if isinstance(err, ResultsWriteError) or not _is_no_space(err):
                 raise
             raise _no_space_error(err, target, copy_bytes, results, what) from err
-    _fsync_dir(target.parent)
+    backend.fsync_path(target.parent)
     return target
 
 
@@ -629,15 +629,6 @@ def _copy_source(source: str | Path, tmp: Path) -> None:
         return
     with urlopen(str(source)) as response, open(tmp, "wb") as out:  # noqa: S310
         shutil.copyfileobj(response, out, length=1 << 22)
-
-
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def damaged_after(err: BaseException, path: Path, module: str, run_name: str) -> dict[str, str]:
@@ -777,7 +768,7 @@ def drop_runs(
             if not _is_no_space(err):
                 raise
             raise _no_space_error(err, path, copy_bytes, ResultSet(), what) from err
-    _fsync_dir(path.parent)
+    backend.fsync_path(path.parent)
     for name in names:
         log.debug("dropped run %r from %s", name, path)
     return path
