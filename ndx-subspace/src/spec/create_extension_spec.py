@@ -400,7 +400,8 @@ def encoding_model_spec() -> NWBGroupSpec:
                 "every presentation of the validation sounds, in time order), so the "
                 "predictions can be used without rebuilding the model: data (num_times, "
                 "num_outputs) in spikes/s (unit 'spikes/s'), column i for output i (the unit "
-                "in row output_units[i] of the units table); timestamps are the bin starts on "
+                "in row output_units[i] of the units table); its times (timestamps, or "
+                "starting_time and rate when the bins are contiguous) are the bin starts on "
                 "the session clock, each bin lasting bin_size_s (the Spectrogram's "
                 "convention). The scores compare the repeat average of these predictions with "
                 "the repeat-averaged PSTH.",
