@@ -97,8 +97,8 @@ def model_unit_rows(obj: EncodingModel) -> np.ndarray:
 
     Spec 0.2.0 stores them on the model (``output_units``); files of spec 0.1.x only in the
     scores table (row ``i`` scores output ``i``); a 0.1.x model stored without scores has no
-    record of them, and its outputs are taken to be rows ``0 .. n_units - 1`` (what such
-    files meant by writing all units).
+    record of them, and its outputs are taken to be rows ``0 .. n_units - 1`` (right only
+    when the model predicted every unit in order: the gap spec 0.2.0 closes).
 
     Parameters
     ----------
