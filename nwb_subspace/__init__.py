@@ -39,8 +39,9 @@ Public API, in the order of the analysis
     A site's shared dSTRF subspace, unit variance fractions and similarity, vs nulls.
 ``write_results``, ``read_results``, ``ResultSet``
     Store a run's results in NWB safely; read them back (models rebuilt); all of a run.
-``SpectrogramResult``, ``FittedModel``, ``UnitScores``
-    Stored results: a spectrogram; a fitted model; its per-unit validation scores.
+``SpectrogramResult``, ``FittedModel``, ``UnitScores``, ``ModelPrediction``
+    Stored results: a spectrogram; a fitted model; its per-unit validation scores; its
+    predicted rate on the validation bins.
 ``TuningSubspaces``, ``SubspaceRFs``
     Stored results: per-unit tuning subspaces; subspace receptive fields.
 ``SiteSubspaceResult``, ``SiteStatistics``
@@ -122,6 +123,7 @@ _LAZY: dict[str, str] = {
     "SpectrogramResult": "nwb_subspace.results",
     "FittedModel": "nwb_subspace.results",
     "UnitScores": "nwb_subspace.results",
+    "ModelPrediction": "nwb_subspace.results",
     "TuningSubspaces": "nwb_subspace.results",
     "SubspaceRFs": "nwb_subspace.results",
     "SiteSubspaceResult": "nwb_subspace.results",
@@ -161,6 +163,7 @@ __all__ = [
     "SpectrogramResult",
     "FittedModel",
     "UnitScores",
+    "ModelPrediction",
     "TuningSubspaces",
     "SubspaceRFs",
     "SiteSubspaceResult",
@@ -202,6 +205,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from nwb_subspace.report.html import make_report
     from nwb_subspace.results import (
         FittedModel,
+        ModelPrediction,
         ResultSet,
         SiteStatistics,
         SiteSubspaceResult,

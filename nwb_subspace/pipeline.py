@@ -49,10 +49,12 @@ from nwb_subspace.io.writer import (
 from nwb_subspace.models.estimator import (
     EncodingEstimator,
     resolve_device,
+    validation_bins,
 )
-from nwb_subspace.models.training import FitHistory, JackknifeFolds, jackknife_folds
+from nwb_subspace.models.training import FitHistory, JackknifeFolds, jackknife_folds, predict
 from nwb_subspace.results import (
     FittedModel,
+    ModelPrediction,
     ResultSet,
     SpectrogramResult,
     SubspaceRFs,
@@ -988,6 +990,7 @@ def _run_session(
         session, fits, scores, config, masks, labels, units, plan, notes
     )
     models = _model_results(session, config, fits, scores, step, kept, carried.get("model"))
+    models = with_validation_predictions(models, session, names={*fits, "subspace"})
     results = ResultSet(
         spectrograms=_spectrogram_results(session),
         models=models,
@@ -1187,6 +1190,32 @@ def _model_results(
     elif carried_model is not None:
         models.append(replace(carried_model, spectrogram=spec_name))
     return models
+
+
+def with_validation_predictions(
+    models: list[FittedModel], session: SessionData, names: set[str]
+) -> list[FittedModel]:
+    """The models, those named in ``names`` with their predicted rate on the validation bins.
+
+    One forward pass over the session's spectrogram per model; the rate (spikes/s, float32)
+    is kept on every bin of every presentation of the validation sounds, stamped with the
+    bins' starts on the session clock. Other models (the extra CNN fits behind ensemble
+    dSTRFs) are returned unchanged: their predictions would multiply the file size.
+    """
+    bins = validation_bins(session.validation)
+    if not bins.size:
+        return models
+    X = session.spectrogram.data
+    times = session.starting_time + bins / session.rate
+    out = []
+    for model in models:
+        if model.name in names:
+            device = next(model.module.parameters()).device
+            counts = predict(model.module, X, device=device)[bins]
+            rate = (counts / model.bin_size_s).astype(np.float32)
+            model = replace(model, validation_prediction=ModelPrediction(times, rate))
+        out.append(model)
+    return out
 
 
 def provenance(plan: RunPlan, config: AnalysisConfig) -> dict[str, Any]:

@@ -106,11 +106,47 @@ class UnitScores:
 
 
 @dataclass
+class ModelPrediction:
+    """A model's predicted firing rate on some bins (the validation bins, when stored).
+
+    Attributes
+    ----------
+    timestamps : ndarray of float64, shape (n_bins,)
+        Start of each bin on the session clock, in seconds (strictly increasing); each bin
+        lasts the model's ``bin_size_s``.
+    rate : ndarray of float32, shape (n_bins, n_outputs)
+        Predicted rate in spikes/s; column ``i`` is the model's output ``i`` (units-table row
+        ``unit_rows[i]``).
+    """
+
+    timestamps: np.ndarray
+    rate: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.timestamps = np.asarray(self.timestamps, dtype=np.float64)
+        self.rate = np.asarray(self.rate, dtype=np.float32)
+        if self.timestamps.ndim != 1 or self.rate.ndim != 2:
+            raise ValueError(
+                "ModelPrediction needs 1-D timestamps and a 2-D rate (n_bins, n_outputs); got "
+                f"{self.timestamps.shape} and {self.rate.shape}"
+            )
+        if self.rate.shape[0] != self.timestamps.size:
+            raise ValueError(
+                f"ModelPrediction.rate has {self.rate.shape[0]} bins but there are "
+                f"{self.timestamps.size} timestamps"
+            )
+        if self.timestamps.size > 1 and not np.all(np.diff(self.timestamps) > 0):
+            raise ValueError("ModelPrediction.timestamps must be strictly increasing")
+
+
+@dataclass
 class FittedModel:
     """A fitted encoding model with its metadata.
 
     ``module`` is a ``torch.nn.Module`` built by ``nwb_subspace.models.build_model``: it has
-    ``kind``, ``config``, ``memory`` and ``tensor_dims()``.
+    ``kind``, ``config``, ``memory`` and ``tensor_dims()``. ``validation_prediction``
+    (optional) is its predicted rate on the validation bins, stored with the model so the
+    predictions can be used without torch.
     """
 
     name: str
@@ -121,6 +157,7 @@ class FittedModel:
     scores: UnitScores | None = None
     spectrogram: str | None = None
     architecture: str = ""
+    validation_prediction: ModelPrediction | None = None
 
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "FittedModel.unit_rows")
@@ -129,6 +166,12 @@ class FittedModel:
             raise ValueError(f"model kind must be one of {STORED_MODEL_KINDS}; got {kind!r}")
         if self.scores is not None:
             _check_len("UnitScores", self.unit_rows.size, **vars(self.scores))
+        pred = self.validation_prediction
+        if pred is not None and pred.rate.shape[1] != self.unit_rows.size:
+            raise ValueError(
+                f"FittedModel.validation_prediction has {pred.rate.shape[1]} outputs but the "
+                f"model predicts {self.unit_rows.size} units"
+            )
 
     @property
     def kind(self) -> str:

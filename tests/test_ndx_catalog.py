@@ -6,8 +6,8 @@
 - every group, dataset, attribute and link has a non-empty doc;
 - every numeric field is classified as a physical quantity or not, every dataset holding a
   physical quantity has a ``unit`` attribute, and every attribute holding one names its unit
-  in its doc (HDMF attributes cannot carry attributes). Units on the datasets listed in
-  ``MISSING_UNIT`` are spec 0.2.0 work: those checks are strict xfails until then.
+  in its doc (HDMF attributes cannot carry attributes); since spec 0.2.0 there are no
+  exceptions.
 """
 
 from __future__ import annotations
@@ -35,24 +35,18 @@ QUANTITIES = {
     "Spectrogram/f_min": "Hz",
     "Spectrogram/f_max": "Hz",
     "Spectrogram/window_s": "seconds",
+    "Spectrogram/starting_time": "seconds",
+    "Spectrogram/timestamps": "seconds",
     "EncodingModel/bin_size_s": "seconds",
     "TuningSubspaceTable/frequencies": "Hz",
     "TuningSubspaceTable/lags": "seconds",
-    "TuningSubspaceTable/mean_dstrf": "(spikes/s) per spectrogram unit",
+    "TuningSubspaceTable/mean_dstrf": "(spikes/bin) per spectrogram unit",
     "SubspaceRFTable/response_map": "spikes/s",
     "SubspaceRFTable/response_map_sem": "spikes/s",
-    "SubspaceRFTable/edges_x": "projection units",
-    "SubspaceRFTable/edges_y": "projection units",
+    "SubspaceRFTable/edges_x": "spectrogram units",
+    "SubspaceRFTable/edges_y": "spectrogram units",
     "SiteSubspace/frequencies": "Hz",
     "SiteSubspace/lags": "seconds",
-}
-#: Datasets of QUANTITIES without a ``unit`` attribute in spec 0.1.1 (to add in spec 0.2.0).
-MISSING_UNIT = {
-    "TuningSubspaceTable/mean_dstrf",
-    "SubspaceRFTable/response_map",
-    "SubspaceRFTable/response_map_sem",
-    "SubspaceRFTable/edges_x",
-    "SubspaceRFTable/edges_y",
 }
 #: Numeric fields that hold no physical quantity: counts, indices, seeds, ratios,
 #: correlations, probabilities, unit-norm filters, hyper-parameters.
@@ -78,6 +72,7 @@ DIMENSIONLESS = {
     # the value of the named training loss (e.g. Poisson deviance per bin): no fixed unit
     "EncodingModel/training_loss",
     "EncodingModel/validation_loss",
+    "EncodingModel/output_units",  # row indices into the units table
     "TuningSubspaceTable/units",
     "TuningSubspaceTable/components",
     "TuningSubspaceTable/explained_variance_ratio",
@@ -209,20 +204,7 @@ def test_every_numeric_field_is_classified():
     assert not stale, f"listed here but not numeric fields of the spec: {sorted(stale)}"
 
 
-@pytest.mark.parametrize(
-    "where",
-    [
-        pytest.param(
-            w,
-            marks=pytest.mark.xfail(
-                w in MISSING_UNIT,
-                strict=True,
-                reason="unit attribute missing in spec 0.1.1 (spec 0.2.0 adds it)",
-            ),
-        )
-        for w in sorted(QUANTITIES)
-    ],
-)
+@pytest.mark.parametrize("where", sorted(QUANTITIES))
 def test_every_physical_quantity_states_its_unit(where):
     kind, node = _numeric_fields()[where]
     if kind == "attribute":  # attributes cannot carry a unit attribute: the doc names it
@@ -231,3 +213,6 @@ def test_every_physical_quantity_states_its_unit(where):
         return
     units = [a for a in node.get("attributes", []) or [] if a.get("name") == "unit"]
     assert units, f"{where} holds {QUANTITIES[where]} but has no unit attribute"
+    (unit,) = units
+    stated = unit.get("value", unit.get("default_value"))
+    assert stated == QUANTITIES[where].split(" (")[0], f"{where}: unit {stated!r}"

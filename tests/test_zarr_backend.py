@@ -210,6 +210,13 @@ def test_run_on_zarr_stores_the_results_of_the_hdf5_run(both_runs):
         wa, wb = ma.module.state_dict(), mb.module.state_dict()
         assert wa.keys() == wb.keys()
         assert all(np.array_equal(wa[k].numpy(), wb[k].numpy()) for k in wa)
+        # spec 0.2.0: the validation predictions of ln, cnn and subspace, stored alike
+        pa, pb = ma.validation_prediction, mb.validation_prediction
+        assert (pa is not None) == (ma.name in ("ln", "cnn", "subspace")) == (pb is not None)
+        if pa is not None:
+            np.testing.assert_array_equal(pa.rate, pb.rate)
+            np.testing.assert_array_equal(pa.timestamps, pb.timestamps)
+            assert pa.rate.shape[1] == ma.unit_rows.size
     np.testing.assert_array_equal(a.spectrograms[0].data, b.spectrograms[0].data)
     ta, tb = a.subspaces[0], b.subspaces[0]
     for field in ("unit_rows", "dimensionality", "components", "mean_dstrf"):

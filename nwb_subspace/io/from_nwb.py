@@ -22,6 +22,7 @@ from nwb_subspace.ndx import (
 from nwb_subspace.results import (
     STATISTIC_FIELDS,
     FittedModel,
+    ModelPrediction,
     ResultSet,
     SiteStatistics,
     SiteSubspaceResult,
@@ -91,13 +92,54 @@ def rebuild_model(obj: EncodingModel, device: str = "cpu"):
     return module.to(device).eval()
 
 
+def model_unit_rows(obj: EncodingModel) -> np.ndarray:
+    """Units-table row of each output of a stored model, in output order.
+
+    Spec 0.2.0 stores them on the model (``output_units``); files of spec 0.1.x only in the
+    scores table (row ``i`` scores output ``i``); a 0.1.x model stored without scores has no
+    record of them, and its outputs are taken to be rows ``0 .. n_units - 1`` (right only
+    when the model predicted every unit in order: the gap spec 0.2.0 closes).
+
+    Parameters
+    ----------
+    obj : EncodingModel
+        The stored model.
+
+    Returns
+    -------
+    ndarray of int64, shape (n_units,)
+    """
+    region = getattr(obj, "output_units", None)
+    if region is not None:
+        return np.asarray(region.data[:], dtype=np.int64)
+    if obj.scores is not None:
+        return _rows(obj.scores)
+    return np.arange(int(obj.n_units), dtype=np.int64)
+
+
+def prediction_from_nwb(obj: EncodingModel) -> ModelPrediction | None:
+    """The stored validation prediction of a model (numpy; no torch), None if absent."""
+    series = getattr(obj, "validation_prediction", None)
+    if series is None:
+        return None
+    return ModelPrediction(
+        timestamps=np.asarray(series.get_timestamps(), dtype=np.float64),
+        rate=np.asarray(series.data[:], dtype=np.float32),
+    )
+
+
 def model_from_nwb(obj: EncodingModel, device: str = "cpu") -> FittedModel:
     """Read an ``EncodingModel`` back into a ``FittedModel`` with a working module."""
     module = rebuild_model(obj, device=device)
     scores = None
-    rows = np.arange(int(obj.n_units), dtype=np.int64)
+    rows = model_unit_rows(obj)
     if obj.scores is not None:
-        rows = _rows(obj.scores)
+        scored = _rows(obj.scores)
+        if not np.array_equal(scored, rows):
+            raise ValueError(
+                f"EncodingModel {obj.name!r}: its output_units {rows.tolist()} and the units "
+                f"of its scores table {scored.tolist()} differ; the file is inconsistent"
+            )
         scores = UnitScores(
             **{
                 k: _col(obj.scores, k).astype(float)
@@ -131,6 +173,7 @@ def model_from_nwb(obj: EncodingModel, device: str = "cpu") -> FittedModel:
         scores=scores,
         architecture=obj.architecture,
         spectrogram=obj.spectrogram.name if obj.spectrogram is not None else None,
+        validation_prediction=prediction_from_nwb(obj),
     )
 
 

@@ -12,7 +12,8 @@ from datetime import datetime
 
 import numpy as np
 from hdmf.common import DynamicTableRegion
-from pynwb import NWBFile
+from pynwb import NWBFile, TimeSeries
+from pynwb.ecephys import ElectrodeGroup
 
 from nwb_subspace import __version__
 from nwb_subspace.ndx import (
@@ -31,6 +32,7 @@ from nwb_subspace.ndx import (
 from nwb_subspace.results import (
     STATISTIC_FIELDS,
     FittedModel,
+    ModelPrediction,
     ResultSet,
     SiteStatistics,
     SiteSubspaceResult,
@@ -58,9 +60,11 @@ def software_versions() -> dict[str, str]:
     }
 
 
-def _units_region(nwbfile: NWBFile, rows: np.ndarray, doc: str) -> DynamicTableRegion:
+def _units_region(
+    nwbfile: NWBFile, rows: np.ndarray, doc: str, name: str = "units"
+) -> DynamicTableRegion:
     return DynamicTableRegion(
-        name="units",
+        name=name,
         data=np.asarray(rows, dtype=np.int64),
         table=nwbfile.units,
         description=doc,
@@ -145,6 +149,10 @@ def model_to_nwb(
             kwargs[curve] = np.asarray(value, dtype=float)
     if model.scores is not None:
         kwargs["scores"] = _scores_table(model, nwbfile)
+    if model.validation_prediction is not None:
+        kwargs["validation_prediction"] = _prediction_series(
+            model.validation_prediction, model.bin_size_s
+        )
     layers = _layer_table(module)
     if layers is not None:
         kwargs["layers"] = layers
@@ -171,9 +179,37 @@ def model_to_nwb(
         software_versions=json.dumps(versions, sort_keys=True),
         model_weights=weights,
         units=nwbfile.units,
+        output_units=_units_region(
+            nwbfile,
+            model.unit_rows,
+            "Units-table row of each model output, in output order.",
+            name="output_units",
+        ),
         **kwargs,
     )
     return em
+
+
+def _prediction_series(pred: ModelPrediction, bin_size_s: float) -> TimeSeries:
+    """The validation prediction as a TimeSeries (float32 spikes/s, bin-start times):
+    ``starting_time`` and ``rate`` when the bins are contiguous, else ``timestamps``."""
+    times = np.asarray(pred.timestamps, dtype=np.float64)
+    steps = np.diff(times)
+    if times.size > 1 and np.allclose(steps, bin_size_s, rtol=0.0, atol=1e-9):
+        clock = {"starting_time": float(times[0]), "rate": 1.0 / float(bin_size_s)}
+    else:
+        clock = {"timestamps": times}
+    return TimeSeries(
+        name="validation_prediction",
+        data=np.asarray(pred.rate, dtype=np.float32),
+        unit="spikes/s",
+        **clock,
+        description=(
+            "Predicted firing rate on every validation bin, in time order; column i is model "
+            "output i (units-table row output_units[i]); times are bin starts."
+        ),
+        comments="Bins last the model's bin_size_s; the scores use the repeat average.",
+    )
 
 
 def _scores_table(model: FittedModel, nwbfile: NWBFile) -> UnitScoresTable:
@@ -310,6 +346,9 @@ def site_subspace_to_nwb(site: SiteSubspaceResult, nwbfile: NWBFile) -> SiteSubs
         )
     if site.dimensionality_reference is not None:
         kwargs["dimensionality_reference"] = int(site.dimensionality_reference)
+    group = site_electrode_group(nwbfile, site.site, site.unit_rows)
+    if group is not None:
+        kwargs["electrode_group"] = group
     if site.srfs is not None and site.srfs.unit_rows.size:
         kwargs["srfs"] = srfs_to_nwb(
             site.srfs,
@@ -330,7 +369,51 @@ def site_subspace_to_nwb(site: SiteSubspaceResult, nwbfile: NWBFile) -> SiteSubs
     )
 
 
-def site_statistics_to_nwb(stats: SiteStatistics) -> SiteStatisticsTable:
+def site_electrode_group(
+    nwbfile: NWBFile, site: str, unit_rows: np.ndarray | None = None
+) -> ElectrodeGroup | None:
+    """The file's ``ElectrodeGroup`` that the site ``site`` is, else None.
+
+    Parameters
+    ----------
+    nwbfile : pynwb.NWBFile
+        The file the results go into.
+    site : str
+        The site's name (sites formed from electrode groups carry the group's name).
+    unit_rows : ndarray of int, optional
+        The site's units-table rows: when the units table has an ``electrode_group`` column,
+        the site is the group only if every one of these units is in it.
+
+    Returns
+    -------
+    pynwb.ecephys.ElectrodeGroup or None
+        None when no electrode group of the file has that name, or when the site's units are
+        not all in it (the site was formed from another units column).
+    """
+    groups = nwbfile.electrode_groups or {}
+    group = groups.get(str(site))
+    if group is None:
+        return None
+    units = nwbfile.units
+    if unit_rows is not None and units is not None and "electrode_group" in units.colnames:
+        column = units["electrode_group"]
+        for row in np.asarray(unit_rows, dtype=np.int64).tolist():
+            if getattr(column[row], "name", None) != group.name:
+                return None
+    return group
+
+
+def site_statistics_to_nwb(
+    stats: SiteStatistics,
+    nwbfile: NWBFile | None = None,
+    site_groups: dict[str, ElectrodeGroup | None] | None = None,
+) -> SiteStatisticsTable:
+    """Build a ``SiteStatisticsTable``.
+
+    With ``nwbfile``, its ``electrode_group`` column references each row's ``ElectrodeGroup``
+    when every row's site is one of the file: ``site_groups`` (site -> group or None, from the
+    site subspaces, whose units were checked) first, else the group of the same name.
+    """
     kinds = {
         "site": str,
         "statistic": str,
@@ -343,6 +426,14 @@ def site_statistics_to_nwb(stats: SiteStatistics) -> SiteStatisticsTable:
         "verdict": str,
     }
     columns = {key: [kinds[key](row[key]) for row in stats.rows] for key in STATISTIC_FIELDS}
+    if nwbfile is not None and stats.rows:
+        known = site_groups or {}
+        groups = [
+            known[site] if site in known else site_electrode_group(nwbfile, site)
+            for site in columns["site"]
+        ]
+        if all(g is not None for g in groups):
+            columns["electrode_group"] = groups
     return _table(
         SiteStatisticsTable, stats.name, "Site statistics with nulls.", len(stats.rows), columns
     )
@@ -357,6 +448,9 @@ def analysis_to_nwb(results: ResultSet, nwbfile: NWBFile, run_name: str) -> Subs
             f"has {n_units} rows"
         )
     spectrograms = {s.name: spectrogram_to_nwb(s, nwbfile) for s in results.spectrograms}
+    site_groups = {
+        s.site: site_electrode_group(nwbfile, s.site, s.unit_rows) for s in results.site_subspaces
+    }
     return SubspaceAnalysis(
         name=run_name,
         config_json=json.dumps(results.config, sort_keys=True, default=_jsonable),
@@ -367,5 +461,7 @@ def analysis_to_nwb(results: ResultSet, nwbfile: NWBFile, run_name: str) -> Subs
         tuning_subspace_tables=[subspaces_to_nwb(s, nwbfile) for s in results.subspaces],
         subspace_rf_tables=[srfs_to_nwb(s, nwbfile) for s in results.srfs],
         site_subspaces=[site_subspace_to_nwb(s, nwbfile) for s in results.site_subspaces],
-        site_statistics_tables=[site_statistics_to_nwb(s) for s in results.site_statistics],
+        site_statistics_tables=[
+            site_statistics_to_nwb(s, nwbfile, site_groups) for s in results.site_statistics
+        ],
     )

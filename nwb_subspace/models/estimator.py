@@ -51,6 +51,21 @@ def validation_predictions(pred: np.ndarray, validation: Mapping) -> np.ndarray:
     return np.concatenate(out)
 
 
+def validation_bins(validation: Mapping) -> np.ndarray:
+    """Every bin of every presentation of the validation sounds, in time order.
+
+    ``validation`` maps sound ids to objects with ``start_bins`` and ``n_bins`` (see
+    ``nwb_subspace.stimulus.responses.ValidationPSTH``). Returns the sorted, distinct bin
+    indices (int64): the bins :func:`validation_predictions` averages over.
+    """
+    bins = [
+        int(start) + np.arange(int(v.n_bins), dtype=np.int64)
+        for v in validation.values()
+        for start in np.asarray(v.start_bins).tolist()
+    ]
+    return np.unique(np.concatenate(bins)) if bins else np.zeros(0, dtype=np.int64)
+
+
 def validation_psths(validation: Mapping, units: np.ndarray | None = None) -> np.ndarray:
     """Concatenated repeat-averaged PSTHs of the validation sounds (sorted by sound id)."""
     out = np.concatenate([validation[k].mean for k in sorted(validation)])
@@ -518,6 +533,7 @@ __all__ = [
     "EncodingModel",
     "resolve_device",
     "score_predictions",
+    "validation_bins",
     "validation_predictions",
     "validation_psths",
 ]

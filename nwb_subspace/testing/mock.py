@@ -13,6 +13,7 @@ from pynwb.misc import Units
 
 from nwb_subspace.results import (
     FittedModel,
+    ModelPrediction,
     ResultSet,
     SiteStatistics,
     SiteSubspaceResult,
@@ -152,6 +153,11 @@ def mock_result_set(n_units: int = 5, n_frequencies: int = 6, seed: int = 0) -> 
             device="cpu",
             training_loss=rng.random(3),
             validation_loss=rng.random(3),
+        ),
+        # its own generator: the draws of the other mock results stay what they were
+        validation_prediction=ModelPrediction(
+            timestamps=1.0 + np.arange(40) * 0.01,
+            rate=np.random.default_rng(seed + 1).random((40, n_units)) * 20.0,
         ),
     )
     k, d = 3, cnn.memory

@@ -18,11 +18,15 @@ from pynwb.spec import (
     NWBGroupSpec,
     NWBLinkSpec,
     NWBNamespaceBuilder,
+    NWBRefSpec,
     export_spec,
 )
 
 NAMESPACE = "ndx-subspace"
-VERSION = "0.1.1"  # 0.1.1: optional columns of issue 19 (files of 0.1.0 still read)
+# 0.1.1: optional columns of issue 19; 0.2.0: output-to-unit region and validation prediction
+# of EncodingModel, units of every quantity, bin convention, electrode-group links (files of
+# 0.1.x still read: everything new is optional)
+VERSION = "0.2.0"
 MAX_WEIGHT_RANK = 5
 
 
@@ -40,8 +44,16 @@ def _unit_attr(unit: str) -> NWBAttributeSpec:
     )
 
 
-def _column(name, doc, dtype, dims, quantity=1, inc="VectorData"):
-    """A DynamicTable column: the first dim is always the row dim ``num_rows``."""
+def _seconds_attr() -> NWBAttributeSpec:
+    """The fixed ``unit`` of a TimeSeries time axis (as in the core schema)."""
+    return NWBAttributeSpec(
+        name="unit", doc="Unit of the times: 'seconds' (fixed).", dtype="text", value="seconds"
+    )
+
+
+def _column(name, doc, dtype, dims, quantity=1, inc="VectorData", unit=None):
+    """A DynamicTable column: the first dim is always the row dim ``num_rows``; ``unit``
+    adds a ``unit`` attribute (written with its default value by hdmf)."""
     dims = ["num_rows", *dims]
     return NWBDatasetSpec(
         name=name,
@@ -51,6 +63,7 @@ def _column(name, doc, dtype, dims, quantity=1, inc="VectorData"):
         dims=dims,
         shape=[None] * len(dims),
         quantity=quantity,
+        **({"attributes": [_unit_attr(unit)]} if unit else {}),
     )
 
 
@@ -83,12 +96,17 @@ def spectrogram_spec() -> NWBGroupSpec:
         doc=(
             "Auditory spectrogram of a sound stimulus: the compressed output of a bank of "
             "band-pass filters, binned in time. The time base (starting_time, rate) is the "
-            "session clock, so bins align with spike times."
+            "session clock, so bins align with spike times. Bin convention: the time of a bin "
+            "(starting_time + i / rate, or timestamps[i]) is the START of the bin; row i "
+            "summarises the sound in [t_i, t_i + 1 / rate), and a model's prediction for bin "
+            "i is the spike count in that same interval."
         ),
         datasets=[
             NWBDatasetSpec(
                 name="data",
-                doc="Compressed filterbank energy, one row per time bin.",
+                doc="Compressed filterbank energy, one row per time bin; row i covers the "
+                "interval that starts at the bin's time (starting_time + i / rate, or "
+                "timestamps[i]) and lasts one bin (1 / rate).",
                 dtype="float32",
                 dims=["num_times", "num_frequencies"],
                 shape=[None, None],
@@ -106,6 +124,25 @@ def spectrogram_spec() -> NWBGroupSpec:
                 "Centre frequency of each filterbank channel.",
                 "Hz",
                 "num_frequencies",
+            ),
+            NWBDatasetSpec(
+                name="starting_time",
+                doc="Start time of the first bin, in seconds on the session clock (bins are "
+                "stamped by their start: bin i starts at starting_time + i / rate).",
+                dtype="float64",
+                quantity="?",
+                attributes=[_seconds_attr()],
+            ),
+            NWBDatasetSpec(
+                name="timestamps",
+                doc="Start time of each bin, in seconds on the session clock, when the bins "
+                "are stamped one by one instead of by starting_time and rate: bin i covers "
+                "[timestamps[i], timestamps[i] + bin width).",
+                dtype="float64",
+                dims=["num_times"],
+                shape=[None],
+                quantity="?",
+                attributes=[_seconds_attr()],
             ),
         ],
         attributes=[
@@ -328,6 +365,19 @@ def encoding_model_spec() -> NWBGroupSpec:
                 shape=[None],
                 quantity="?",
             ),
+            NWBDatasetSpec(
+                name="output_units",
+                neurodata_type_inc="DynamicTableRegion",
+                dtype="int",
+                dims=["num_outputs"],
+                shape=[None],
+                quantity="?",
+                doc="Which unit each model output predicts: output i (column i of the model's "
+                "prediction and of validation_prediction) predicts the unit in row "
+                "output_units[i] of the NWB file's units table; n_units values. Written by "
+                "spec 0.2.0 and later; in files of spec 0.1.x the mapping is the scores "
+                "table's units column (row i of scores is output i).",
+            ),
         ],
         groups=[
             NWBGroupSpec(
@@ -340,7 +390,21 @@ def encoding_model_spec() -> NWBGroupSpec:
                 name="scores",
                 neurodata_type_inc="UnitScoresTable",
                 quantity="?",
-                doc="Per-unit validation scores.",
+                doc="Per-unit validation scores; row i scores output i.",
+            ),
+            NWBGroupSpec(
+                name="validation_prediction",
+                neurodata_type_inc="TimeSeries",
+                quantity="?",
+                doc="The model's predicted firing rate on the validation bins (every bin of "
+                "every presentation of the validation sounds, in time order), so the "
+                "predictions can be used without rebuilding the model: data (num_times, "
+                "num_outputs) in spikes/s (unit 'spikes/s'), column i for output i (the unit "
+                "in row output_units[i] of the units table); its times (timestamps, or "
+                "starting_time and rate when the bins are contiguous) are the bin starts on "
+                "the session clock, each bin lasting bin_size_s (the Spectrogram's "
+                "convention). The scores compare the repeat average of these predictions with "
+                "the repeat-averaged PSTH.",
             ),
         ],
         links=[
@@ -354,8 +418,9 @@ def encoding_model_spec() -> NWBGroupSpec:
                 name="units",
                 target_type="DynamicTable",
                 quantity="?",
-                doc="The units table whose rows are the model's outputs, in order "
-                "(output i predicts the unit in row unit_rows[i]).",
+                doc="The units table the model's outputs refer to: output i predicts the unit "
+                "in row output_units[i] of it (files of spec 0.1.x: row i of the scores "
+                "table's units column).",
             ),
         ],
     )
@@ -394,9 +459,14 @@ def tuning_subspace_spec() -> NWBGroupSpec:
             ),
             _column(
                 "mean_dstrf",
-                "Mean dSTRF of the unit, in (spikes/s) per spectrogram unit.",
+                "Mean dSTRF of the unit of the row (the units column gives its units-table "
+                "row): the derivative of the "
+                "model's predicted spike count per bin with respect to each spectrogram pixel, "
+                "in spikes per bin per spectrogram unit (divide by the model's bin_size_s for "
+                "(spikes/s) per spectrogram unit).",
                 "float32",
                 ["num_frequencies", "num_lags"],
+                unit="(spikes/bin) per spectrogram unit",
             ),
             _column("n_frames", "Number of time bins whose dSTRFs entered the PCA.", "int", []),
             _column(
@@ -488,10 +558,13 @@ def subspace_rf_spec() -> NWBGroupSpec:
             ),
             _column(
                 "response_map",
-                "Mean response minus the spontaneous rate in each "
-                "bin, in spikes/s; NaN where too few samples fell in the bin.",
+                "Response map of the unit of the row (the units column gives its units-table "
+                "row): mean response minus "
+                "the spontaneous rate in each bin, in spikes/s; NaN where too few samples fell "
+                "in the bin.",
                 "float64",
                 ["num_bins_x", "num_bins_y"],
+                unit="spikes/s",
             ),
             _column(
                 "occupancy",
@@ -501,15 +574,21 @@ def subspace_rf_spec() -> NWBGroupSpec:
             ),
             _column(
                 "edges_x",
-                "Bin edges along dimension x, in projection units.",
+                "Bin edges along dimension x: values of the projection of the spectrogram "
+                "onto the (unit-norm, dimensionless) component x, so in the spectrogram's "
+                "data unit ('a.u.' for the compressed energy).",
                 "float64",
                 ["num_edges_x"],
+                unit="spectrogram units",
             ),
             _column(
                 "edges_y",
-                "Bin edges along dimension y, in projection units.",
+                "Bin edges along dimension y: values of the projection of the spectrogram "
+                "onto the (unit-norm, dimensionless) component y, so in the spectrogram's "
+                "data unit ('a.u.' for the compressed energy).",
                 "float64",
                 ["num_edges_y"],
+                unit="spectrogram units",
             ),
             _column(
                 "breadth",
@@ -533,6 +612,7 @@ def subspace_rf_spec() -> NWBGroupSpec:
                 "float64",
                 ["num_bins_x", "num_bins_y"],
                 quantity="?",
+                unit="spikes/s",
             ),
             _column(
                 "breadth_fraction",
@@ -591,7 +671,11 @@ def site_subspace_spec() -> NWBGroupSpec:
             "variance they capture."
         ),
         attributes=[
-            _attr("site", "Name of the recording site (e.g. the probe or shank)."),
+            _attr(
+                "site",
+                "Name of the recording site (e.g. the probe or shank); when the site is an "
+                "electrode group of the file, its name (and the electrode_group link).",
+            ),
             _attr("dimensionality", "Number of site components kept.", "int"),
             _attr(
                 "dimensionality_reference",
@@ -654,6 +738,16 @@ def site_subspace_spec() -> NWBGroupSpec:
                 "unit's high-activity region is its normalised map >= the table's "
                 "high_activity_threshold. Absent when the site has fewer than two components.",
             ),
+        ],
+        links=[
+            NWBLinkSpec(
+                name="electrode_group",
+                target_type="ElectrodeGroup",
+                quantity="?",
+                doc="The ElectrodeGroup the site is, when the site is an electrode group of "
+                "the file (the site attribute then holds its name); absent otherwise (sites "
+                "defined by another units column) and in files of spec 0.1.x.",
+            )
         ],
     )
 
@@ -723,7 +817,13 @@ def site_statistics_spec() -> NWBGroupSpec:
             "and p-value."
         ),
         datasets=[
-            _column("site", "Recording site the row is about.", "text", []),
+            _column(
+                "site",
+                "Recording site the row is about (a SiteSubspace's site; an electrode group's "
+                "name when the sites are electrode groups).",
+                "text",
+                [],
+            ),
             _column(
                 "statistic",
                 "What is measured, e.g. 'shared_subspace_fraction', "
@@ -755,6 +855,17 @@ def site_statistics_spec() -> NWBGroupSpec:
                 "test", "The test used and its null, e.g. 'Mann-Whitney U, two-sided'.", "text", []
             ),
             _column("verdict", "The result in words.", "text", []),
+            NWBDatasetSpec(
+                name="electrode_group",
+                neurodata_type_inc="VectorData",
+                doc="Reference to the ElectrodeGroup each row's site is. Present only when the "
+                "site of every row is an electrode group of the file (absent otherwise, e.g. "
+                "rows about several sites, and in files of spec 0.1.x).",
+                dtype=NWBRefSpec(target_type="ElectrodeGroup", reftype="object"),
+                dims=["num_rows"],
+                shape=[None],
+                quantity="?",
+            ),
         ],
     )
 

@@ -46,7 +46,7 @@ TABLE_TYPES = [
 ]
 RNG = np.random.default_rng(0)
 #: Fields that are links (or a region's target table): compared by type and name only.
-LINK_FIELDS = {"spectrogram", "units", "source_sound", "table"}
+LINK_FIELDS = {"spectrogram", "units", "source_sound", "table", "electrode_group"}
 
 pytestmark = pytest.mark.filterwarnings(
     # a region built before its table joins the file: harmless, the file links it correctly
@@ -59,7 +59,14 @@ def _values(value):
         return value.decode() if isinstance(value, bytes) else value
     array = np.asarray(value)
     if array.dtype.kind in "OSU":
-        return [v.decode() if isinstance(v, bytes) else v for v in array.ravel().tolist()]
+        return [
+            (type(v).__name__, v.name)  # object references: compared by type and name
+            if isinstance(v, AbstractContainer)
+            else v.decode()
+            if isinstance(v, bytes)
+            else v
+            for v in array.ravel().tolist()
+        ]
     return array
 
 
@@ -97,6 +104,8 @@ def _nwbfile() -> NWBFile:
         identifier="ndx-subspace-test",
         session_start_time=datetime(2026, 1, 1, tzinfo=timezone.utc),
     )
+    device = nwbfile.create_device(name="probe", description="A probe.")
+    nwbfile.create_electrode_group("shank0", description="A shank.", location="AC", device=device)
     for i in range(N_UNITS):
         nwbfile.add_unit(spike_times=np.sort(RNG.uniform(0, 10, 20 + i)))
     nwbfile.add_stimulus(
@@ -208,6 +217,19 @@ def encoding_model(nwbfile: NWBFile, spec: Spectrogram | None) -> EncodingModel:
         layers=layer_table(),
         scores=scores_table(nwbfile),
         units=nwbfile.units,
+        output_units=DynamicTableRegion(
+            name="output_units",
+            data=list(range(N_UNITS)),
+            table=nwbfile.units,
+            description="Units-table row of each output.",
+        ),
+        validation_prediction=TimeSeries(
+            name="validation_prediction",
+            data=RNG.random((8, N_UNITS)).astype(np.float32),
+            unit="spikes/s",
+            timestamps=np.r_[1.0 + np.arange(4) * 0.01, 5.0 + np.arange(4) * 0.01],
+            description="Predicted rate on the validation bins.",
+        ),
         **links,
     )
 
@@ -290,11 +312,12 @@ def site_subspace(nwbfile: NWBFile) -> SiteSubspace:
         explained_variance_ratio_reference=RNG.random(N_COMP),
         unit_fractions=site_unit_table(nwbfile),
         srfs=srf_table(nwbfile, name="srfs"),
+        electrode_group=nwbfile.electrode_groups["shank0"],
         **_axes(),
     )
 
 
-def statistics_table() -> SiteStatisticsTable:
+def statistics_table(nwbfile: NWBFile) -> SiteStatisticsTable:
     columns = {
         "site": ["shank0", "shank0"],
         "statistic": ["shared_subspace_fraction", "tiling_overlap"],
@@ -305,6 +328,7 @@ def statistics_table() -> SiteStatisticsTable:
         "n": [3, 3],
         "test": ["permutation, one-sided", "permutation, two-sided"],
         "verdict": ["shared", "no tiling"],
+        "electrode_group": [nwbfile.electrode_groups["shank0"]] * 2,
     }
     return _table(SiteStatisticsTable, "site_statistics", 2, columns)
 
@@ -321,7 +345,7 @@ def full_analysis(nwbfile: NWBFile) -> SubspaceAnalysis:
         tuning_subspace_tables=[tuning_table(nwbfile)],
         subspace_rf_tables=[srf_table(nwbfile)],
         site_subspaces=[site_subspace(nwbfile)],
-        site_statistics_tables=[statistics_table()],
+        site_statistics_tables=[statistics_table(nwbfile)],
     )
 
 
@@ -374,6 +398,39 @@ def test_every_type_round_trips(written):
         subspaces = back.tuning_subspace_tables["tuning_subspaces"]
         assert subspaces["units"].table is io.read().units
         assert subspaces["components"].data.shape == (N_UNITS, N_COMP, N_FREQ, N_LAGS)
+        # spec 0.2.0: outputs mapped to units, predictions, electrode groups
+        assert model.output_units.table is io.read().units
+        assert list(model.output_units.data[:]) == list(range(N_UNITS))
+        prediction = model.validation_prediction
+        assert prediction.unit == "spikes/s" and prediction.data.dtype == np.float32
+        assert prediction.data.shape == (8, N_UNITS) and prediction.timestamps.shape == (8,)
+        group = io.read().electrode_groups["shank0"]
+        assert back.site_subspaces["site_subspace_shank0"].electrode_group is group
+        statistics = back.site_statistics_tables["site_statistics"]
+        assert [g for g in statistics["electrode_group"][:]] == [group, group]
+
+
+def test_quantities_are_written_with_their_unit(written):
+    """hdmf writes each column's spec'd ``unit`` (its default value) without being asked."""
+    import h5py
+
+    path, _ = written
+    expected = {
+        "tuning_subspaces/mean_dstrf": "(spikes/bin) per spectrogram unit",
+        "subspace_rfs/response_map": "spikes/s",
+        "subspace_rfs/response_map_sem": "spikes/s",
+        "subspace_rfs/edges_x": "spectrogram units",
+        "subspace_rfs/edges_y": "spectrogram units",
+        "site_subspace_shank0/srfs/response_map": "spikes/s",
+        "tuning_subspaces/frequencies": "Hz",
+        "tuning_subspaces/lags": "seconds",
+        "cnn/validation_prediction/data": "spikes/s",
+        "spectrogram/data": "a.u.",
+    }
+    with h5py.File(path, "r") as f:
+        run = f["processing/misc/run1"]
+        found = {key: run[key].attrs.get("unit") for key in expected}
+    assert found == expected
 
 
 def test_required_fields_only_round_trip(tmp_path):
