@@ -17,9 +17,13 @@ where it holds and where it does not:
     ``"scattered"``: hill centres spread over the subspace (neighbours' high-activity regions
     tile it); ``"clustered"``: bunched around one point (they overlap).
 ``narrow_broader``
-    Narrow-spiking units' nonlinearities (and, for independent units, spectral bandwidths)
-    are :data:`BROADER_FACTOR` times broader (``narrow_tuning_factor``), or as broad as the
-    broad-spiking units' (factor 1).
+    Narrow-spiking units' high-activity regions (and, for independent units, spectral
+    bandwidths) are :data:`BROADER_FACTOR` times broader (``narrow_tuning_factor``:
+    :func:`~nwb_subspace.simulate.neurons.broaden_nonlinearity` of every kind), or as broad as
+    the broad-spiking units' (factor 1). This is the design label; the table also gives the
+    truth it produced: ``true_breadth_narrow`` and ``true_breadth_broad``, the mean true SRF
+    breadth (``GroundTruth.true_breadth``) of the site's narrow and broad units (NaN for a
+    site without units of that type).
 
 All sites of one session share the session's kinds, but each site is its own independent
 draw (own basis, best frequency, units, positions and waveforms) and all hear the session's
@@ -39,7 +43,7 @@ import numpy as np
 from nwb_subspace.io.atomic import write_atomically
 from nwb_subspace.simulate.presets import SimulationConfig, resolve_config
 from nwb_subspace.simulate.session import simulate_session
-from nwb_subspace.simulate.truth import truth_path_for
+from nwb_subspace.simulate.truth import load_truth, truth_path_for
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -48,6 +52,7 @@ __all__ = [
     "BROADER_FACTOR",
     "KIND_DESIGN",
     "NOT_USED",
+    "OPTIONAL_TRUTH_COLUMNS",
     "POPULATION_TRUTH_COLUMNS",
     "TRUTH_TABLE",
     "population_kinds",
@@ -81,7 +86,13 @@ POPULATION_TRUTH_COLUMNS = (
     "n_units",
     "seed",
     "preset",
+    "true_breadth_narrow",
+    "true_breadth_broad",
 )
+
+#: Columns of :data:`POPULATION_TRUTH_COLUMNS` that tables written before them lack (read as
+#: NaN by :func:`read_population_truth`).
+OPTIONAL_TRUTH_COLUMNS = ("true_breadth_narrow", "true_breadth_broad")
 
 #: One block of the balanced design: session ``i`` gets ``KIND_DESIGN[i % 8]``. The 8 kinds
 #: are the full 2 x 2 x 2 factorial; every prefix of 2 sessions has each level of each factor
@@ -272,6 +283,7 @@ def simulate_population(
         simulate_session(path, preset=cfg, seed=s_seed, overwrite=overwrite)
         labels, _ = read_site_labels(path)
         labels = labels.astype(str)
+        truth = load_truth(path)
         for site in pd.unique(labels):  # in file order: shank0, shank1, ...
             count = int((labels == site).sum())
             rows.append(
@@ -290,6 +302,7 @@ def simulate_population(
                     "n_units": int(count),
                     "seed": s_seed,
                     "preset": cfg.name,
+                    **_true_breadth_means(truth, str(site)),
                 }
             )
         say(
@@ -307,7 +320,8 @@ def read_population_truth(path: str | os.PathLike) -> pd.DataFrame:
     """Read a population's truth table (the CSV, or the folder holding it).
 
     Returns the :data:`POPULATION_TRUTH_COLUMNS` with their types (``narrow_broader`` bool,
-    ``n_units`` and ``seed`` int, names as str).
+    ``n_units`` and ``seed`` int, names as str); the :data:`OPTIONAL_TRUTH_COLUMNS` that a
+    table written before them lacks are NaN.
     """
     import pandas as pd
 
@@ -317,8 +331,25 @@ def read_population_truth(path: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(f"no population truth table {path}; simulate_population writes one")
     table = pd.read_csv(path, dtype={"session": str, "file": str, "site": str})
-    missing = [c for c in POPULATION_TRUTH_COLUMNS if c not in table.columns]
+    missing = [
+        c
+        for c in POPULATION_TRUTH_COLUMNS
+        if c not in table.columns and c not in OPTIONAL_TRUTH_COLUMNS
+    ]
     if missing:
         raise ValueError(f"{path} is not a population truth table: it lacks columns {missing}")
+    for c in OPTIONAL_TRUTH_COLUMNS:  # tables written before the true breadth
+        if c not in table.columns:
+            table[c] = np.nan
     table["narrow_broader"] = table["narrow_broader"].astype(str).str.lower().eq("true")
     return table
+
+
+def _true_breadth_means(truth: Any, site: str) -> dict[str, float]:
+    """Mean true SRF breadth of one site's narrow and broad units (NaN: none, or unknown)."""
+    out = {}
+    for cell_type in ("narrow", "broad"):
+        values = truth.true_breadth[(truth.site == site) & (truth.cell_type == cell_type)]
+        values = values[np.isfinite(values)]
+        out[f"true_breadth_{cell_type}"] = float(values.mean()) if values.size else np.nan
+    return out

@@ -12,6 +12,7 @@ import numpy as np
 
 from nwb_subspace.simulate.neurons import (
     K_MAX,
+    broaden_nonlinearity,
     draw_strf,
     orthonormal_basis,
     population_drive,
@@ -67,6 +68,10 @@ def draw_population(
     k = rng.integers(cfg.k_range[0], cfg.k_range[1] + 1, n_units)
     mix = np.asarray(cfg.nonlinearity_mix, dtype=float)
     kinds = np.array(NONLINEARITIES)[rng.choice(len(mix), n_units, p=mix / mix.sum())]
+    if cfg.balanced_kinds:  # each broad unit copies a narrow unit's kind and k (no new draws)
+        pairs = list(zip(np.flatnonzero(narrow), np.flatnonzero(~narrow), strict=False))
+        for a, b in pairs:
+            kinds[b], k[b] = kinds[a], k[a]
 
     # Site basis: STRF-like filters around a site best frequency, orthonormalised.
     site_bf = rng.uniform(0.25, 0.75) * (n_ch - 1)
@@ -86,6 +91,8 @@ def draw_population(
     centre = np.zeros((n_units, K_MAX))
     sign = np.ones((n_units, K_MAX))
     width = np.zeros(n_units)
+    plain_centre = np.zeros((n_units, K_MAX))  # before broadening (narrow units)
+    plain_width = np.zeros(n_units)
 
     if cfg.subspace == "shared":
         white, white_off = whiten_filters(spec, site_basis)
@@ -126,19 +133,24 @@ def draw_population(
             else:
                 c = _unit_vector(rng, kk) * rng.uniform(0.5, 1.5)
         if kinds[u] == "hill":
-            width[u] = rng.uniform(0.6, 1.0) * tune[u] * kk**0.25
-            centre[u, :kk] = c
+            plain_width[u] = rng.uniform(0.6, 1.0) * kk**0.25
+            plain_centre[u, :kk] = c
         elif kinds[u] == "bowl":
-            width[u] = rng.uniform(0.7, 1.1) * tune[u] * kk**0.5
-            centre[u, :kk] = 0.3 * c
+            plain_width[u] = rng.uniform(0.7, 1.1) * kk**0.5
+            plain_centre[u, :kk] = 0.3 * c
         else:
-            width[u] = rng.uniform(0.2, 0.5) * tune[u]
-            centre[u, :kk] = rng.uniform(-0.5, 1.0, kk)
+            plain_width[u] = rng.uniform(0.2, 0.5)
+            plain_centre[u, :kk] = rng.uniform(-0.5, 1.0, kk)
             sign[u, :kk] = rng.choice([-1.0, 1.0], kk)
+        # narrow units: a high-activity region larger by the factor, whatever the kind
+        centre[u, :kk], width[u] = broaden_nonlinearity(
+            str(kinds[u]), plain_centre[u, :kk], float(plain_width[u]), float(tune[u])
+        )
 
     base, amp, mean, power = _calibrate_gains(
-        rng, cfg, spec, narrow, k, filters, offsets, kinds, centre, (width, tune), sign
-    )
+        rng, cfg, spec, narrow, k, filters, offsets, kinds, (centre, width),
+        (plain_centre, plain_width), sign,
+    )  # fmt: skip
     return {
         "k": k.astype(np.int64),
         "filters": filters,
@@ -167,29 +179,31 @@ def _calibrate_gains(
     filters: np.ndarray,
     offsets: np.ndarray,
     kinds: np.ndarray,
-    centre: np.ndarray,
-    widths: tuple[np.ndarray, np.ndarray],
+    params: tuple[np.ndarray, np.ndarray],
+    plain: tuple[np.ndarray, np.ndarray],
     sign: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Power, base rate and gain per unit: sparse responses with a drawn mean rate.
 
-    ``widths`` is the nonlinearity width per unit and its tuning factor. The power that gives
-    the drawn sparseness (``response_cv``) is found on the unit's drive *before* its width
-    was scaled by the factor, then applied to the scaled drive: a power found on the wider
-    drive would re-sharpen it to the same sparseness and undo the broadening (narrow units
-    simulated broader came out as broad as the others).
+    ``params`` is each unit's nonlinearity ``(centre, width)`` as simulated, ``plain`` the
+    same before narrow units were broadened (:func:`broaden_nonlinearity`). The power that
+    gives the drawn sparseness (``response_cv``) is found on the unit's *plain* drive, then
+    applied to the simulated one: a power found on the broadened drive would re-sharpen it to
+    the same sparseness and undo the broadening (narrow units simulated broader came out as
+    broad as the others).
     """
-    width, tune = widths
+    (centre, width), (plain_centre, plain_width) = params, plain
     n_units = k.size
     base, amp, mean, power = (np.zeros(n_units) for _ in range(4))
     drive = population_drive(spec, filters, k, offsets, kinds, centre, width, sign)
-    scaled = tune != 1.0
-    plain = drive
-    if scaled.any():
-        plain = population_drive(spec, filters, k, offsets, kinds, centre, width / tune, sign)
+    plain_drive = drive
+    if not (np.array_equal(plain_centre, centre) and np.array_equal(plain_width, width)):
+        plain_drive = population_drive(
+            spec, filters, k, offsets, kinds, plain_centre, plain_width, sign
+        )
     for u in range(n_units):
         g = drive[:, u]
-        power[u] = _power_for_cv(plain[:, u], rng.uniform(*cfg.response_cv))
+        power[u] = _power_for_cv(plain_drive[:, u], rng.uniform(*cfg.response_cv))
         gp = g ** power[u]
         lo, hi = cfg.mean_rate_narrow if narrow[u] else cfg.mean_rate_broad
         target = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from nwb_subspace.io.atomic import write_atomically
+from nwb_subspace.simulate.breadth import true_breadth
 from nwb_subspace.simulate.neurons import poisson_spikes
 from nwb_subspace.simulate.population import draw_population
 from nwb_subspace.simulate.presets import SimulationConfig, resolve_config
@@ -241,6 +242,13 @@ def simulate_session(
         **units,
     )
     rates = truth.rate(spec.data)
+    # true SRF breadth of every unit over the presented bins (plan: whole bins)
+    presented = np.zeros(spec.n_bins, dtype=bool)
+    for a, b in presented_samples(plan) // int(round(cfg.spectrogram.bin_s * cfg.audio_fs)):
+        presented[a:b] = True
+    truth.true_breadth = true_breadth(
+        truth.filters, truth.k, rates, spec64, presented, 1.0 / spec.rate
+    )
     spikes = [
         poisson_spikes(
             rng_spikes,

@@ -72,6 +72,12 @@ class GroundTruth:
     site : (U,) str
         Recording site (electrode group: ``"shank0"``, ``"shank1"``, ...) of each unit.
         Sidecars written before multi-site sessions lack it: every unit is then ``"shank0"``.
+    true_breadth : (U,) float64
+        True SRF breadth: the level-set fraction (level 0.5 above the map's 10th percentile)
+        of the map of the unit's noise-free rate over its first two true dimensions, on the
+        pipeline's reference grid over the presented bins
+        (:func:`nwb_subspace.simulate.breadth.true_breadth`). NaN when unknown: sidecars
+        written before it existed.
 
     Per site
     --------
@@ -112,6 +118,7 @@ class GroundTruth:
     frequencies: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
     site: np.ndarray | None = None
+    true_breadth: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.site is None:
@@ -121,6 +128,15 @@ class GroundTruth:
             raise ValueError(
                 f"site must give one label per unit ({np.asarray(self.k).size}), got shape "
                 f"{self.site.shape}"
+            )
+        n = np.asarray(self.k).size
+        if self.true_breadth is None:
+            self.true_breadth = np.full(n, np.nan)
+        self.true_breadth = np.asarray(self.true_breadth, dtype=np.float64)
+        if self.true_breadth.shape != (n,):
+            raise ValueError(
+                f"true_breadth must give one value per unit ({n}), got shape "
+                f"{self.true_breadth.shape}"
             )
 
     @property
@@ -221,7 +237,7 @@ class GroundTruth:
             values = {
                 f.name: npz[f.name]
                 for f in fields(cls)
-                if f.name != "meta" and f.name in npz.files  # old sidecars lack "site"
+                if f.name != "meta" and f.name in npz.files  # old: no "site", "true_breadth"
             }
         return cls(meta=meta, **values)
 
