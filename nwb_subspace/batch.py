@@ -35,6 +35,7 @@ import pandas as pd
 
 from nwb_subspace.config import AnalysisConfig
 from nwb_subspace.io.atomic import write_atomically
+from nwb_subspace.io.backend import is_zarr_name, store_stem
 from nwb_subspace.io.dandi_address import is_dandi_address, parse_dandi_address
 from nwb_subspace.io.dandi_names import derived_output_name, source_file_name
 from nwb_subspace.io.remote import dandiset_nwb_urls, is_remote
@@ -54,6 +55,7 @@ __all__ = [
     "SUMMARY_FILE",
     "BatchSession",
     "expand_sources",
+    "require_dask",
     "run_batch",
     "session_output",
     "source_key",
@@ -77,11 +79,25 @@ def _is_dandiset(text: str) -> bool:
     return False
 
 
+def _is_store(path: Path) -> bool:
+    """A local NWB Zarr store: a folder named ``*.zarr`` or holding a Zarr group."""
+    return path.is_dir() and (
+        is_zarr_name(path) or (path / ".zgroup").is_file() or (path / "zarr.json").is_file()
+    )
+
+
+def _sessions_in(folder: Path) -> list[Path]:
+    """The ``*.nwb`` files and ``*.nwb.zarr`` stores of a folder, by name."""
+    stores = [p for p in folder.glob("*.nwb.zarr") if _is_store(p)]
+    return sorted([*folder.glob("*.nwb"), *stores], key=lambda p: p.name)
+
+
 def expand_sources(sources: Iterable[str | os.PathLike]) -> list[tuple[str, str]]:
     """(source, name) of every session, in the order given, without duplicates.
 
-    Each entry may be a local ``.nwb`` file, a folder (its ``*.nwb`` files), a glob pattern,
-    an HTTP(S) URL, a DANDI asset address, or a dandiset or folder of one (``DANDI:000123``,
+    Each entry may be a local ``.nwb`` file or NWB Zarr store (a ``.nwb.zarr`` folder), a
+    folder (its ``*.nwb`` files and ``*.nwb.zarr`` stores), a glob pattern, an HTTP(S) URL, a
+    DANDI asset address, or a dandiset or folder of one (``DANDI:000123``,
     ``000123``, ``dandi://dandi/000123/sub-1/``,
     ``https://dandiarchive.org/dandiset/000123/draft``: every ``.nwb`` asset; needs the
     ``dandi`` client; the accepted forms: :mod:`nwb_subspace.io.dandi_address`).
@@ -91,7 +107,8 @@ def expand_sources(sources: Iterable[str | os.PathLike]) -> list[tuple[str, str]
     Raises
     ------
     ValueError
-        A glob or folder that matches no ``.nwb`` file, or no sources at all.
+        A glob or folder that matches no ``.nwb`` file or ``.nwb.zarr`` store, or no sources
+        at all.
     """
     found: list[tuple[str, str]] = []
     for item in sources:
@@ -109,12 +126,12 @@ def expand_sources(sources: Iterable[str | os.PathLike]) -> list[tuple[str, str]
             if not matches:
                 raise ValueError(f"{text!r} matches no file")
             found.extend((str(Path(m).resolve()), Path(m).name) for m in matches)
-        elif Path(text).is_dir():
-            matches = sorted(Path(text).glob("*.nwb"))
+        elif Path(text).is_dir() and not _is_store(Path(text)):
+            matches = _sessions_in(Path(text))
             if not matches:
-                raise ValueError(f"folder {text} holds no .nwb file")
+                raise ValueError(f"folder {text} holds no .nwb file nor .nwb.zarr store")
             found.extend((str(m.resolve()), m.name) for m in matches)
-        else:
+        else:  # a file or a Zarr store
             found.append((str(Path(text).resolve()), Path(text).name))
     if not found:
         raise ValueError("no sources given; pass NWB files, folders, globs, URLs or a dandiset")
@@ -161,7 +178,7 @@ def session_output(source: str, name: str, outdir: str | os.PathLike) -> Path:
 
 def _legacy_output(source: str, name: str, outdir: Path) -> Path:
     """The output name of nwb-subspace before DANDI names: ``<stem>_<key>_subspace.nwb``."""
-    stem = Path(name).stem or "session"
+    stem = store_stem(name) or "session"
     return outdir / f"{stem}_{source_key(source)}_subspace.nwb"
 
 
@@ -248,6 +265,23 @@ def run_one_session(source: str, output: str, config: AnalysisConfig) -> dict[st
     return row
 
 
+def require_dask() -> None:
+    """Check that Dask distributed is installed (the ``batch`` extra), before any work.
+
+    Raises
+    ------
+    ImportError
+        ``dask.distributed`` cannot be imported; the message says what to install.
+    """
+    try:
+        import dask.distributed  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            "nwb-subspace batch runs sessions on Dask distributed, which is not installed "
+            f'({_one_line(err)}); install it with: pip install "nwb-subspace[batch]"'
+        ) from err
+
+
 def _client(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
     from dask.distributed import Client, LocalCluster
 
@@ -279,11 +313,12 @@ def run_batch(
     Parameters
     ----------
     sources : iterable of str or path-like
-        NWB files, folders, globs, HTTP(S) URLs, DANDI asset specs or dandisets (see
-        :func:`expand_sources`).
+        NWB files, NWB Zarr stores (``.nwb.zarr``), folders, globs, HTTP(S) URLs, DANDI asset
+        specs or dandisets (see :func:`expand_sources`).
     outdir : path-like
         Folder for the per-session outputs (:func:`session_output`:
-        ``<stem>_desc-subspace<key>.nwb``, the source's data plus the results; an output
+        ``<stem>_desc-subspace<key>.nwb``, or ``.nwb.zarr`` for a Zarr source: the source's
+        data plus the results; an output
         of an older version, ``<stem>_<key>_subspace.nwb``, still counts as done) and
         ``batch_summary.csv``; created if missing.
     config : AnalysisConfig, optional
@@ -308,12 +343,20 @@ def run_batch(
         ``output``, ``error`` (one line, empty unless failed) and ``median_cnn_score`` (median
         noise-corrected correlation of the CNN over units, read back from the output for a
         skipped session; NaN when failed).
+
+    Raises
+    ------
+    ImportError
+        Dask distributed is not installed (``pip install "nwb-subspace[batch]"``).
+    ValueError
+        Bad settings or sources (:func:`expand_sources`).
     """
     config = config or AnalysisConfig()
     if not isinstance(config, AnalysisConfig):
         raise TypeError(f"config must be an AnalysisConfig; got {type(config).__name__}")
     if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
         raise ValueError(f"n_workers must be a positive integer; got {n_workers!r}")
+    require_dask()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     plan = _plan(expand_sources(sources), outdir.resolve())

@@ -28,18 +28,21 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="run the analysis on many sessions (files, globs, URLs, a dandiset) with Dask",
         description="Run the analysis on every session, one Dask task each, into "
         "OUTDIR/<stem>_desc-subspace<key>.nwb (sub-01_ses-2_desc-subspace<key>_ecephys.nwb for "
-        "a DANDI-named source; key: 8 hex digits of the SHA-256 of the source's resolved path "
-        "or URL, so same-named files in different folders never share an output); sessions "
+        "a DANDI-named source, .nwb.zarr for a Zarr store; key: 8 hex digits of the SHA-256 "
+        "of the source's resolved path or URL, so same-named files in different folders never "
+        "share an output); sessions "
         "whose own output (also under the older name <stem>_<key>_subspace.nwb) already holds "
         "the run are skipped; a summary "
         "table is written to OUTDIR/batch_summary.csv and the population summary (as "
-        "`nwb-subspace summarize`) to OUTDIR/population/. Exit code 1 when a session failed.",
+        "`nwb-subspace summarize`) to OUTDIR/population/. Exit code 1 when a session failed. "
+        'Needs Dask: pip install "nwb-subspace[batch]".',
     )
     p.add_argument(
         "sources",
         nargs="+",
         metavar="SOURCE",
-        help="NWB files, folders, globs ('data/*.nwb'), http(s) URLs, DANDI asset addresses "
+        help="NWB files or NWB Zarr stores (.nwb.zarr), folders (their *.nwb and *.nwb.zarr), "
+        "globs ('data/*.nwb'), http(s) URLs, DANDI asset addresses "
         "(dandi://dandi/000123/sub-1/sub-1_ecephys.nwb), or a dandiset or folder of one "
         "(DANDI:000123, dandi://dandi/000123/sub-1/, https://dandiarchive.org/dandiset/000123; "
         'needs `pip install "nwb-subspace[dandi]"`)',

@@ -32,7 +32,8 @@ def add_summarize_parser(subparsers: Any) -> argparse.ArgumentParser:
         "results",
         nargs="+",
         metavar="RESULTS",
-        help="result NWB files, folders (e.g. a batch outdir), globs ('out/*.nwb') or URLs",
+        help="result NWB files or NWB Zarr stores (.nwb.zarr), folders (their *.nwb and "
+        "*.nwb.zarr, e.g. a batch outdir), globs ('out/*.nwb') or URLs",
     )
     p.add_argument("--outdir", required=True, help="folder for the tables and the report")
     p.add_argument(

@@ -36,7 +36,7 @@ class StoredRun:
     Attributes
     ----------
     session : str
-        Session name (the file's stem unless given).
+        Session name (unless given, the file's name without ``.nwb`` / ``.nwb.zarr``).
     file : str
         Path or URL of the result file, as given.
     run : str

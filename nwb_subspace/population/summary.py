@@ -103,10 +103,12 @@ def _one_line(err: BaseException | str, limit: int = 300) -> str:
 
 
 def _session_names(sources: Sequence[tuple[str, str]]) -> list[str]:
-    """File stems, made unique with the source key where two sources share a stem."""
+    """File names without ``.nwb`` / ``.nwb.zarr``, made unique with the source key where two
+    sources share one (``x.nwb`` and ``x.nwb.zarr`` too)."""
     from nwb_subspace.batch import source_key
+    from nwb_subspace.io.backend import store_stem
 
-    stems = [Path(name).stem or "session" for _, name in sources]
+    stems = [store_stem(name) or "session" for _, name in sources]
     counts = Counter(stems)
     return [
         stem if counts[stem] == 1 else f"{stem}_{source_key(src)}"
@@ -296,8 +298,8 @@ def summarize_runs(  # long: the steps of a summary read best in one place
     Parameters
     ----------
     sources : iterable of str or path-like
-        Result files, folders (their ``*.nwb``, e.g. a ``batch`` output folder), globs or
-        HTTP(S) URLs.
+        Result files or NWB Zarr stores (``.nwb.zarr``), folders (their ``*.nwb`` files and
+        ``*.nwb.zarr`` stores, e.g. a ``batch`` output folder), globs or HTTP(S) URLs.
     outdir : path-like
         Folder for the tables, ``skipped.csv`` and the report; created if missing.
     run_name : str, optional
@@ -325,7 +327,7 @@ def summarize_runs(  # long: the steps of a summary read best in one place
     Raises
     ------
     ValueError
-        No sources, or a glob or folder that matches no ``.nwb`` file.
+        No sources, or a glob or folder that matches no ``.nwb`` file nor ``.nwb.zarr`` store.
     """
     from nwb_subspace.batch import expand_sources
 

@@ -60,9 +60,12 @@ SCORE_FIELDS = ("correlation", "noise_floor", "noise_corrected_correlation", "ex
 
 
 def default_report_dir(nwb_path: str | os.PathLike, run: str) -> Path:
-    """Folder a report goes to when none is given: ``<file stem>_report_<run>`` beside it."""
+    """Folder a report goes to when none is given: ``<file stem>_report_<run>`` beside it
+    (the stem without ``.nwb`` / ``.nwb.zarr``)."""
+    from nwb_subspace.io.backend import store_stem
+
     p = Path(nwb_path)
-    return p.with_name(f"{p.stem}_report_{run}")
+    return p.with_name(f"{store_stem(p)}_report_{run}")
 
 
 def _choose_run(path: Path, run: str | None) -> str:
