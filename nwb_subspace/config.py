@@ -282,6 +282,14 @@ class SubspaceSettings:
         only the variance the fits agree on; false uses the best fit alone. Averaging fits
         brought the subspaces of simulated units closer to the truth (see
         ``benchmarks/README.md`` and issue 7's notes).
+    breadth_match_draws : int, default 10
+        Thinning draws of the SNR-matched breadth (``breadth_snr_matched``: each unit's
+        measured SRF brought to its site's signal-to-noise ratio before its breadth is
+        measured; :func:`nwb_subspace.subspace.srf.snr_matched_breadth`), the breadth the
+        cell-type and layer comparisons judge; 0 computes none (>= 0). Needs repeated sounds.
+    breadth_match_gate : float, default 5.0
+        Peak z of a measured SRF below which a unit is not thinned (no reliable SRF), and
+        above which the lowest peak z of a site is its target (> 0).
     """
 
     n_components: int = 20
@@ -297,9 +305,13 @@ class SubspaceSettings:
     reference_n_components: int = 15
     reference_variance_threshold: float = 0.95
     srf_grid: str = "reference"
+    breadth_match_draws: int = 10
+    breadth_match_gate: float = 5.0
 
     def __post_init__(self) -> None:
         _check_int("[subspace] n_components", self.n_components, 1, 20)
+        _check_int("[subspace] breadth_match_draws", self.breadth_match_draws, 0, 10)
+        _check_number("[subspace] breadth_match_gate", self.breadth_match_gate, 5.0, gt=0)
         _check_number("[subspace] variance_threshold", self.variance_threshold, 0.95, gt=0, le=1)
         _check_number(
             "[subspace] outlier_threshold", self.outlier_threshold, 5.0, gt=0, allow_inf=True

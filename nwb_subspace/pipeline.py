@@ -28,6 +28,7 @@ import numpy as np
 
 from nwb_subspace.config import AnalysisConfig
 from nwb_subspace.errors import ModelFitError
+from nwb_subspace.io.backend import store_stem
 from nwb_subspace.io.remote import (
     is_remote,
     open_binary,
@@ -323,11 +324,13 @@ def analyse_subspaces(
     notes: list[str],
     *,
     subspace_model: bool = True,
+    sites: np.ndarray | None = None,
 ) -> SubspaceStep:
     """dSTRF moments, tuning subspaces, SRFs and (unless ``subspace_model`` is false) the
     subspace model for units passing the quality cut (noise-corrected correlation of the
-    CNN >= ``min_noise_corrected_r``)."""
-    step = tuning_subspaces(session, cnn, cnn_scores, config, masks, notes)
+    CNN >= ``min_noise_corrected_r``); ``sites``: the site of each units-table row (the
+    SNR-matched SRF breadth is matched within sites; None: one site)."""
+    step = tuning_subspaces(session, cnn, cnn_scores, config, masks, notes, sites=sites)
     if subspace_model and step.tuning is not None:
         fit_subspace_model(step, session, cnn_scores, config, masks, notes)
     return step
@@ -355,12 +358,14 @@ def tuning_subspaces(
     config: AnalysisConfig,
     masks: dict[str, np.ndarray],
     notes: list[str],
+    sites: np.ndarray | None = None,
 ) -> SubspaceStep:
     """The ``subspace`` step: dSTRF moments, tuning subspaces and SRFs (no model is fitted).
 
     The frames (dSTRFs and SRFs) are each stimulus bin once: the first presentation of
     every distinct sound of the ``[subspace] frames`` trials
-    (:meth:`~nwb_subspace.io.session.SessionData.frame_bins`)."""
+    (:meth:`~nwb_subspace.io.session.SessionData.frame_bins`). ``sites`` (the site of each
+    units-table row) groups the units of the SNR-matched SRF breadth (:func:`session_srfs`)."""
     from nwb_subspace.dstrf.compute import dstrf_moments
     from nwb_subspace.subspace.tuning import TuningSubspaceEstimator
 
@@ -404,7 +409,7 @@ def tuning_subspaces(
             by_status.setdefault(status, []).append(int(row))
     notes.extend(f"tuning subspace of unit rows {r}: {status}" for status, r in by_status.items())
     prediction = cnn.predict(X)[:, passing]
-    srfs, srf_bins = session_srfs(tuning, session, prediction, masks, config)
+    srfs, srf_bins = session_srfs(tuning, session, prediction, masks, config, sites, notes)
     return SubspaceStep(
         tuning=tuning,
         srfs=srfs,
@@ -423,6 +428,8 @@ def session_srfs(
     prediction: np.ndarray,
     masks: dict[str, np.ndarray],
     config: AnalysisConfig,
+    sites: np.ndarray | None = None,
+    notes: list[str] | None = None,
 ) -> tuple[SubspaceRFs, np.ndarray]:
     """SRFs of the units of ``tuning`` (``prediction``: their CNN prediction at every bin).
 
@@ -431,6 +438,9 @@ def session_srfs(
     Measured maps: every presentation of the sounds presented at least twice, with the SEM of
     each grid bin across repeats (:func:`~nwb_subspace.subspace.srf.repeat_index_per_bin`);
     sounds presented once have no repeat-wise error and are left out of them.
+    With repeats and ``[subspace] breadth_match_draws > 0`` the measured maps also get the
+    SNR-matched breadth (:func:`~nwb_subspace.subspace.srf.with_snr_matched_breadth`), matched
+    within ``sites`` (the site of each units-table row; None: one site).
 
     Returns
     -------
@@ -439,7 +449,12 @@ def session_srfs(
     bins : ndarray of bool
         The model maps' bins (also those of the site step's tiling maps).
     """
-    from nwb_subspace.subspace.srf import concatenate_rfs, repeat_index_per_bin, subspace_rfs
+    from nwb_subspace.subspace.srf import (
+        concatenate_rfs,
+        repeat_index_per_bin,
+        subspace_rfs,
+        with_snr_matched_breadth,
+    )
 
     sub = config.subspace
     X = session.spectrogram.data
@@ -458,11 +473,30 @@ def session_srfs(
     presented = masks["fit"] | masks["holdout"] | masks["validation"]
     if np.unique(repeats[presented & (repeats >= 0)]).size < 2:
         repeats = None  # no sound is repeated: within-bin errors instead
+    counts = session.counts[:, tuning.unit_rows]
     measured = subspace_rfs(
-        tuning, X, counts=session.counts[:, tuning.unit_rows], bins=presented, repeats=repeats,
-        **common,
+        tuning, X, counts=counts, bins=presented, repeats=repeats, **common,
     )  # fmt: skip
-    return concatenate_rfs(model, measured), once
+    srfs = concatenate_rfs(model, measured)
+    if repeats is None or sub.breadth_match_draws == 0:
+        if notes is not None:
+            why = "no sound is repeated" if repeats is None else "breadth_match_draws = 0"
+            notes.append(f"no SNR-matched SRF breadth: {why}")
+        return srfs, once
+    labels = np.full(tuning.unit_rows.size, "all") if sites is None else sites[tuning.unit_rows]
+    srfs = with_snr_matched_breadth(
+        srfs, tuning, X, counts, labels, gate=sub.breadth_match_gate,
+        n_draws=sub.breadth_match_draws, seed=config.seed, bins=presented, repeats=repeats,
+        **{k: v for k, v in common.items() if k != "seed"},
+    )  # fmt: skip
+    if notes is not None:
+        thinned = int(np.sum(srfs.keep_probability[np.isfinite(srfs.keep_probability)] < 1))
+        notes.append(
+            f"SNR-matched SRF breadth: {thinned} unit(s) thinned to their site's lowest peak z "
+            f"(gate {sub.breadth_match_gate:g}, {sub.breadth_match_draws} draws, seed "
+            f"{config.seed}, sites {'one' if sites is None else 'as the site step'})"
+        )
+    return srfs, once
 
 
 def fit_subspace_model(
@@ -970,7 +1004,8 @@ def _run_session(
     masks = session_masks(session)
     units = read_unit_info(path, config, notes)
     labels = None
-    if config.sites.enabled and "sites" in plan.steps:  # a bad group_by fails before fitting
+    if "subspace" in plan.steps or (config.sites.enabled and "sites" in plan.steps):
+        # a bad group_by fails before fitting; the subspace step matches SRF breadths by site
         main = None if units is None else units.main_channel
         with open_binary(path) as handle:
             labels = read_site_labels(handle, config.sites.group_by, main)
@@ -1045,14 +1080,15 @@ def _later_steps(
     if "subspace" not in plan.steps:
         notes.append(f"no dSTRFs, tuning subspaces or later steps: steps were {plan.steps}")
         return SubspaceStep(), None, {}
-    step = tuning_subspaces(session, cnn, scores["cnn"], config, masks, notes)
+    site_of_row = None if labels is None else np.asarray(labels[0], dtype=object).astype(str)
+    step = tuning_subspaces(session, cnn, scores["cnn"], config, masks, notes, sites=site_of_row)
     plan.steps_run.append("subspace")
     if "subspace_model" in plan.steps:
         if step.tuning is not None:
             fit_subspace_model(step, session, scores["cnn"], config, masks, notes)
         plan.steps_run.append("subspace_model")
     sites = None
-    if labels is not None:
+    if labels is not None and config.sites.enabled and "sites" in plan.steps:
         exclusions = quality_exclusions(cnn, scores["cnn"], config, session.n_units)
         sites = analyse_sites(session, step, exclusions, labels, units, config)
         notes.extend(sites.notes)
@@ -1287,7 +1323,7 @@ def _write(
     if sites is not None:
         _fill_subspace_fraction(sites, results)
         summary_files, skipped = write_summary(
-            out.with_name(f"{out.stem}_{config.run_name}"),
+            out.with_name(f"{store_stem(out)}_{config.run_name}"),
             sites.unit_table,
             sites.site_table,
             sites.statistics_table,

@@ -253,6 +253,12 @@ class SubspaceRFs:
     shape_p_value: np.ndarray | None = None  # (n,) profile non-monotonic beyond noise; NaN: model
     grid: str = ""  # the grid recipe, in words
     sem_method: str = ""  # "repeats" (across repeats) or "samples" (within bins)
+    # issue 20 (optional: None in files written before it; NaN on rows they do not apply to)
+    peak_z: np.ndarray | None = None  # (n,) peak SNR of a measured map (repeat-wise SE)
+    snr_target_z: np.ndarray | None = None  # (n,) the unit's site target z* of the matching
+    keep_probability: np.ndarray | None = None  # (n,) spike keep probability of the thinning
+    breadth_snr_matched: np.ndarray | None = None  # (n,) SNR-matched noise-aware breadth
+    snr_matching: str = ""  # gate, draws, seed and sites of the matching, in words
 
     def __post_init__(self) -> None:
         self.unit_rows = _as_rows(self.unit_rows, "SubspaceRFs.unit_rows")
@@ -271,6 +277,10 @@ class SubspaceRFs:
             breadth_fraction=self.breadth_fraction,
             curve_asymmetry=self.curve_asymmetry,
             shape_p_value=self.shape_p_value,
+            peak_z=self.peak_z,
+            snr_target_z=self.snr_target_z,
+            keep_probability=self.keep_probability,
+            breadth_snr_matched=self.breadth_snr_matched,
         )
         bad = set(np.asarray(self.response_source).tolist()) - {"model", "measured"}
         if bad:

@@ -63,6 +63,20 @@ def test_subspaces_and_srfs_are_stored(tiny_run):
     assert t.components.shape[1:] == (6, 32, result.estimators["cnn"].model_.memory)
     assert np.all(t.dimensionality >= 1)
     assert back.srfs and set(back.srfs[0].response_source) == {"model", "measured"}
+    # the SNR-matched breadth: on each unit's measured map of dimensions 0-1 only
+    srfs = back.srfs[0]
+    first = (srfs.response_source == "measured") & np.all(srfs.dimensions == [0, 1], axis=1)
+    assert np.isfinite(srfs.peak_z[first]).all() and np.isnan(srfs.peak_z[~first & (
+        srfs.response_source == "model")]).all()  # fmt: skip
+    keep = srfs.keep_probability[first]
+    assert np.all((keep > 0) & (keep <= 1)) and np.isnan(srfs.keep_probability[~first]).all()
+    matched = srfs.breadth_snr_matched[first]
+    assert np.isfinite(matched).all() and np.all((matched >= 0) & (matched <= 1))
+    # units not thinned keep their own noise-aware breadth
+    np.testing.assert_array_equal(matched[keep == 1], srfs.breadth_fraction[first][keep == 1])
+    assert "10 thinning draws, seed 0" in srfs.snr_matching
+    units_csv = result.sites.unit_table
+    assert np.isfinite(units_csv["breadth_snr_matched"].astype(float)).any()
     sub = next(m for m in back.models if m.kind == "subspace")
     # the subspace model's validation scores are stored like the CNN's, for its units
     np.testing.assert_array_equal(sub.unit_rows, t.unit_rows)

@@ -259,15 +259,27 @@ def test_new_columns_round_trip_through_nwb(mock_file, results):
         shape_p_value=np.r_[np.nan, rng.random(n - 1)],
         grid=GRIDS["reference"].__repr__(),
         sem_method="repeats",
+        peak_z=np.r_[np.nan, rng.uniform(0, 30, n - 1)],
+        snr_target_z=np.r_[np.nan, np.full(n - 1, 6.5)],
+        keep_probability=np.r_[np.nan, rng.uniform(0.01, 1, n - 1)],
+        breadth_snr_matched=np.r_[np.nan, rng.random(n - 1)],
+        snr_matching="gate 5, 10 thinning draws, seed 0, matched within 1 site(s): shank0",
     )
     results.srfs = [new, replace(old, name="old_style")]
     write_results(mock_file, results, "run1")
     back = {s.name: s for s in read_results(mock_file, "run1").srfs}
     got = back[new.name]
-    for field in ("response_map_sem", "breadth_fraction", "curve_asymmetry", "shape_p_value"):
+    fields = (
+        "response_map_sem", "breadth_fraction", "curve_asymmetry", "shape_p_value", "peak_z",
+        "snr_target_z", "keep_probability", "breadth_snr_matched",
+    )  # fmt: skip
+    for field in fields:
         np.testing.assert_array_equal(getattr(got, field), getattr(new, field))
     assert (got.grid, got.sem_method) == (new.grid, "repeats")
-    # a table without them (as written before issue 19) reads them as None / ""
+    assert got.snr_matching == new.snr_matching
+    # a table without them (as written before issues 19 and 20) reads them as None / ""
     plain = back["old_style"]
     assert plain.breadth_fraction is None and plain.response_map_sem is None
-    assert plain.grid == "" and srf_shape_classes(plain)  # the old rule still classifies
+    assert plain.peak_z is None and plain.breadth_snr_matched is None
+    assert plain.grid == "" and plain.snr_matching == ""
+    assert srf_shape_classes(plain)  # the old rule still classifies

@@ -215,12 +215,22 @@ def srfs_from_nwb(t: SubspaceRFTable) -> SubspaceRFs:
         shape_asymmetry=_col(t, "shape_asymmetry"),
         high_activity_threshold=float(t.high_activity_threshold),
         name=t.name,
-        **{  # issue 19's columns: absent (None) in files written before them
+        **{  # issue 19's and 20's columns: absent (None) in files written before them
             k: _col(t, k) if k in t.colnames else None
-            for k in ("response_map_sem", "breadth_fraction", "curve_asymmetry", "shape_p_value")
-        },
+            for k in (
+                "response_map_sem",
+                "breadth_fraction",
+                "curve_asymmetry",
+                "shape_p_value",
+                "peak_z",
+                "snr_target_z",
+                "keep_probability",
+                "breadth_snr_matched",
+            )
+        },  # fmt: skip
         grid=str(getattr(t, "grid", None) or ""),
         sem_method=str(getattr(t, "sem_method", None) or ""),
+        snr_matching=str(getattr(t, "snr_matching", None) or ""),
     )
 
 

@@ -306,12 +306,24 @@ def srfs_to_nwb(
                     ("breadth_fraction", srf.breadth_fraction),
                     ("curve_asymmetry", srf.curve_asymmetry),
                     ("shape_p_value", srf.shape_p_value),
+                    ("peak_z", srf.peak_z),
+                    ("snr_target_z", srf.snr_target_z),
+                    ("keep_probability", srf.keep_probability),
+                    ("breadth_snr_matched", srf.breadth_snr_matched),
                 )
                 if value is not None
             },
         },
         high_activity_threshold=float(srf.high_activity_threshold),
-        **{k: v for k, v in (("grid", srf.grid), ("sem_method", srf.sem_method)) if v},
+        **{
+            k: v
+            for k, v in (
+                ("grid", srf.grid),
+                ("sem_method", srf.sem_method),
+                ("snr_matching", srf.snr_matching),
+            )
+            if v
+        },  # fmt: skip
     )
 
 

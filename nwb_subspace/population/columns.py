@@ -21,7 +21,10 @@ __all__ = ["SESSION_COLUMNS", "SITE_COLUMNS", "UNIT_COLUMNS", "COLUMN_DOCS"]
 #: Meaning of every column of the three tables (the report and docs/methods.md use these).
 COLUMN_DOCS: dict[str, str] = {
     # identity
-    "session": "Session name: the result file's stem (unique within a summary).",
+    "session": (
+        "Session name: the result file's name without .nwb / .nwb.zarr (unique within a "
+        "summary)."
+    ),
     "file": "Result file (path or URL) as given to summarize.",
     "run": "Name of the stored run (SubspaceAnalysis container).",
     "site": "Site label within the session (electrode group, or the [sites] group_by column).",
@@ -76,6 +79,12 @@ COLUMN_DOCS: dict[str, str] = {
     "breadth_model_bins": (
         "Bins >= 0.5 of the min-max normalised model SRF (the reference's count)."
     ),
+    "breadth_snr_matched": (
+        "SNR-matched breadth: the noise-aware breadth of the measured SRF after its spikes "
+        "were thinned to its site's lowest reliable peak z (mean over the thinning draws); "
+        "the breadth the narrow-vs-broad and layer comparisons judge. NaN without repeats "
+        "and for runs stored before it."
+    ),
     "shape_index": "Signed asymmetry of the most modulated tuning curve (bowl > 0.33 > hill).",
     "shape_p": "p-value of the tuning curve's non-monotonicity against noise.",
     "shape_class": "'bowl', 'hill', 'monotonic' or '' (not classified).",
@@ -126,7 +135,7 @@ UNIT_COLUMNS: tuple[str, ...] = (
     "dimensionality", "dimensionality_reference", "n_frames", "n_outlier_frames",
     "variance_fraction", "variance_fraction_loo", "site_pc_similarity", "site_similarity_loo",
     "breadth", "breadth_bins", "breadth_measure", "breadth_model", "breadth_model_bins",
-    "shape_index", "shape_p", "shape_class",
+    "breadth_snr_matched", "shape_index", "shape_p", "shape_class",
 )  # fmt: skip
 
 #: One row per site.

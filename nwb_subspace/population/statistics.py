@@ -349,8 +349,9 @@ def cell_types_and_layers(
 
     Rows: :func:`~nwb_subspace.site.groups.compare_cell_types_and_layers_across_sites` on
     ``breadth`` and ``shape_index`` (sites = ``site_id``, ``site`` = "population"), and on
-    ``breadth_model`` (the model maps' breadth, rows ``breadth_model_...``) when the table
-    has it.
+    ``breadth_model`` (the model maps' breadth, rows ``breadth_model_...``) and
+    ``breadth_snr_matched`` (the SNR-matched breadth, rows ``breadth_snr_matched_...``, the
+    one the narrow-vs-broad claim is judged on) when the table has them.
 
     Returns
     -------
@@ -366,8 +367,9 @@ def cell_types_and_layers(
              "units_df")  # fmt: skip
     site = _site_ids(units_df)
     measures = {"breadth": _num(units_df, "breadth"), "shape_index": _num(units_df, "shape_index")}
-    if "breadth_model" in units_df and np.isfinite(_num(units_df, "breadth_model")).any():
-        measures["breadth_model"] = _num(units_df, "breadth_model")
+    for extra in ("breadth_model", "breadth_snr_matched"):
+        if extra in units_df and np.isfinite(_num(units_df, extra)).any():
+            measures[extra] = _num(units_df, extra)
     cell, layer = _labels(units_df, "cell_type"), _labels(units_df, "layer")
     rows, notes = compare_cell_types_and_layers_across_sites(
         measures, cell, layer, site, method=method, min_per_group=min_per_group,

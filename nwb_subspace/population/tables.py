@@ -65,7 +65,8 @@ _SITE_STATISTICS = {
     "tiling_overlap_mean": "tiling_overlap_mean",
 }
 _SRF_COLUMNS = (
-    "breadth", "breadth_bins", "breadth_measure", "shape_index", "shape_p", "shape_class",
+    "breadth", "breadth_bins", "breadth_measure", "breadth_snr_matched", "shape_index",
+    "shape_p", "shape_class",
 )  # fmt: skip
 _MODEL_COLUMNS = {"breadth_model": "breadth", "breadth_model_bins": "breadth_bins"}
 _TEXT_COLUMNS = ("breadth_measure", "shape_class")

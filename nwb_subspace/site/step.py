@@ -365,6 +365,9 @@ class SiteStep:
             "breadth": np.array([own[r]["breadth"] for r in rows], dtype=float),
             "shape_index": np.array([own[r]["shape_index"] for r in rows], dtype=float),
         }
+        matched = np.array([own[r].get("breadth_snr_matched", np.nan) for r in rows], float)
+        if np.isfinite(matched).any():
+            measures["breadth_snr_matched"] = matched
         unknown = ["unknown"] * len(rows)
         cell_type = unknown if units is None else [str(units.cell_type[r]) for r in rows]
         layer = unknown if units is None else [str(units.layer[r]) for r in rows]

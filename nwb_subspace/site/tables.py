@@ -8,7 +8,8 @@ Two tables (pandas DataFrames), one CSV each:
   ``variance_fraction``, ``variance_fraction_null``, ``variance_fraction_p``,
   ``mean_similarity``, ``breadth`` (noise-aware fraction of its own SRF's occupied bins),
   ``breadth_bins`` (the old count of high-activity bins), ``breadth_measure``,
-  ``shape_index`` (signed asymmetry of the most modulated tuning curve), ``shape_p`` (its
+  ``breadth_snr_matched`` (the breadth of its measured SRF brought to its site's
+  signal-to-noise ratio; what the cell-type and layer comparisons judge), ``shape_index`` (signed asymmetry of the most modulated tuning curve), ``shape_p`` (its
   non-monotonicity against noise), ``shape_class``, ``site_region_bins``
   (region size on the site plane) and ``mean_overlap`` (mean Jaccard with the site's other
   units). Missing measures are empty cells; unknown types/layers read ``"unknown"``.
@@ -64,6 +65,7 @@ UNIT_TABLE_COLUMNS = (
     "breadth",
     "breadth_bins",
     "breadth_measure",
+    "breadth_snr_matched",
     "shape_index",
     "shape_p",
     "shape_class",
@@ -113,6 +115,14 @@ def measure_source(srfs: SubspaceRFs) -> str:
     return "model"
 
 
+def snr_matched_by_unit(srfs: SubspaceRFs) -> dict[int, float]:
+    """Units-table row -> its stored SNR-matched breadth (finite values only)."""
+    if srfs.breadth_snr_matched is None:
+        return {}
+    values = np.asarray(srfs.breadth_snr_matched, dtype=float)
+    return {int(r): float(v) for r, v in zip(srfs.unit_rows, values, strict=True) if np.isfinite(v)}
+
+
 def srf_measures(srfs: SubspaceRFs, source: str = "model") -> dict[int, dict]:
     """Breadth, shape index, shape class and test per unit row (first ``source`` map).
 
@@ -123,10 +133,13 @@ def srf_measures(srfs: SubspaceRFs, source: str = "model") -> dict[int, dict]:
     1-D tuning curve, 0.33, and its non-monotonicity against noise). For results stored
     before these existed, ``breadth`` repeats the old count and the shape is the old fixed
     0.35 rule on the normalised map; ``breadth_measure`` says which ("fraction" or "bins").
+    ``breadth_snr_matched`` is the unit's SNR-matched breadth (its measured map of dimensions
+    0-1, whatever ``source``; NaN when not stored).
     """
     out: dict[int, dict] = {}
     classes = srf_shape_classes(srfs, source)
     new = srfs.breadth_fraction is not None
+    matched = snr_matched_by_unit(srfs)
     for i, row in enumerate(srfs.unit_rows.tolist()):
         if srfs.response_source[i] != source or row in out:
             continue
@@ -142,6 +155,7 @@ def srf_measures(srfs: SubspaceRFs, source: str = "model") -> dict[int, dict]:
             "breadth": float(srfs.breadth_fraction[i]) if new else int(srfs.breadth[i]),
             "breadth_bins": int(srfs.breadth[i]),
             "breadth_measure": "fraction" if new else "bins",
+            "breadth_snr_matched": matched.get(int(row), np.nan),
             "shape_index": index,
             "shape_p": p,
             "shape_class": classes[row],

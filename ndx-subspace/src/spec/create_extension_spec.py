@@ -640,6 +640,45 @@ def subspace_rf_spec() -> NWBGroupSpec:
                 [],
                 quantity="?",
             ),
+            _column(
+                "peak_z",
+                "Peak signal-to-noise ratio of a measured map: the largest (smoothed value - "
+                "floor) / pooled repeat-wise standard error over the occupied bins "
+                "(dimensionless); NaN for model rows and without repeats.",
+                "float64",
+                [],
+                quantity="?",
+            ),
+            _column(
+                "snr_target_z",
+                "SNR matching: the peak_z the unit's site was brought to (the lowest peak_z "
+                "of the site's units at or above the gate; dimensionless). Filled on the "
+                "measured rows of dimensions 0-1; NaN elsewhere or when no unit passes the "
+                "gate.",
+                "float64",
+                [],
+                quantity="?",
+            ),
+            _column(
+                "keep_probability",
+                "SNR matching: probability with which each spike of the unit was kept when "
+                "its counts were binomially thinned ((snr_target_z / peak_z)^2, calibrated "
+                "so that the thinned maps' mean peak z is snr_target_z), 1 when not "
+                "thinned; measured rows of dimensions 0-1, NaN elsewhere.",
+                "float64",
+                [],
+                quantity="?",
+            ),
+            _column(
+                "breadth_snr_matched",
+                "SNR-matched breadth: the mean breadth_fraction of the thinned measured map "
+                "over the thinning draws (the breadth the cell-type and layer comparisons "
+                "judge, free of the unit's signal-to-noise ratio within its site); in [0, 1]; "
+                "measured rows of dimensions 0-1, NaN elsewhere.",
+                "float64",
+                [],
+                quantity="?",
+            ),
         ],
         attributes=[
             _attr(
@@ -655,6 +694,12 @@ def subspace_rf_spec() -> NWBGroupSpec:
             _attr(
                 "sem_method",
                 "How response_map_sem was computed: 'repeats' or 'samples'.",
+                required=False,
+            ),
+            _attr(
+                "snr_matching",
+                "How breadth_snr_matched was computed: the gate, the number of thinning "
+                "draws, the random seed and the sites the units were matched within.",
                 required=False,
             ),
         ],
