@@ -246,10 +246,12 @@ def test_snr_matched_breadth_refuses_bad_input(sounds):
         with_snr_matched_breadth(srfs, tuning, X, counts, ["a"], **kw)
 
 
-def _compare(sounds, n_sites: int, first_seed: int, **changes) -> dict[str, dict]:
+def _compare(
+    sounds, n_sites: int, first_seed: int, n_draws: int = 10, **changes
+) -> dict[str, dict]:
     values: dict[str, list] = {"unmatched": [], "matched": [], "type": [], "site": []}
     for s in range(first_seed, first_seed + n_sites):
-        srfs, cell_type = _matched(sounds, s, **changes)
+        srfs, cell_type = _matched(sounds, s, n_draws=n_draws, **changes)
         values["unmatched"].append(srfs.breadth_fraction)
         values["matched"].append(srfs.breadth_snr_matched)
         values["type"].extend(cell_type.tolist())
@@ -295,7 +297,8 @@ def test_units_simulated_broader_are_found_broader_once_matched(sounds):
     "modulated broad units to ~3% of their spikes, and such sparse maps read narrower",
 )
 def test_weakly_modulated_units_are_not_found_broader(sounds):
-    rows = _compare(sounds, 20, 300, narrow_tuning_factor=1.0, narrow_modulation=0.3)
+    # 4 draws (not 10) keep this documented failure cheap; the p-value is far from 0.05 either way
+    rows = _compare(sounds, 20, 300, n_draws=4, narrow_tuning_factor=1.0, narrow_modulation=0.3)
     assert not _broader(rows["matched"], 0.05), rows["matched"]
 
 
