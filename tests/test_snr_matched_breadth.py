@@ -22,15 +22,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nwb_subspace.results import TuningSubspaces
-from nwb_subspace.simulate.neurons import population_drive
-from nwb_subspace.simulate.population import draw_population
 from nwb_subspace.simulate.presets import SimulationConfig
-from nwb_subspace.simulate.session import plan_presentations, truth_spectrogram
-from nwb_subspace.simulate.sounds import synthesize_sequence
 from nwb_subspace.site.groups import compare_across_sites
 from nwb_subspace.subspace.srf import (
-    repeat_index_per_bin,
     site_keep_probability,
     smoothed_map,
     snr_matched_breadth,
@@ -38,6 +32,7 @@ from nwb_subspace.subspace.srf import (
     subspace_rfs,
     with_snr_matched_breadth,
 )
+from nwb_subspace.testing.sites import plan_spectrogram, true_filter_site
 
 CONFIG = SimulationConfig(
     name="snr_match",
@@ -112,48 +107,15 @@ def test_peak_z_by_hand():
 @pytest.fixture(scope="module")
 def sounds():
     """Spectrogram, repeat index per bin and stimulus mask of one presentation plan."""
-    cfg = CONFIG
-    rng = np.random.default_rng(0)
-    plan = plan_presentations(rng, cfg)
-    fs, hop = cfg.audio_fs, int(round(cfg.spectrogram.bin_s * cfg.audio_fs))
-    wave = np.zeros(plan[-1]["start"] + plan[-1]["n_samples"] + hop, dtype=np.float32)
-    made: dict[str, np.ndarray] = {}
-    for p in plan:
-        if p["sound_id"] not in made:
-            made[p["sound_id"]] = synthesize_sequence(rng, p["n_samples"] / fs, fs, cfg.sound_rms)
-        wave[p["start"] : p["start"] + p["n_samples"]] = made[p["sound_id"]][: p["n_samples"]]
-    X = np.asarray(truth_spectrogram(wave, fs, cfg.spectrogram, plan).data, dtype=np.float64)
-    tb = np.array([[p["start"] // hop, (p["start"] + p["n_samples"]) // hop] for p in plan])
-    stim = np.zeros(X.shape[0], bool)
-    for a, b in tb:
-        stim[a:b] = True
-    rep = repeat_index_per_bin([p["sound_id"] for p in plan], tb, X.shape[0])
-    return X, rep, stim
+    return plan_spectrogram(CONFIG)
 
 
 def _site(sounds, seed: int, **changes):
-    """One simulated site: tuning (true filters), counts and cell types."""
-    X, rep, stim = sounds
+    """One simulated site: tuning (true filters), counts, cell types and bins per second."""
+    X, _, _ = sounds
     cfg = CONFIG.replace(**changes)
-    rng = np.random.default_rng(seed)
-    pop = draw_population(rng, cfg, X)
-    drive = population_drive(
-        X, pop["filters"], pop["k"], pop["offsets"], pop["nl_kind"], pop["nl_centre"],
-        pop["nl_width"], pop["nl_sign"], pop["nl_power"],
-    )  # fmt: skip
-    counts = rng.poisson((pop["base_rate"] + pop["amplitude"] * drive) * cfg.spectrogram.bin_s)
-    n, f, d = cfg.n_units, X.shape[1], cfg.n_lags
-    comps = np.zeros((n, 2, f, d))
-    for u in range(n):
-        q, _ = np.linalg.qr(pop["filters"][u, : pop["k"][u]].reshape(pop["k"][u], -1).T)
-        comps[u] = q.T[:2].reshape(2, f, d)[..., ::-1]  # true order -> model lag order
-    tuning = TuningSubspaces(
-        unit_rows=np.arange(n), components=comps, explained_variance_ratio=np.full((n, 2), 0.5),
-        dimensionality=np.full(n, 2), mean_dstrf=comps[:, 0], n_frames=np.full(n, X.shape[0]),
-        noise_floor=np.zeros((n, 2)), frequencies=np.arange(f, dtype=float),
-        lags_s=(d - 1 - np.arange(d)) * cfg.spectrogram.bin_s,
-    )  # fmt: skip
-    return tuning, counts.astype(float), pop["cell_type"], 1 / cfg.spectrogram.bin_s
+    tuning, counts, pop = true_filter_site(X, cfg, seed)
+    return tuning, counts, pop["cell_type"], 1 / cfg.spectrogram.bin_s
 
 
 def _matched(sounds, seed: int, n_draws: int = 10, **changes):
