@@ -21,13 +21,16 @@ direction).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from nwb_subspace.simulate.presets import SimulationConfig
-from nwb_subspace.site.groups import compare_across_sites
 from nwb_subspace.subspace.srf import subspace_rfs
-from nwb_subspace.testing.sites import plan_spectrogram, true_filter_site
+from nwb_subspace.testing.sites import (
+    found_broader,
+    narrow_vs_broad,
+    plan_spectrogram,
+    true_filter_site,
+)
 
 N_SITES = 10
 CONFIG = SimulationConfig(
@@ -68,26 +71,18 @@ def _site(sounds, seed: int, **changes):
 
 def _compare(sounds, **changes) -> dict[str, dict]:
     """compare_across_sites row (narrow vs broad) of each breadth measure over N_SITES."""
-    out: dict[str, list] = {"new": [], "old": [], "type": [], "site": []}
+    out: dict[str, list] = {"new": [], "old": []}
+    types, sites = [], []
     for s in range(N_SITES):
         new, old, cell_type = _site(sounds, 100 + s, **changes)
         out["new"].append(new)
         out["old"].append(old)
-        out["type"].extend(cell_type.tolist())
-        out["site"].extend([f"site{s}"] * cell_type.size)
-    rows = {}
-    for key in ("new", "old"):
-        (row,), _ = compare_across_sites(
-            np.concatenate(out[key]), out["type"], out["site"], statistic="breadth",
-            groups=["narrow", "broad"],
-        )  # fmt: skip
-        rows[key] = row
-    return rows
+        types.extend(cell_type.tolist())
+        sites.extend([f"site{s}"] * cell_type.size)
+    return narrow_vs_broad(out, types, sites)
 
 
-def _broader(row: dict, alpha: float) -> bool:
-    """Narrow found broader: two-sided site-level p < alpha with narrow > broad."""
-    return row["p_value"] < alpha and row["effect_size"] > 0
+_broader = found_broader
 
 
 @pytest.mark.slow

@@ -23,7 +23,6 @@ import numpy as np
 import pytest
 
 from nwb_subspace.simulate.presets import SimulationConfig
-from nwb_subspace.site.groups import compare_across_sites
 from nwb_subspace.subspace.srf import (
     site_keep_probability,
     smoothed_map,
@@ -32,7 +31,12 @@ from nwb_subspace.subspace.srf import (
     subspace_rfs,
     with_snr_matched_breadth,
 )
-from nwb_subspace.testing.sites import plan_spectrogram, true_filter_site
+from nwb_subspace.testing.sites import (
+    found_broader,
+    narrow_vs_broad,
+    plan_spectrogram,
+    true_filter_site,
+)
 
 CONFIG = SimulationConfig(
     name="snr_match",
@@ -211,25 +215,18 @@ def test_snr_matched_breadth_refuses_bad_input(sounds):
 def _compare(
     sounds, n_sites: int, first_seed: int, n_draws: int = 10, **changes
 ) -> dict[str, dict]:
-    values: dict[str, list] = {"unmatched": [], "matched": [], "type": [], "site": []}
+    values: dict[str, list] = {"unmatched": [], "matched": []}
+    types, sites = [], []
     for s in range(first_seed, first_seed + n_sites):
         srfs, cell_type = _matched(sounds, s, n_draws=n_draws, **changes)
         values["unmatched"].append(srfs.breadth_fraction)
         values["matched"].append(srfs.breadth_snr_matched)
-        values["type"].extend(cell_type.tolist())
-        values["site"].extend([f"site{s}"] * cell_type.size)
-    rows = {}
-    for key in ("unmatched", "matched"):
-        (row,), _ = compare_across_sites(
-            np.concatenate(values[key]), values["type"], values["site"], statistic="breadth",
-            groups=["narrow", "broad"],
-        )  # fmt: skip
-        rows[key] = row
-    return rows
+        types.extend(cell_type.tolist())
+        sites.extend([f"site{s}"] * cell_type.size)
+    return narrow_vs_broad(values, types, sites)
 
 
-def _broader(row: dict, alpha: float) -> bool:
-    return row["p_value"] < alpha and row["effect_size"] > 0
+_broader = found_broader
 
 
 @pytest.mark.slow

@@ -18,9 +18,10 @@ from nwb_subspace.simulate.population import draw_population
 from nwb_subspace.simulate.presets import SimulationConfig
 from nwb_subspace.simulate.session import plan_presentations, truth_spectrogram
 from nwb_subspace.simulate.sounds import synthesize_sequence
+from nwb_subspace.site.groups import compare_across_sites
 from nwb_subspace.subspace.srf import repeat_index_per_bin
 
-__all__ = ["plan_spectrogram", "true_filter_site"]
+__all__ = ["found_broader", "narrow_vs_broad", "plan_spectrogram", "true_filter_site"]
 
 
 def plan_spectrogram(
@@ -94,3 +95,26 @@ def true_filter_site(
         lags_s=(d - 1 - np.arange(d)) * cfg.spectrogram.bin_s,
     )  # fmt: skip
     return tuning, counts, pop
+
+
+def narrow_vs_broad(
+    measures: dict[str, list[np.ndarray]], cell_types: list[str], sites: list[str]
+) -> dict[str, dict]:
+    """Narrow vs broad of each measure, units nested in sites (``compare_across_sites``).
+
+    ``measures`` maps a name to one array per site (concatenated in order); ``cell_types``
+    and ``sites`` give each unit's type and site, in the same order. Returns the test row of
+    each measure."""
+    rows = {}
+    for name, values in measures.items():
+        (row,), _ = compare_across_sites(
+            np.concatenate(values), cell_types, sites, statistic="breadth",
+            groups=["narrow", "broad"],
+        )  # fmt: skip
+        rows[name] = row
+    return rows
+
+
+def found_broader(row: dict, alpha: float) -> bool:
+    """Narrow units found broader: two-sided site-level p < ``alpha``, narrow > broad."""
+    return row["p_value"] < alpha and row["effect_size"] > 0
