@@ -286,3 +286,44 @@ def test_ensemble_moments_do_not_depend_on_unit_groups():
     np.testing.assert_allclose(grouped.covariance, whole.covariance, atol=1e-10)
     np.testing.assert_allclose(grouped.noise_covariance, whole.noise_covariance, atol=1e-10)
     np.testing.assert_array_equal(grouped.n_outliers, whole.n_outliers)
+
+
+def test_gated_map_in_unit_blocks_equals_autograd():
+    """Many units x bins: the gated map runs in blocks of units (unit_blocks); every block
+    gives autograd's Jacobians."""
+    from nwb_subspace.dstrf.gated import unit_blocks
+
+    model = _small_cnn(n_units=40).eval()
+    X = np.random.default_rng(4).random((120, 8)).astype(np.float32)
+    bins = np.arange(20, 120)
+    assert len(unit_blocks(40, bins.size)) == 2  # 20 units a block at 100 bins a chunk
+    gated = compute_dstrf(model, X, bins, mode="gated", chunk_size=100)
+    reverse = compute_dstrf(model, X, bins, mode="reverse", chunk_size=100)
+    np.testing.assert_allclose(gated, reverse, atol=1e-5)
+
+
+@pytest.mark.parametrize(("flush_every", "p"), [(1, 6), (5, 300), (8192, 300)])
+def test_moment_accumulator_blocks_match_float64(flush_every, p):
+    """The products are computed for the pixel blocks on and below the diagonal (2 blocks
+    at 300 pixels) and flushed into float64: the covariance is the frames' own; removing
+    frames (sign -1) and taking units from another accumulator keep it exact."""
+    from nwb_subspace.dstrf.accumulate import MomentAccumulator, pixel_blocks
+
+    assert len(pixel_blocks(p)) == (1 if p < 256 else 2)
+    rng = np.random.default_rng(5)
+    frames = rng.normal(size=(3, 40, p)).astype(np.float32) + np.float32(2.0)
+
+    def cov(x):
+        return np.cov(x.astype(np.float64), rowvar=False)
+
+    acc = MomentAccumulator(3, p, flush_every=flush_every)
+    for start in range(0, 40, 7):
+        acc.add(torch.from_numpy(frames[:, start : start + 7].copy()), consume=True)
+    for u in range(3):
+        np.testing.assert_allclose(acc.covariance()[u].numpy(), cov(frames[u]), atol=2e-5)
+    acc.add(torch.from_numpy(frames[:, :10].copy()), sign=-1.0)
+    np.testing.assert_allclose(acc.covariance()[1].numpy(), cov(frames[1, 10:]), atol=2e-5)
+    other = MomentAccumulator(1, p, flush_every=flush_every)
+    other.add(torch.from_numpy(frames[2:3, :20].copy()))
+    acc.replace_units(torch.tensor([0]), other)
+    np.testing.assert_allclose(acc.covariance()[0].numpy(), cov(frames[2, :20]), atol=2e-5)

@@ -160,8 +160,8 @@ def compute_dstrf(
         for s in range(0, bins.size, step):
             b = torch.as_tensor(bins[s : s + step], dtype=torch.long, device=Xt.device)
             jac, _ = ensemble_jacobian(members, stimulus_windows(Xt, b, length), units, d, chosen)
-            jac = jac.reshape(units.size, b.numel(), Xt.shape[1], d)
-            out[s : s + b.numel()] = jac.permute(1, 0, 2, 3).cpu().numpy()
+            jac = jac.view(units.size, b.numel(), d, Xt.shape[1])  # lag major
+            out[s : s + b.numel()] = jac.permute(1, 0, 3, 2).cpu().numpy()
     finally:
         for m, flag in zip(members, was_training, strict=True):
             m.train(flag)
@@ -482,9 +482,9 @@ def _group_moments(
         for s in range(0, idx.size, step):
             jac, diff = jac_chunk(s, group)
             t0 = time.perf_counter()
-            acc.add(jac)
+            acc.add(jac, consume=True)
             if noise is not None:
-                noise.add(diff)
+                noise.add(diff, consume=True)
             timings["accumulate_s"] += time.perf_counter() - t0
             bar.update(jac.shape[1])
     mean = acc.mean()
@@ -504,21 +504,36 @@ def _group_moments(
             time.perf_counter() - t_pass2 - (timings["jacobian_s"] - j_before)
         )
     t0 = time.perf_counter()
-    cov = acc.covariance()
-    timings["accumulate_s"] += time.perf_counter() - t0
+    order = pixel_order(n_freq, d, Xt.device)  # lag major (j * F + f) -> f * D + j
+    cov = frequency_major(acc.covariance(), n_freq, d)
     out = {
         "count": acc.count.round().long(),
         "n_total": acc.total,
         "n_outliers": n_outliers,
         "n_nonfinite": acc.nonfinite,
-        "mean": acc.mean(),
+        "mean": acc.mean()[:, order],
         "covariance": cov,
         "spread": spread,
         "mean_spread": mean_spread,
     }
     if noise is not None:
-        out["noise_covariance"] = noise.covariance()
+        out["noise_covariance"] = frequency_major(noise.covariance(), n_freq, d)
+    timings["accumulate_s"] += time.perf_counter() - t0
     return {key: value.cpu().numpy() for key, value in out.items()}
+
+
+def frequency_major(cov: Tensor, n_freq: int, n_lags: int) -> Tensor:
+    """Covariances ``(n, P, P)`` of lag-major pixels in frequency-major order (one copy)."""
+    n = cov.shape[0]
+    blocks = cov.view(n, n_lags, n_freq, n_lags, n_freq).permute(0, 2, 1, 4, 3)
+    return blocks.reshape(n, n_freq * n_lags, n_freq * n_lags)
+
+
+def pixel_order(n_freq: int, n_lags: int, device: torch.device | str = "cpu") -> Tensor:
+    """Indices that turn lag-major pixels (``j * F + f``, how the Jacobians are computed)
+    into the frequency-major order of the results (``f * D + j``)."""
+    lag_major = torch.arange(n_lags * n_freq, device=device).view(n_lags, n_freq)
+    return lag_major.T.reshape(-1)
 
 
 def _remove_outliers(
@@ -554,14 +569,16 @@ def _remove_outliers(
     sub = torch.as_tensor(suspect, device=mean.device)
     kept = MomentAccumulator(suspect.size, p, device=mean.device)
     kept_noise = None if noise is None else MomentAccumulator(suspect.size, p, device=mean.device)
+    centre32 = mean[sub].float()
     for s in range(0, n_frames, step):
         jac, diff = jac_chunk(s, suspect)
-        dev = jac.double() - mean[sub][:, None, :]
+        dev = jac - centre32[:, None, :]  # float32: the deviations decide, not the moments
         stat = dev.std(dim=-1, unbiased=False) if rule == "reference" else dev.norm(dim=-1)
-        out = (stat > limit[sub][:, None]) & torch.isfinite(stat)
-        kept.add(jac, weight=~out)
+        del dev
+        out = (stat.double() > limit[sub][:, None]) & torch.isfinite(stat)
+        kept.add(jac, weight=~out, consume=True)
         if kept_noise is not None:
-            kept_noise.add(diff, weight=~out)
+            kept_noise.add(diff, weight=~out, consume=True)
         n_outliers[sub] += out.sum(1)
     acc.replace_units(sub, kept)
     if noise is not None:

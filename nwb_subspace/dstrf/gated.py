@@ -21,13 +21,26 @@ the map has no gates: ``J_u(t) = o'_u(t) * strf_u``.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import Tensor, nn
 
 from nwb_subspace.models.cnn import PopulationCNN
 from nwb_subspace.models.ln import PopulationLN
 
-__all__ = ["gated_jacobian", "gated_work_per_bin", "supports_gated"]
+__all__ = [
+    "CNNGates",
+    "cnn_channel_map",
+    "cnn_gates",
+    "cnn_lag_major",
+    "gated_jacobian",
+    "gated_lag_major",
+    "gated_work_per_bin",
+    "lag_major",
+    "supports_gated",
+    "unit_blocks",
+]
 
 
 def supports_gated(model: nn.Module) -> bool:
@@ -54,48 +67,127 @@ def _output_slope(model: nn.Module, drive: Tensor) -> Tensor:
     return slope
 
 
-def _cnn_jacobian(model: PopulationCNN, win: Tensor, units: Tensor) -> Tensor:
-    """(N_sel, B, F, M) Jacobians for windows ``win`` of exactly ``memory`` bins."""
+class CNNGates(NamedTuple):
+    """What one forward pass of a population CNN over windows of ``memory`` bins leaves for
+    its gated-linear map: the ReLU gates and the output nonlinearity's slope."""
+
+    first: Tensor  # (B, T2 * C1): the first ReLU's gates at the T2 positions filter 2 reads
+    second: Tensor  # (B, C2): the second ReLU's gates at the last bin
+    dense: Tensor  # (B, H): the dense layer's gates
+    slope: Tensor  # (B, N): d rate / d drive of every unit
+
+
+def cnn_gates(model: PopulationCNN, win: Tensor) -> CNNGates:
+    """One forward pass over windows ``win`` of exactly ``memory`` bins, recording the gates
+    (no depthwise convolution: unfold + sum)."""
     core = model.core
-    t1, t2 = core.temporal1.n_taps, core.temporal2.n_taps
+    t1 = core.temporal1.n_taps
     w1, w2 = core.temporal1.weight, core.temporal2.weight  # (C1, T1), (C2, T2)
-    spectral, mix, dense = core.spectral, core.mix, core.dense
-    c1, n_freq = spectral.shape
-    mem = t1 + t2 - 1
-    # forward pass over the windows, recording the gates (no depthwise conv: unfold + sum)
-    a1 = win @ spectral.T  # (B, M, C1)
+    a1 = win @ core.spectral.T  # (B, M, C1)
     pre1 = (a1.unfold(1, t1, 1) * w1).sum(-1)  # (B, T2, C1)
     if core.temporal1.bias is not None:
         pre1 = pre1 + core.temporal1.bias
-    m = torch.relu(pre1) @ mix.T  # (B, T2, C2)
+    m = torch.relu(pre1) @ core.mix.T  # (B, T2, C2)
     pre2 = (m * w2.T).sum(1)  # (B, C2)
     if core.temporal2.bias is not None:
         pre2 = pre2 + core.temporal2.bias
-    pre3 = dense(torch.relu(pre2))  # (B, H)
-    slope = _output_slope(model, model.readout(torch.relu(pre3)))[:, units]  # (B, N)
-    b, n = slope.shape
-    # backward through the gated-linear map, as GEMMs over all (bin, unit) pairs
+    pre3 = core.dense(torch.relu(pre2))  # (B, H)
+    slope = _output_slope(model, model.readout(torch.relu(pre3)))  # (B, N)
+    dtype = win.dtype
+    return CNNGates(
+        (pre1 > 0).to(dtype).flatten(1), (pre2 > 0).to(dtype), (pre3 > 0).to(dtype), slope
+    )
+
+
+def cnn_channel_map(model: PopulationCNN, gates: CNNGates, units: Tensor) -> Tensor:
+    """The Jacobians before the spectral weightings, ``G[(n, b, p), c1]``: (N*B*M, C1).
+
+    ``J_n(b)[p, f] = sum_c1 G[(n, b, p), c1] S[c1, f]``, so ``G @ S`` is the lag-major
+    ``(N, B, M, F)`` Jacobian array. ``gates`` come from :func:`cnn_gates`; keep
+    ``N * B`` near a few thousand (the intermediates then stay in the CPU's caches).
+    """
+    core = model.core
+    t1, t2 = core.temporal1.n_taps, core.temporal2.n_taps
+    w1, w2, mix = core.temporal1.weight, core.temporal2.weight, core.mix
+    c1 = core.spectral.shape[0]
+    b, n = gates.slope.shape[0], units.numel()
+    # readout and dense layer, (N, B, C2)
     r = model.readout.weight[units]  # (N, H)
-    a = (r * (pre3 > 0)[:, None, :]) @ dense.weight  # (B, N, C2)
-    a = a * ((pre2 > 0)[:, None, :] * slope[:, :, None])
-    a = a.transpose(0, 1).reshape(n * b, -1)  # (unit, bin) order: each unit's frames adjacent
-    # filter 2 + mix: qt[c1 * T2 + i, c2] = w2[c2, i] * mix[c2, c1]
-    qt = (mix.T[:, None, :] * w2.T[None, :, :]).reshape(c1 * t2, -1)
-    bt = (qt @ a.T).view(c1, t2, n, b)  # (C1, T2, N, B)
-    bt *= (pre1 > 0).permute(2, 1, 0)[:, :, None, :]  # gates of the first ReLU
-    # filter 1 as a banded (M, T2) matrix per channel: k[c, p, i] = w1[c, p - i]
-    k = w1.new_zeros(c1, mem, t2)
-    for i in range(t2):
-        k[:, i : i + t1, i] = w1
-    g = torch.bmm(k, bt.view(c1, t2, b * n))  # (C1, M, B*N)
-    jac = (spectral.T @ g.view(c1, -1)).view(n_freq, mem, n, b)
-    return jac.permute(2, 3, 0, 1)  # (N, B, F, M) view of a pixel-major array
+    a = (r[:, None, :] * gates.dense[None]) @ core.dense.weight
+    a *= gates.second[None] * gates.slope[:, units].T[:, :, None]
+    # filter 2 and mix as one GEMM: q[c2, i * C1 + c1] = w2[c2, i] * mix[c2, c1]
+    q = (w2[:, :, None] * mix[:, None, :]).reshape(-1, t2 * c1)
+    bg = (a.view(n * b, -1) @ q).view(n, b, t2 * c1)
+    bg *= gates.first[None]  # gates of the first ReLU (the same for every unit)
+    # filter 1: a full depthwise convolution along the lags, channels-last (T2 -> M lags)
+    x = bg.view(n * b, 1, t2, c1).permute(0, 3, 1, 2)
+    kernel = w1.flip(-1).reshape(c1, 1, 1, t1)
+    g = torch.nn.functional.conv2d(x, kernel, padding=(0, t1 - 1), groups=c1)
+    return g.permute(0, 2, 3, 1).reshape(-1, c1)  # (N*B*M, C1), a view when channels-last
+
+
+def unit_blocks(n_units: int, n_bins: int, size: int = 2048) -> list[slice]:
+    """Slices of at most ``max(1, size // n_bins)`` units: blocks of about ``size``
+    (unit, bin) pairs, whose intermediates stay in the CPU's caches."""
+    step = max(1, size // max(n_bins, 1))
+    return [slice(u, min(u + step, n_units)) for u in range(0, n_units, step)]
+
+
+def cnn_lag_major(
+    model: PopulationCNN, win: Tensor, units: Tensor, out: Tensor, *, add: bool = False
+) -> Tensor:
+    """Write (or with ``add``, add) the lag-major Jacobians of ``units`` for windows ``win``
+    (exactly ``memory`` bins) into ``out``, (N_sel, B, M, F) contiguous, one block of
+    units at a time."""
+    gates = cnn_gates(model, win)
+    spectral = model.core.spectral
+    for block in unit_blocks(units.numel(), win.shape[0]):
+        g = cnn_channel_map(model, gates, units[block])
+        target = out[block].view(-1, spectral.shape[1])
+        if add:
+            target.addmm_(g, spectral)
+        else:
+            torch.mm(g, spectral, out=target)
+    return out
+
+
+def _cnn_jacobian(model: PopulationCNN, win: Tensor, units: Tensor) -> Tensor:
+    """Lag-major (N_sel, B, M, F) Jacobians for windows ``win`` of exactly ``memory`` bins."""
+    out = win.new_empty(units.numel(), *win.shape)
+    return cnn_lag_major(model, win, units, out)
 
 
 def _ln_jacobian(model: PopulationLN, win: Tensor, units: Tensor) -> Tensor:
-    strf = model.strf()[units]  # (N, F, M), time order
+    strf = model.strf()[units].transpose(1, 2)  # (N, M, F), time order
     slope = _output_slope(model, model.drive(win)[:, -1])[:, units]  # (B, N)
-    return slope.T[:, :, None, None] * strf[:, None]  # (N, B, F, M)
+    return slope.T[:, :, None, None] * strf[:, None]  # (N, B, M, F)
+
+
+def lag_major(frames: Tensor, n_lags: int) -> Tensor:
+    """Lag-major ``(N, B, M, F)`` frames with the last ``n_lags`` lags (zeros before the
+    model's memory): ``(N, B, n_lags * F)``, pixel ``j * F + f``."""
+    n, b, mem, n_freq = frames.shape
+    if n_lags < mem:
+        frames = frames[:, :, mem - n_lags :]
+    elif n_lags > mem:
+        frames = torch.cat([frames.new_zeros(n, b, n_lags - mem, n_freq), frames], dim=2)
+    return frames.reshape(n, b, n_lags * n_freq)
+
+
+def gated_lag_major(model: nn.Module, windows: Tensor, units: Tensor) -> Tensor:
+    """Exact Jacobians of the last output bin w.r.t. the last ``memory`` window bins, lag
+    major: ``(N_sel, B, M, F)`` contiguous (each unit's frames one ``(B, M*F)`` matrix)."""
+    if not supports_gated(model):
+        raise TypeError(
+            f"the gated-linear map is implemented for PopulationCNN and PopulationLN; got "
+            f"{type(model).__name__}; use mode='reverse' or 'forward'"
+        )
+    mem = int(model.memory)
+    win = windows[:, windows.shape[1] - mem :].detach()
+    with torch.no_grad():
+        if isinstance(model, PopulationCNN):
+            return _cnn_jacobian(model, win, units)
+        return _ln_jacobian(model, win, units)
 
 
 def gated_jacobian(model: nn.Module, windows: Tensor, units: Tensor, n_lags: int) -> Tensor:
@@ -113,24 +205,8 @@ def gated_jacobian(model: nn.Module, windows: Tensor, units: Tensor, n_lags: int
     Returns
     -------
     Tensor, shape (N_sel, B, F, D)
-        For the CNN, a view of a pixel-major ``(F, D, N_sel, B)`` array (each unit's frames
-        form a strided ``(F*D, B)`` matrix that the moment GEMMs read without a copy).
+        A view of a lag-major ``(N_sel, B, D, F)`` array (see :func:`gated_lag_major`).
     """
-    if not supports_gated(model):
-        raise TypeError(
-            f"the gated-linear map is implemented for PopulationCNN and PopulationLN; got "
-            f"{type(model).__name__}; use mode='reverse' or 'forward'"
-        )
-    mem = int(model.memory)
-    win = windows[:, windows.shape[1] - mem :].detach()
-    with torch.no_grad():
-        if isinstance(model, PopulationCNN):
-            jac = _cnn_jacobian(model, win, units)
-        else:
-            jac = _ln_jacobian(model, win, units)
-    if n_lags < mem:
-        return jac[..., mem - n_lags :]
-    if n_lags > mem:
-        pad = jac.new_zeros(*jac.shape[:3], n_lags - mem)
-        return torch.cat([pad, jac], dim=-1)
-    return jac
+    jac = gated_lag_major(model, windows, units)
+    n, b, _, n_freq = jac.shape
+    return lag_major(jac, n_lags).view(n, b, n_lags, n_freq).transpose(2, 3)

@@ -14,7 +14,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from nwb_subspace.dstrf.gated import gated_jacobian, gated_work_per_bin, supports_gated
+from nwb_subspace.dstrf.gated import (
+    cnn_lag_major,
+    gated_jacobian,
+    gated_work_per_bin,
+    lag_major,
+    supports_gated,
+)
+from nwb_subspace.models.cnn import PopulationCNN
 
 __all__ = [
     "bins_per_chunk",
@@ -31,6 +38,7 @@ __all__ = [
 
 _MODES = ("auto", "gated", "reverse", "forward")
 _WORK_BYTES = 64 * 2**20  # float32 gradient buffer per chunk
+_FRAME_BYTES = 256 * 2**20  # float32 frames of a chunk (population CNN, gated mode)
 
 
 def _check_model(model: nn.Module) -> None:
@@ -76,27 +84,51 @@ def ensemble_members(model) -> list[nn.Module]:
 def ensemble_jacobian(
     members: list[nn.Module], windows: Tensor, units: np.ndarray, n_lags: int, mode: str
 ) -> tuple[Tensor, Tensor | None]:
-    """Mean Jacobian over the members, (N_sel, B, F*D), and for two or more members the
-    scaled half-difference ``D`` whose covariance is that of the mean's fit-to-fit error.
+    """Mean Jacobian over the members, **lag major** ``(N_sel, B, D*F)`` (pixel
+    ``j * F + f``), and for two or more members the scaled half-difference ``D`` whose
+    covariance is that of the mean's fit-to-fit error.
 
     Members alternate between halves A (even) and B (odd); ``D = c (mean_A - mean_B) / 2``
     with ``c^2 = 4 / (M (1/|A| + 1/|B|))``, so for independent member errors of covariance
     ``S``, ``Cov(D) = S / M`` (the error covariance of the mean of ``M`` members).
+
+    For population CNNs in gated mode each half is summed before the spectral weightings
+    (``sum_k G_k S_k`` as one accumulating GEMM per member), so no member's own
+    ``(N_sel, B, D, F)`` array is formed.
     """
-    halves: list[Tensor | None] = [None, None]
-    for j, m in enumerate(members):
-        jac = jacobian_windows(m, windows, units, n_lags, mode)
-        jac = jac.reshape(jac.shape[0], jac.shape[1], -1)
-        h = halves[j % 2]
-        halves[j % 2] = jac.clone() if h is None else h.add_(jac)
+    units_t = torch.as_tensor(units, device=windows.device)
+    halves = _cnn_halves(members, windows, units_t) if mode == "gated" else None
+    if halves is None:
+        halves = [None, None]
+        for j, m in enumerate(members):
+            jac = jacobian_windows(m, windows, units, n_lags, mode)  # (N, B, F, D)
+            jac = jac.transpose(2, 3).reshape(jac.shape[0], jac.shape[1], -1)
+            h = halves[j % 2]
+            halves[j % 2] = jac.clone() if h is None else h.add_(jac)
+    else:
+        halves = [None if h is None else lag_major(h, n_lags) for h in halves]
     n = len(members)
     if n == 1:
         return halves[0], None
     n_a, n_b = (n + 1) // 2, n // 2
-    mean = (halves[0] + halves[1]) / n
+    mean = torch.add(halves[0], halves[1]).div_(n)
     scale = math.sqrt(4.0 / (n * (1.0 / n_a + 1.0 / n_b)))
-    diff = halves[0].div_(n_a).sub_(halves[1].div_(n_b)).mul_(scale / 2)
+    diff = halves[0].mul_(scale / (2 * n_a)).sub_(halves[1], alpha=scale / (2 * n_b))
     return mean, diff
+
+
+def _cnn_halves(members: list[nn.Module], windows: Tensor, units: Tensor) -> list | None:
+    """Sums of the population CNN members' lag-major Jacobians over halves A (even members)
+    and B (odd), each ``(N, B, M, F)``; None unless every member is a PopulationCNN."""
+    if not all(isinstance(m, PopulationCNN) for m in members):
+        return None
+    mem = int(members[0].memory)
+    win = windows[:, windows.shape[1] - mem :].detach()
+    halves = [win.new_empty(units.numel(), *win.shape) for _ in range(min(2, len(members)))]
+    with torch.no_grad():
+        for j, m in enumerate(members):
+            cnn_lag_major(m, win, units, halves[j % 2], add=j >= 2)
+    return halves + [None] * (2 - len(halves))
 
 
 def check_stimulus(model: nn.Module, X: np.ndarray | Tensor) -> Tensor:
@@ -253,6 +285,12 @@ def bins_per_chunk(
         return requested
     n_freq = int(model.n_frequencies)
     n_sel = max(n_sel, 1)
+    if mode == "gated" and isinstance(model, PopulationCNN):
+        # the CNN's intermediates are bounded by its unit blocks; the frames (two half sums
+        # and the mean, float32) set the size, and the per-unit ssyrk of the moments wants
+        # a few hundred frames per call to run near the machine's GEMM rate
+        per_bin = 4 * 3 * n_sel * n_freq * d
+        return int(min(1024, max(256, _FRAME_BYTES // per_bin)))
     if mode == "gated":
         per_bin = 4 * (gated_work_per_bin(model, n_sel) + 3 * n_sel * n_freq * d)
     else:
