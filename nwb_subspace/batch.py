@@ -7,8 +7,10 @@ digits of the SHA-256 of the source's resolved path or URL, so two sources of th
 name never share an output), skips sessions whose own output (or its output under the
 pre-DANDI name ``<stem>_<key>_subspace.nwb``) already holds the finished run,
 and submits one
-:func:`~nwb_subspace.pipeline.run_session` task per remaining session to a Dask cluster: a
-``LocalCluster`` of single-threaded worker processes by default, or an existing scheduler.
+:func:`~nwb_subspace.pipeline.run_session` task per remaining session to a Dask cluster: by
+default a local cluster of single-threaded worker processes, one per GPU it uses (each seeing
+only its GPU; ``device = "auto"`` or ``"cuda"``) plus ``n_workers`` CPU workers (seeing no
+GPU), see :func:`worker_plan`; or an existing scheduler and its workers.
 A failing session is reported with its error and does not stop the others. The summary
 (one row per session of this call) is returned as a pandas DataFrame and written atomically
 to ``outdir/batch_summary.csv``.
@@ -25,7 +27,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from nwb_subspace.config import AnalysisConfig
+from nwb_subspace.devices import ALL, GPU_ENV, choose_gpus, device_label, parse_gpus, visible_gpus
 from nwb_subspace.io.atomic import write_atomically
 from nwb_subspace.io.backend import is_zarr_name, store_stem
 from nwb_subspace.io.dandi_address import is_dandi_address, parse_dandi_address
@@ -42,7 +45,9 @@ from nwb_subspace.io.remote import dandiset_nwb_urls, is_remote
 
 log = logging.getLogger("nwb_subspace")
 
-SUMMARY_COLUMNS = ["source", "status", "seconds", "output", "error", "median_cnn_score"]
+SUMMARY_COLUMNS = [
+    "source", "status", "seconds", "output", "error", "median_cnn_score", "device",
+]  # fmt: skip
 SUMMARY_FILE = "batch_summary.csv"
 POPULATION_DIR = "population"
 """Sub-folder of a batch's outdir holding its population summary."""
@@ -55,10 +60,13 @@ __all__ = [
     "SUMMARY_FILE",
     "BatchSession",
     "expand_sources",
+    "local_cluster",
     "require_dask",
     "run_batch",
     "session_output",
     "source_key",
+    "worker_plan",
+    "worker_specs",
 ]
 
 
@@ -246,7 +254,9 @@ def run_one_session(source: str, output: str, config: AnalysisConfig) -> dict[st
     """Dask task: run one session into ``output``; never raises (errors are reported).
 
     Torch is limited to one thread so that single-threaded workers do not oversubscribe
-    the cores.
+    the cores. The row's ``device`` is where this worker runs the session
+    (:func:`~nwb_subspace.devices.device_label` of ``config.device``: ``"cpu"`` or
+    ``"cuda:<id>"``; empty when ``config.device`` cannot be used here, the row then failed).
     """
     import torch
 
@@ -254,8 +264,9 @@ def run_one_session(source: str, output: str, config: AnalysisConfig) -> dict[st
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    row: dict[str, Any] = {"source": source, "output": output, "error": ""}
+    row: dict[str, Any] = {"source": source, "output": output, "error": "", "device": ""}
     try:
+        row["device"] = device_label(config.device)
         result = run_session(source, config, output=output)
         score = _median(result.scores["cnn"].noise_corrected_correlation)
         row.update(status="ok", median_cnn_score=score, output=str(result.output))
@@ -282,20 +293,124 @@ def require_dask() -> None:
         ) from err
 
 
-def _client(scheduler: str | None, n_workers: int) -> tuple[Any, Any]:
-    from dask.distributed import Client, LocalCluster
+def worker_plan(
+    device: str,
+    gpus: int | str = ALL,
+    n_workers: int = 2,
+    *,
+    found: Sequence[str] | None = None,
+) -> tuple[list[str], int]:
+    """The workers of a local batch: the GPUs that get one each, and the CPU workers.
+
+    Parameters
+    ----------
+    device : {"cpu", "cuda", "auto"}
+        The analysis' device. ``"auto"``: a worker per chosen GPU plus ``n_workers`` CPU
+        workers; ``"cpu"``: CPU workers only; ``"cuda"``: GPU workers only (a CPU worker
+        could not run a session; ``n_workers`` is then ignored, with a log line).
+    gpus : int or "all", default "all"
+        GPU workers: one per GPU found, or this many (:func:`~nwb_subspace.devices.choose_gpus`).
+    n_workers : int, default 2
+        CPU workers (``>= 0``; ``0`` needs at least one GPU worker).
+    found : sequence of str, optional
+        The GPUs to choose from, as ``CUDA_VISIBLE_DEVICES`` entries. Default: the GPUs torch
+        sees here (:func:`~nwb_subspace.devices.visible_gpus`; not looked up for ``"cpu"``
+        unless ``gpus="all"``, which then only logs how to use them).
+
+    Returns
+    -------
+    (list of str, int)
+        The ``CUDA_VISIBLE_DEVICES`` entry of each GPU worker, and the number of CPU workers.
+
+    Raises
+    ------
+    ValueError
+        A bad ``gpus``, ``device`` or ``n_workers``; more GPUs than found; no worker at all.
+    """
+    count = parse_gpus(gpus)
+    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 0:
+        raise ValueError(f"n_workers must be an integer >= 0; got {n_workers!r}")
+    if found is None and (device != "cpu" or count == ALL):
+        found = visible_gpus()
+    chosen = choose_gpus(gpus, found or [], device)
+    if device == "cpu" and found:
+        log.info(
+            "torch sees %d GPU(s); device 'cpu' runs every session on the CPU workers (use "
+            "device 'auto' for one worker per GPU as well)", len(found),
+        )  # fmt: skip
+    n_cpu = 0 if device == "cuda" else n_workers
+    if device == "cuda" and n_workers:
+        log.info("device 'cuda': %d GPU worker(s) and no CPU worker", len(chosen))
+    if not chosen and n_cpu == 0:
+        raise ValueError(
+            f"n_workers must be >= 1 when no GPU worker runs (device {device!r}, "
+            f"{len(found or [])} GPU(s) found, gpus={gpus!r}); got {n_workers!r}"
+        )
+    return chosen, n_cpu
+
+
+def worker_specs(gpus: Sequence[str], n_cpu: int) -> dict[str, dict[str, Any]]:
+    """The local cluster's workers as a ``distributed.SpecCluster`` worker spec.
+
+    One single-threaded worker process (a ``Nanny``) per entry of ``gpus``, named
+    ``gpu-<id>`` and seeing only that GPU (``CUDA_VISIBLE_DEVICES=<id>``), and ``n_cpu``
+    named ``cpu-<i>`` seeing none (``CUDA_VISIBLE_DEVICES=""``), so ``device = "auto"``
+    resolves to ``cuda`` on the first and ``cpu`` on the others. Every worker has
+    ``OMP/MKL/OPENBLAS_NUM_THREADS=1`` and an equal share of the machine's memory.
+
+    Raises
+    ------
+    ValueError
+        No worker at all, or a negative ``n_cpu``.
+    """
+    from dask.distributed import Nanny
+
+    if isinstance(n_cpu, bool) or not isinstance(n_cpu, int) or n_cpu < 0:
+        raise ValueError(f"n_cpu must be an integer >= 0; got {n_cpu!r}")
+    total = len(gpus) + n_cpu
+    if total < 1:
+        raise ValueError("a local cluster needs at least one worker (a GPU or a CPU one)")
+    threads = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+    def spec(visible: str) -> dict[str, Any]:
+        env = {**threads, GPU_ENV: visible}
+        options = {"nthreads": 1, "memory_limit": 1.0 / total, "env": env}
+        return {"cls": Nanny, "options": {**options, "silence_logs": logging.WARNING}}
+
+    specs = {f"gpu-{g}": spec(str(g)) for g in gpus}
+    specs.update({f"cpu-{i}": spec("") for i in range(n_cpu)})
+    return specs
+
+
+def local_cluster(specs: dict[str, dict[str, Any]]) -> Any:
+    """Start a ``distributed.SpecCluster`` of these workers (:func:`worker_specs`) with a
+    scheduler on 127.0.0.1 and no dashboard; the caller closes it."""
+    from dask.distributed import Scheduler, SpecCluster
+
+    scheduler = {
+        "cls": Scheduler,
+        "options": {"host": "127.0.0.1", "port": 0, "dashboard": False,
+                    "dashboard_address": None},
+    }  # fmt: skip
+    return SpecCluster(workers=specs, scheduler=scheduler, silence_logs=logging.WARNING)
+
+
+def _client(scheduler: str | None, workers: tuple[list[str], int]) -> tuple[Any, Any]:
+    from dask.distributed import Client
 
     if scheduler is not None:
         return Client(scheduler), None
-    env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-    cluster = LocalCluster(
-        n_workers=n_workers,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        env=env,
-    )
-    return Client(cluster), cluster
+    gpus, n_cpu = workers
+    log.info(
+        "local Dask cluster: %d GPU worker(s)%s and %d CPU worker(s)",
+        len(gpus), f" ({GPU_ENV}={','.join(gpus)})" if gpus else "", n_cpu,
+    )  # fmt: skip
+    cluster = local_cluster(worker_specs(gpus, n_cpu))
+    try:
+        return Client(cluster), cluster
+    except BaseException:
+        cluster.close()
+        raise
 
 
 def run_batch(
@@ -305,6 +420,7 @@ def run_batch(
     *,
     scheduler: str | None = None,
     n_workers: int = 2,
+    n_gpus: int | str = ALL,
     progress: Callable[[dict[str, Any]], None] | None = None,
     summarize: bool = True,
 ) -> pd.DataFrame:
@@ -324,10 +440,17 @@ def run_batch(
     config : AnalysisConfig, optional
         The settings of every session (default: ``AnalysisConfig()``).
     scheduler : str, optional
-        Address of a running Dask scheduler (``tcp://host:8786``). Default: a
-        ``LocalCluster`` of ``n_workers`` processes with one thread each, closed at the end.
+        Address of a running Dask scheduler (``tcp://host:8786``): its workers run the
+        sessions as they are (``n_workers`` and ``n_gpus`` are ignored; a worker's
+        ``config.device`` resolves on that worker). Default: a local cluster of
+        single-threaded worker processes (:func:`worker_plan`, :func:`worker_specs`), closed
+        at the end.
     n_workers : int, default 2
-        Workers of the local cluster (ignored with ``scheduler``).
+        CPU workers of the local cluster (seeing no GPU; ``0`` for GPU workers only).
+    n_gpus : int or "all", default "all"
+        GPU workers of the local cluster when ``config.device`` is ``"auto"`` or ``"cuda"``:
+        one per GPU torch sees (``"all"``) or this many, each seeing only its GPU. With
+        ``config.device == "cpu"`` there is none (a count > 0 is then an error).
     progress : callable, optional
         Called with each session's summary row as it finishes.
     summarize : bool, default True
@@ -342,20 +465,22 @@ def run_batch(
         ``failed`` or ``skipped``: its own output already held the run), ``seconds``,
         ``output``, ``error`` (one line, empty unless failed) and ``median_cnn_score`` (median
         noise-corrected correlation of the CNN over units, read back from the output for a
-        skipped session; NaN when failed).
+        skipped session; NaN when failed) and ``device`` (where the session ran: ``"cpu"``
+        or ``"cuda:<id>"``, ``<id>`` the GPU as this process numbers it; empty for a skipped
+        session, or one that failed before it got a device).
 
     Raises
     ------
     ImportError
         Dask distributed is not installed (``pip install "nwb-subspace[batch]"``).
     ValueError
-        Bad settings or sources (:func:`expand_sources`).
+        Bad settings or sources (:func:`expand_sources`), or workers (:func:`worker_plan`:
+        a bad ``n_gpus``, more GPUs than found, no worker at all).
     """
     config = config or AnalysisConfig()
     if not isinstance(config, AnalysisConfig):
         raise TypeError(f"config must be an AnalysisConfig; got {type(config).__name__}")
-    if isinstance(n_workers, bool) or not isinstance(n_workers, int) or n_workers < 1:
-        raise ValueError(f"n_workers must be a positive integer; got {n_workers!r}")
+    workers = ([], 0) if scheduler is not None else worker_plan(config.device, n_gpus, n_workers)
     require_dask()
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -364,7 +489,10 @@ def run_batch(
     todo: list[tuple[int, BatchSession]] = []
     for i, session in enumerate(plan):
         done = _finished(session.output, config.run_name)
-        base = {"source": session.source, "output": str(session.output), "seconds": 0.0}
+        base = {
+            "source": session.source, "output": str(session.output), "seconds": 0.0,
+            "device": "",
+        }  # fmt: skip
         if done:
             score = _stored_score(session.output, config.run_name)
             rows[i] = {**base, "status": "skipped", "error": "", "median_cnn_score": score}
@@ -381,7 +509,7 @@ def run_batch(
     for row in rows.values():
         log.info("%s: %s", row["source"], row["status"])
     if todo:
-        rows.update(_submit(todo, config, scheduler, n_workers, progress))
+        rows.update(_submit(todo, config, scheduler, workers, progress))
     table = pd.DataFrame([rows[i] for i in range(len(plan))], columns=SUMMARY_COLUMNS)
     _write_csv_atomically(table, outdir / SUMMARY_FILE)
     if summarize:
@@ -417,13 +545,13 @@ def _submit(
     todo: list[tuple[int, BatchSession]],
     config: AnalysisConfig,
     scheduler: str | None,
-    n_workers: int,
+    workers: tuple[list[str], int],
     progress: Callable[[dict[str, Any]], None] | None,
 ) -> dict[int, dict[str, Any]]:
     """One Dask task per session; collect the rows as they finish."""
     from dask.distributed import as_completed
 
-    client, cluster = _client(scheduler, n_workers)
+    client, cluster = _client(scheduler, workers)
     rows: dict[int, dict[str, Any]] = {}
     try:
         futures = {
@@ -449,6 +577,7 @@ def _submit(
                     "seconds": np.nan,
                     "error": _one_line(err),
                     "median_cnn_score": np.nan,
+                    "device": "",
                 }
             if row["status"] != "ok":
                 row["output"] = ""

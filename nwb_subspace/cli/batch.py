@@ -35,7 +35,9 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         "the run are skipped; a summary "
         "table is written to OUTDIR/batch_summary.csv and the population summary (as "
         "`nwb-subspace summarize`) to OUTDIR/population/. Exit code 1 when a session failed. "
-        'Needs Dask: pip install "nwb-subspace[batch]".',
+        "With --device auto the local cluster has one worker per GPU torch sees (each seeing "
+        "only its GPU) besides the CPU workers; the summary's device column says where each "
+        'session ran. Needs Dask: pip install "nwb-subspace[batch]".',
     )
     p.add_argument(
         "sources",
@@ -51,11 +53,35 @@ def add_batch_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--outdir", required=True, help="folder for the per-session outputs and the summary"
     )
     p.add_argument("--config", help="TOML file with analysis settings")
-    p.add_argument("--workers", type=int, default=2, help="local Dask workers (default 2)")
     p.add_argument(
-        "--scheduler", metavar="ADDRESS", help="use a running Dask scheduler (tcp://host:8786)"
+        "--workers",
+        type=int,
+        default=2,
+        metavar="N",
+        help="CPU workers of the local Dask cluster, one thread each, seeing no GPU (default "
+        "2; 0 with --device auto/cuda: GPU workers only; none with --device cuda)",
     )
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    p.add_argument(
+        "--gpus",
+        default="all",
+        metavar="N|all",
+        help="GPU workers of the local cluster with --device auto or cuda: one per GPU torch "
+        "sees (all, the default), or N of them (0: none); each sees only its GPU "
+        "(CUDA_VISIBLE_DEVICES). --device cpu starts none",
+    )
+    p.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use a running Dask scheduler (tcp://host:8786) and its workers as they are "
+        "(--workers and --gpus are ignored; each worker resolves --device auto itself)",
+    )
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default=None,
+        help="where sessions run (default: the config's device, cpu): auto = a GPU on the "
+        "GPU workers and the CPU on the CPU workers; cuda = GPU workers only",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
     p.add_argument("--run-name", default=None, help="name of the results container")
     p.add_argument(
@@ -82,7 +108,8 @@ def run_batch_command(args: argparse.Namespace, *, config: AnalysisConfig | None
         config = config.with_overrides(seed=args.seed, device=args.device, run_name=args.run_name)
         table = run_batch(
             args.sources, args.outdir, config, scheduler=args.scheduler,
-            n_workers=args.workers, summarize=not getattr(args, "no_summary", False),
+            n_workers=args.workers, n_gpus=getattr(args, "gpus", "all"),
+            summarize=not getattr(args, "no_summary", False),
         )  # fmt: skip
     except (ValueError, TypeError, OSError, ImportError) as err:
         print(f"nwb-subspace: error: {' '.join(str(err).split())}", file=sys.stderr)

@@ -220,7 +220,13 @@ def _add_demo_parser(sub) -> None:
     p.add_argument("--outdir", default="nwb_subspace_demo", help="folder for all outputs")
     p.add_argument("--preset", default="small", help="simulation preset (default: small)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu")
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default="cpu",
+        help="where the models are fitted and the dSTRFs computed: cpu (default), cuda, or "
+        "auto (the GPU when torch sees one, else the CPU)",
+    )
     p.set_defaults(func=_cmd_demo)
 
 
@@ -308,7 +314,14 @@ def _add_run_parser(sub) -> None:
         "source: <stem>_desc-subspace.nwb, or sub-01_ses-2_desc-subspace_ecephys.nwb for a "
         "DANDI-named source (beside a local source, else in the current folder)",
     )
-    p.add_argument("--device", choices=["cpu", "cuda", "auto"], default=None)
+    p.add_argument(
+        "--device",
+        choices=["cpu", "cuda", "auto"],
+        default=None,
+        help="where the models are fitted and the dSTRFs computed: cpu, cuda, or auto (the "
+        "GPU when torch sees one, else the CPU); default: the config's device (cpu). Fits on a "
+        "GPU differ slightly from CPU fits (float rounding); the device used is stored",
+    )
     p.add_argument("--seed", type=int, default=None, help="random seed (default: config's)")
     p.add_argument("--run-name", default=None, help="name of the results container")
     p.add_argument(
