@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -74,7 +76,8 @@ class SessionResult:
     ``sites`` holds the site step (site subspaces, ``tilings``, the per-unit and per-site
     summary tables, its notes); None when ``[sites] enabled`` is false. ``summary_files``
     are the CSVs written next to ``output`` (``<stem>_<run>_units.csv``, ``_sites.csv``,
-    ``_statistics.csv``; empty tables are not written).
+    ``_statistics.csv``; empty tables are not written). ``seconds`` is the wall-clock time
+    of each step that ran, in run order (:data:`TIMED_STEPS`; not stored in the file).
     """
 
     session: SessionData
@@ -89,6 +92,7 @@ class SessionResult:
     notes: list[str] = field(default_factory=list)
     sites: SiteStepResult | None = None
     summary_files: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def tilings(self) -> dict:
@@ -359,6 +363,7 @@ def tuning_subspaces(
     masks: dict[str, np.ndarray],
     notes: list[str],
     sites: np.ndarray | None = None,
+    seconds: dict[str, float] | None = None,
 ) -> SubspaceStep:
     """The ``subspace`` step: dSTRF moments, tuning subspaces and SRFs (no model is fitted).
 
@@ -391,25 +396,28 @@ def tuning_subspaces(
     fits, note = ensemble_fits(cnn, sub.ensemble)
     if note:
         notes.append(note)
-    moments = dstrf_moments(
-        fits, X, bins=stim, units=passing, outlier_threshold=sub.outlier_threshold,
-        outlier_rule=sub.outlier_rule,
-    )  # fmt: skip
+    with timed(seconds, "dSTRF moments"):
+        moments = dstrf_moments(
+            fits, X, bins=stim, units=passing, outlier_threshold=sub.outlier_threshold,
+            outlier_rule=sub.outlier_rule,
+        )  # fmt: skip
     est = TuningSubspaceEstimator(
         n_components=sub.n_components, variance_threshold=sub.variance_threshold,
         seed=config.seed, reference_n_components=sub.reference_n_components,
         reference_variance_threshold=sub.reference_variance_threshold,
     )  # fmt: skip
-    tuning = est.fit(
-        moments, frequencies=session.frequencies, bin_s=1 / session.rate, unit_rows=rows
-    ).to_result()
+    with timed(seconds, "PCA"):
+        tuning = est.fit(
+            moments, frequencies=session.frequencies, bin_s=1 / session.rate, unit_rows=rows
+        ).to_result()
     by_status: dict[str, list[int]] = {}
     for row, status in zip(rows, est.status_, strict=True):
         if status != "ok":
             by_status.setdefault(status, []).append(int(row))
     notes.extend(f"tuning subspace of unit rows {r}: {status}" for status, r in by_status.items())
-    prediction = cnn.predict(X)[:, passing]
-    srfs, srf_bins = session_srfs(tuning, session, prediction, masks, config, sites, notes)
+    with timed(seconds, "SRFs"):
+        prediction = cnn.predict(X)[:, passing]
+        srfs, srf_bins = session_srfs(tuning, session, prediction, masks, config, sites, notes)
     return SubspaceStep(
         tuning=tuning,
         srfs=srfs,
@@ -608,6 +616,32 @@ class RunPlan:
     steps_run: list[str] = field(default_factory=list)
     steps_reused: list[str] = field(default_factory=list)
     steps_not_stored: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+#: The steps whose wall-clock seconds a run records (:attr:`SessionResult.seconds`).
+TIMED_STEPS = (
+    "read + spectrogram",
+    "fits",
+    "scores",
+    "dSTRF moments",
+    "PCA",
+    "SRFs",
+    "subspace model",
+    "site step",
+    "write",
+)
+
+
+@contextmanager
+def timed(seconds: dict[str, float] | None, step: str) -> Iterator[None]:
+    """Add the wall-clock seconds of the ``with`` block to ``seconds[step]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        if seconds is not None:
+            seconds[step] = seconds.get(step, 0.0) + time.perf_counter() - start
 
 
 def plan_steps(steps: Sequence[str] | str | None, reuse: str | None = None) -> list[str]:
@@ -793,15 +827,16 @@ def estimator_from_stored(
     )
     est.units_ = np.array([column[int(r)] for r in rows], dtype=np.int64)
     est.excluded_units_ = np.setdiff1d(np.arange(len(column)), est.units_)
-    est.members_ = [m.module for m in members]
+    est.device_ = resolve_device(config.device)
+    # stored fits are rebuilt on the CPU; every member goes where the run computes
+    est.members_ = [m.module.to(est.device_) for m in members]
     est.model_ = est.members_[0]
     est.member_histories_ = [_history(m.training) for m in members]
     est.history_ = est.member_histories_[0]
-    est.device_ = resolve_device(config.device)
     est.failed_ = False
     est.fit_problems_ = []
     est.jackknife_folds_ = np.asarray(list(jackknife), dtype=np.int64)
-    est.jackknife_members_ = [m.module for m in jackknife.values()]
+    est.jackknife_members_ = [m.module.to(est.device_) for m in jackknife.values()]
     est.jackknife_histories_ = [_history(m.training) for m in jackknife.values()]
     est.jackknife_problems_ = {}
     est.fold_labels_ = est.oof_prediction_ = est.oof_correlation_ = None
@@ -1000,7 +1035,8 @@ def _run_session(
         notes.append(f"source {path} read lazily; the output holds its data without raw voltage")
     _check_run(path, config, plan, output=output, overwrite=overwrite, write=write)
     log.info("reading %s", path)
-    session = load_session(path, config)
+    with timed(plan.seconds, "read + spectrogram"):
+        session = load_session(path, config)
     masks = session_masks(session)
     units = read_unit_info(path, config, notes)
     labels = None
@@ -1010,12 +1046,14 @@ def _run_session(
         with open_binary(path) as handle:
             labels = read_site_labels(handle, config.sites.group_by, main)
     if plan.reuse is None:
-        fits = fit_models(session, config, masks, progress, notes)
+        with timed(plan.seconds, "fits"):
+            fits = fit_models(session, config, masks, progress, notes)
         X = session.spectrogram.data
-        scores = {
-            k: est.score(X, session.validation, session.noise_ceiling, seed=config.seed)
-            for k, est in fits.items()
-        }
+        with timed(plan.seconds, "scores"):
+            scores = {
+                k: est.score(X, session.validation, session.noise_ceiling, seed=config.seed)
+                for k, est in fits.items()
+            }
         kept: dict[str, FittedModel] = {}
         plan.steps_run.append("models")
     else:
@@ -1024,8 +1062,9 @@ def _run_session(
     step, sites, carried = _later_steps(
         session, fits, scores, config, masks, labels, units, plan, notes
     )
-    models = _model_results(session, config, fits, scores, step, kept, carried.get("model"))
-    models = with_validation_predictions(models, session, names={*fits, "subspace"})
+    with timed(plan.seconds, "write"):  # the stored predictions are part of what is written
+        models = _model_results(session, config, fits, scores, step, kept, carried.get("model"))
+        models = with_validation_predictions(models, session, names={*fits, "subspace"})
     results = ResultSet(
         spectrograms=_spectrogram_results(session),
         models=models,
@@ -1043,7 +1082,9 @@ def _run_session(
     )
     results.site_subspaces.extend(carried.get("site_subspaces", []))
     results.site_statistics.extend(carried.get("site_statistics", []))
-    out, summary_files = _write(path, results, config, sites, notes, output, overwrite, write)
+    with timed(plan.seconds, "write"):
+        out, summary_files = _write(path, results, config, sites, notes, output, overwrite, write)
+    _log_seconds(plan.seconds)
     return SessionResult(
         session=session,
         units=units,
@@ -1057,7 +1098,14 @@ def _run_session(
         notes=notes,
         sites=sites,
         summary_files=summary_files,
+        seconds=dict(plan.seconds),
     )
+
+
+def _log_seconds(seconds: dict[str, float]) -> None:
+    total = sum(seconds.values())
+    parts = ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items())
+    log.info("steps took %.1f s: %s", total, parts)
 
 
 def _later_steps(
@@ -1081,16 +1129,20 @@ def _later_steps(
         notes.append(f"no dSTRFs, tuning subspaces or later steps: steps were {plan.steps}")
         return SubspaceStep(), None, {}
     site_of_row = None if labels is None else np.asarray(labels[0], dtype=object).astype(str)
-    step = tuning_subspaces(session, cnn, scores["cnn"], config, masks, notes, sites=site_of_row)
+    step = tuning_subspaces(
+        session, cnn, scores["cnn"], config, masks, notes, sites=site_of_row, seconds=plan.seconds
+    )
     plan.steps_run.append("subspace")
     if "subspace_model" in plan.steps:
         if step.tuning is not None:
-            fit_subspace_model(step, session, scores["cnn"], config, masks, notes)
+            with timed(plan.seconds, "subspace model"):
+                fit_subspace_model(step, session, scores["cnn"], config, masks, notes)
         plan.steps_run.append("subspace_model")
     sites = None
     if labels is not None and config.sites.enabled and "sites" in plan.steps:
         exclusions = quality_exclusions(cnn, scores["cnn"], config, session.n_units)
-        sites = analyse_sites(session, step, exclusions, labels, units, config)
+        with timed(plan.seconds, "site step"):
+            sites = analyse_sites(session, step, exclusions, labels, units, config)
         notes.extend(sites.notes)
         plan.steps_run.append("sites")
     return step, sites, _carry_over(step, scores["cnn"], config, plan, notes)

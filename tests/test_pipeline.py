@@ -55,6 +55,16 @@ def test_results_are_appended_and_source_kept(tiny_run):
             assert col in units.colnames
 
 
+def test_each_step_is_timed(tiny_run):
+    """The run records the wall-clock seconds of every step it ran (benchmarks print their
+    shares), in run order, and none is left out."""
+    from nwb_subspace.pipeline import TIMED_STEPS
+
+    seconds = tiny_run[2].seconds
+    assert list(seconds) == list(TIMED_STEPS)  # every step ran on the tiny session
+    assert all(value > 0 for value in seconds.values())
+
+
 def test_subspaces_and_srfs_are_stored(tiny_run):
     path, _, result = tiny_run
     back = read_results(path, "quick")
