@@ -327,3 +327,23 @@ def test_moment_accumulator_blocks_match_float64(flush_every, p):
     other.add(torch.from_numpy(frames[2:3, :20].copy()))
     acc.replace_units(torch.tensor([0]), other)
     np.testing.assert_allclose(acc.covariance()[0].numpy(), cov(frames[2, :20]), atol=2e-5)
+
+
+@pytest.mark.parametrize("scale", [30.0, 1e6])
+def test_outlier_moments_exact_when_subtracted_and_when_reaccumulated(scale):
+    """dSTRFs equal to the spectrogram rows (_FramesAsJacobians): one frame is an outlier
+    `scale` times the others' size. At 30x it is subtracted from pass 1's moments; at 1e6x
+    (beyond 100x the median frame, where float32 sums of pass 1 would keep its rounding)
+    the unit is accumulated afresh. Both give the kept frames' own moments (to float32
+    accumulation: 1.1e-6 of the largest entry without any outlier, 5e-6 at 30x)."""
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(3000, 4)).astype(np.float32) + np.float32(1.0)
+    X[1234] *= np.float32(scale)
+    mom = dstrf_moments(_FramesAsJacobians(), X, outlier_threshold=5.0, chunk_size=256)
+    J = X.astype(np.float64)
+    dev = np.linalg.norm(J - J.mean(0), axis=1)
+    keep = dev <= 5.0 * np.sqrt(np.mean(dev**2))
+    assert not keep[1234] and mom.n_outliers[0] == (~keep).sum()
+    np.testing.assert_allclose(mom.mean[0].ravel(), J[keep].mean(0), rtol=1e-6, atol=1e-7)
+    cov = np.cov(J[keep], rowvar=False)
+    np.testing.assert_allclose(mom.covariance[0], cov, rtol=0, atol=2e-5 * np.abs(cov).max())

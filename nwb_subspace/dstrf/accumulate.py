@@ -67,12 +67,14 @@ class MomentAccumulator:
         weight: Tensor | None = None,
         *,
         consume: bool = False,
-    ) -> None:
+    ) -> Tensor:
         """Add (``sign=+1``) or remove (``-1``) frames; ``weight`` (n, B) of 0/1 selects them.
 
         Frames with a NaN or inf pixel are never added; on adding they are counted in
         ``nonfinite``. ``consume=True`` lets the frames' memory be reused (the caller does
-        not read ``jac`` afterwards), which saves a copy of the chunk.
+        not read ``jac`` afterwards), which saves a copy of the chunk. Returns each frame's
+        distance from the provisional centre, ``||J - centre||`` (n, B), 0 for frames left
+        out.
         """
         if self.centre is None:
             self.centre = self._first_centre(jac, weight)
@@ -100,6 +102,7 @@ class MomentAccumulator:
         self._buffered += jac.shape[1]
         if self._buffered >= self.flush_every:
             self.flush()
+        return norm
 
     @staticmethod
     def _first_centre(jac: Tensor, weight: Tensor | None) -> Tensor:
@@ -136,6 +139,19 @@ class MomentAccumulator:
         self.centre[rows] = other.centre
         for name in ("count", "sum_dev", "sumsq_dev", "m2"):
             getattr(self, name)[rows] = getattr(other, name)
+
+    def subtract_units(self, rows: Tensor, other: MomentAccumulator) -> None:
+        """Remove from units ``rows`` the frames ``other`` holds (one row per entry of
+        ``rows``, accumulated around the same centres): count, sums and second moments, in
+        float64. ``total``, ``nonfinite`` and ``max_dev`` are kept."""
+        if other.centre is None:
+            return
+        if self.centre is None or not torch.equal(self.centre[rows], other.centre):
+            raise ValueError("other must be accumulated around these units' own centres")
+        self.flush()
+        other.flush()
+        for name in ("count", "sum_dev", "sumsq_dev", "m2"):
+            getattr(self, name)[rows] -= getattr(other, name)
 
     def flush(self) -> None:
         """Move the float32 buffer into the float64 totals."""

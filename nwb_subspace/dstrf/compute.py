@@ -49,10 +49,13 @@ Outlier frames are then removed in a second pass, against the mean dSTRF ``m`` o
   ``paper`` session, up to half for bowl-shaped units) and recovered the dimensionality
   less often there (docs/methods.md, section 6).
 
-The second pass runs only for units whose largest deviation could exceed the limit; it
-accumulates those units' kept frames afresh, so their moments are exactly those of the kept
-frames (the covariance centred on the kept frames' own mean), with none of the rounding
-that subtracting large outlier frames would leave. Memory is
+Pass 1 keeps each frame's distance from the provisional centre, ``||J - c||``, which bounds
+its distance from the mean (``||J - m|| <= ||J - c|| + ||m - c||``). The second pass
+differentiates again only the frames whose bound reaches the limit (a few percent of the
+bins), for the units that have such frames, and subtracts the outliers among them in
+float64 (accumulated apart around the same centres). A unit with a frame beyond 100x its
+median frame's distance is instead accumulated afresh from its kept frames, so that the
+float32 rounding of pass 1's sums of such huge frames is not left behind. Memory is
 ``O(units * (F*D)^2 + chunk * units * L * F)`` whatever the recording length; bound it with
 ``unit_batch`` (units are processed in groups, one pass over time per group).
 
@@ -470,19 +473,21 @@ def _group_moments(
     acc = MomentAccumulator(group.size, p, device=Xt.device)
     noise = MomentAccumulator(group.size, p, device=Xt.device) if len(members) > 1 else None
 
-    def jac_chunk(s: int, units: np.ndarray) -> tuple[Tensor, Tensor | None]:
+    def jac_at(positions: np.ndarray, units: np.ndarray) -> tuple[Tensor, Tensor | None]:
         t0 = time.perf_counter()
-        b = torch.as_tensor(idx[s : s + step], dtype=torch.long, device=Xt.device)
+        b = torch.as_tensor(idx[positions], dtype=torch.long, device=Xt.device)
         jac, diff = ensemble_jacobian(members, stimulus_windows(Xt, b, length), units, d, mode)
         timings["jacobian_s"] += time.perf_counter() - t0
         return jac, diff
 
+    # each frame's ||J - centre|` from pass 1 bounds its distance from the mean (pass 2)
+    norms = torch.zeros(group.size, idx.size, dtype=torch.float32, device=Xt.device)
     desc = f"dSTRFs of {group.size} unit(s)"
     with torch.no_grad(), progress_bar(idx.size, desc, unit="bin") as bar:
         for s in range(0, idx.size, step):
-            jac, diff = jac_chunk(s, group)
+            jac, diff = jac_at(np.arange(s, min(s + step, idx.size)), group)
             t0 = time.perf_counter()
-            acc.add(jac, consume=True)
+            norms[:, s : s + jac.shape[1]] = acc.add(jac, consume=True)
             if noise is not None:
                 noise.add(diff, consume=True)
             timings["accumulate_s"] += time.perf_counter() - t0
@@ -497,8 +502,8 @@ def _group_moments(
         j_before = timings["jacobian_s"]
         with torch.no_grad():
             _remove_outliers(
-                acc, noise, mean, spread, mean_spread, threshold, rule, idx.size, step,
-                lambda s, sub: jac_chunk(s, group[sub]), n_outliers,
+                (acc, noise), (mean, spread, mean_spread), (threshold, rule), norms, step,
+                lambda positions, sub: jac_at(positions, group[sub]), n_outliers,
             )  # fmt: skip
         timings["outlier_pass_s"] += (
             time.perf_counter() - t_pass2 - (timings["jacobian_s"] - j_before)
@@ -537,44 +542,108 @@ def pixel_order(n_freq: int, n_lags: int, device: torch.device | str = "cpu") ->
 
 
 def _remove_outliers(
-    acc: MomentAccumulator,
-    noise: MomentAccumulator | None,
-    mean: Tensor,
-    spread: Tensor,
-    mean_spread: Tensor,
-    threshold: float,
-    rule: str,
-    n_frames: int,
+    accumulators: tuple[MomentAccumulator, MomentAccumulator | None],
+    pass1: tuple[Tensor, Tensor, Tensor],
+    outlier: tuple[float, str],
+    norms: Tensor,
     step: int,
-    jac_chunk,
+    jac_at,
     n_outliers: Tensor,
 ) -> None:
     """Pass 2: the moments of ``acc`` and ``noise`` without the outlier frames (module notes).
 
-    Only units whose largest pass-1 deviation could exceed the limit are differentiated
-    again (``jac_chunk(start, unit_indices)``); their moments are accumulated afresh from
-    the kept frames (subtracting the outliers instead would leave the float32 rounding of
-    large frames behind), and ``n_outliers`` is incremented in place.
+    ``pass1`` is the mean, RMS deviation and pixel spread of the mean of pass 1; ``norms``
+    (units, frames) each frame's ``||J - c||`` from pass 1, so ``||J - m|| <= ||J - c|| +
+    ||m - c||`` bounds every frame's deviation from the mean (``std_p(J - m) <= ||J - m|| /
+    sqrt(P)``). Only the frames whose bound reaches the limit are differentiated again
+    (``jac_at(frame_positions, unit_indices)``), for the units that have such frames; the
+    outliers among them are accumulated apart (around the same centres) and subtracted in
+    float64. A unit with a frame beyond 100x its median frame's distance (where the float32
+    rounding of pass 1's sums would no longer be negligible) is accumulated afresh from its
+    kept frames instead. ``n_outliers`` is incremented in place.
     """
+    acc, noise = accumulators
+    mean, spread, mean_spread = pass1
+    threshold, rule = outlier
     p = mean.shape[1]
-    # an upper bound on every frame's ||J - m||; std_p(J - m) <= ||J - m|| / sqrt(P)
-    bound = (acc.max_dev + (mean - acc.centre.double()).norm(dim=1)) * (1 + 1e-4)
+    shift = (mean - acc.centre.double()).norm(dim=1)
+    bound = (norms.double() + shift[:, None]) * (1 + 1e-4)  # >= ||J - m|| (float rounding)
     if rule == "reference":
         limit, bound, scale = threshold * mean_spread, bound / math.sqrt(p), mean_spread
     else:
         limit, scale = threshold * spread, spread
-    suspect = np.flatnonzero(((bound > limit) & (scale > 0)).cpu().numpy())
+    candidate = (bound > limit[:, None]) & (scale > 0)[:, None]  # (units, frames)
+    suspect = np.flatnonzero(candidate.any(1).cpu().numpy())
     if not suspect.size:
         return
-    sub = torch.as_tensor(suspect, device=mean.device)
-    kept = MomentAccumulator(suspect.size, p, device=mean.device)
-    kept_noise = None if noise is None else MomentAccumulator(suspect.size, p, device=mean.device)
+    # frames far beyond the typical one (the median; the RMS itself grows with them) would
+    # leave pass 1's float32 rounding of their products behind if subtracted
+    typical = norms.median(dim=1).values.double() + shift
+    extreme = (norms.max(1).values.double() > 100 * typical).cpu().numpy()
+    fresh, subtract = suspect[extreme[suspect]], suspect[~extreme[suspect]]
+    if subtract.size:
+        _subtract_outliers(
+            accumulators, mean, limit, rule, candidate, subtract, step, jac_at, n_outliers
+        )
+    if fresh.size:
+        _accumulate_kept(accumulators, mean, limit, rule, norms.shape[1], fresh, step, jac_at,
+                         n_outliers)  # fmt: skip
+
+
+def _outlier_stat(jac: Tensor, centre: Tensor, rule: str) -> Tensor:
+    """Each frame's distance from the mean under ``rule`` (float32 deviations)."""
+    dev = jac - centre[:, None, :]
+    return dev.std(dim=-1, unbiased=False) if rule == "reference" else dev.norm(dim=-1)
+
+
+def _subtract_outliers(
+    accumulators, mean, limit, rule, candidate, units, step, jac_at, n_outliers
+) -> None:
+    """Differentiate ``units`` again at their candidate frames only, and subtract the
+    outliers among them (accumulated apart around the same centres) in float64."""
+    acc, noise = accumulators
+    p = mean.shape[1]
+    sub = torch.as_tensor(units, device=mean.device)
+    cand = candidate[sub]
+    positions = np.flatnonzero(cand.any(0).cpu().numpy())
+    removed = MomentAccumulator(units.size, p, device=mean.device)
+    removed.centre = acc.centre[sub].clone()
+    removed_noise = None
+    if noise is not None:
+        removed_noise = MomentAccumulator(units.size, p, device=mean.device)
+        removed_noise.centre = noise.centre[sub].clone()
     centre32 = mean[sub].float()
-    for s in range(0, n_frames, step):
-        jac, diff = jac_chunk(s, suspect)
-        dev = jac - centre32[:, None, :]  # float32: the deviations decide, not the moments
-        stat = dev.std(dim=-1, unbiased=False) if rule == "reference" else dev.norm(dim=-1)
-        del dev
+    for start in range(0, positions.size, step):
+        pos = positions[start : start + step]
+        jac, diff = jac_at(pos, units)
+        stat = _outlier_stat(jac, centre32, rule)
+        out = (stat.double() > limit[sub][:, None]) & torch.isfinite(stat)
+        out &= cand[:, torch.as_tensor(pos, device=mean.device)]
+        if not bool(out.any()):
+            continue
+        removed.add(jac, weight=out, consume=True)
+        if removed_noise is not None:
+            removed_noise.add(diff, weight=out, consume=True)
+        n_outliers[sub] += out.sum(1)
+    acc.subtract_units(sub, removed)
+    if noise is not None:
+        noise.subtract_units(sub, removed_noise)
+
+
+def _accumulate_kept(
+    accumulators, mean, limit, rule, n_frames, units, step, jac_at, n_outliers
+) -> None:
+    """Accumulate ``units``' kept frames afresh over every frame (units with extreme
+    outliers) and put those moments in place of pass 1's."""
+    acc, noise = accumulators
+    p = mean.shape[1]
+    sub = torch.as_tensor(units, device=mean.device)
+    kept = MomentAccumulator(units.size, p, device=mean.device)
+    kept_noise = None if noise is None else MomentAccumulator(units.size, p, device=mean.device)
+    centre32 = mean[sub].float()
+    for start in range(0, n_frames, step):
+        jac, diff = jac_at(np.arange(start, min(start + step, n_frames)), units)
+        stat = _outlier_stat(jac, centre32, rule)
         out = (stat.double() > limit[sub][:, None]) & torch.isfinite(stat)
         kept.add(jac, weight=~out, consume=True)
         if kept_noise is not None:
