@@ -10,7 +10,7 @@ members (max |a - b| / max |a| per tensor).
 
 Usage::
 
-    python benchmarks/stacked_fits.py                     # small, 4 + 2 epochs (~2-3 min)
+    python benchmarks/stacked_fits.py                     # small, 10 + 5 epochs (~2 min)
     python benchmarks/stacked_fits.py --epochs1 2 --epochs2 1 --ks 3 8
     python benchmarks/stacked_fits.py --threads 1
     python benchmarks/stacked_fits.py --device cuda
@@ -72,8 +72,8 @@ def _max_rel(runs_a: list, runs_b: list) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="small")
-    parser.add_argument("--epochs1", type=int, default=4, help="stage-1 epochs")
-    parser.add_argument("--epochs2", type=int, default=2, help="stage-2 epochs")
+    parser.add_argument("--epochs1", type=int, default=10, help="stage-1 epochs")
+    parser.add_argument("--epochs2", type=int, default=5, help="stage-2 epochs")
     parser.add_argument("--ks", type=int, nargs="+", default=[3, 8])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None)

@@ -3,9 +3,9 @@
 The initialisations and jackknife members of a session are fits of one architecture to the
 same timeline; fitted one after the other, each pays the fixed cost of a step (Python,
 autograd bookkeeping, Adam) and runs small matrix products. :class:`StackedCNN` holds ``K``
-members of :class:`~nwb_subspace.models.cnn.PopulationCNN` with a leading member axis: the
-dense layers become batched matrix products, the depthwise temporal filters one grouped
-``conv1d`` over ``K x channels``. :func:`fit_stacked` runs the two-stage recipe of
+members of :class:`~nwb_subspace.models.cnn.PopulationCNN` with a leading member axis and
+runs every layer as one grouped convolution over ``K x channels`` (the dense layers as
+1 x 1 convolutions with ``K`` groups, the temporal filters depthwise), channels last. :func:`fit_stacked` runs the two-stage recipe of
 :func:`~nwb_subspace.models.training.fit_model` for all members at once and gives back
 ordinary models and their histories.
 
@@ -162,27 +162,33 @@ readout_weight, readout_bias : nn.Parameter
         if x.shape[2] < self.memory:
             raise ValueError(f"need at least {self.memory} bins (memory); got {x.shape[2]}")
         k, b, t, n_freq = x.shape
-        c1, c2 = self.spectral.shape[1], self.mix.shape[1]
-        h = torch.bmm(x.reshape(k, b * t, n_freq), self.spectral.transpose(1, 2))
-        h = h.view(k, b, t, c1).permute(1, 0, 3, 2).reshape(b, k * c1, t)
-        h = F.conv1d(
-            h, self.t1_weight.reshape(k * c1, 1, -1), self.t1_bias.reshape(-1), groups=k * c1
+        c1, c2, n_hidden = self.spectral.shape[1], self.mix.shape[1], self.dense_weight.shape[1]
+        # Every layer is a grouped convolution over (batch, K x channels, 1, time) in the
+        # channels-last layout, where oneDNN's depthwise kernels vectorise over the K x
+        # channels (2-3x faster forward and backward than channels-first at K = 8).
+        h = x.permute(1, 0, 3, 2).reshape(b, k * n_freq, 1, t)
+        h = h.contiguous(memory_format=torch.channels_last)
+        h = F.conv2d(h, self.spectral.reshape(k * c1, n_freq, 1, 1), groups=k)
+        h = F.conv2d(
+            h, self.t1_weight.reshape(k * c1, 1, 1, -1), self.t1_bias.reshape(-1), groups=k * c1
         )
-        h = torch.relu(h)
-        h = torch.matmul(self.mix, h.view(b, k, c1, -1))  # (b, k, c2, time)
-        h = F.conv1d(
-            h.reshape(b, k * c2, -1),
-            self.t2_weight.reshape(k * c2, 1, -1),
-            self.t2_bias.reshape(-1),
-            groups=k * c2,
+        h = F.conv2d(torch.relu(h), self.mix.reshape(k * c2, c1, 1, 1), groups=k)
+        h = F.conv2d(
+            h, self.t2_weight.reshape(k * c2, 1, 1, -1), self.t2_bias.reshape(-1), groups=k * c2
         )
-        n_out = h.shape[-1]
-        h = torch.relu(h).view(b, k, c2, n_out).permute(1, 0, 3, 2).reshape(k, b * n_out, c2)
-        h = torch.relu(
-            torch.baddbmm(self.dense_bias[:, None], h, self.dense_weight.transpose(1, 2))
+        h = F.conv2d(
+            torch.relu(h),
+            self.dense_weight.reshape(k * n_hidden, c2, 1, 1),
+            self.dense_bias.reshape(-1),
+            groups=k,
         )
-        z = torch.baddbmm(self.readout_bias[:, None], h, self.readout_weight.transpose(1, 2))
-        return z.view(k, b, n_out, self.n_units)
+        z = F.conv2d(
+            torch.relu(h),
+            self.readout_weight.reshape(k * self.n_units, n_hidden, 1, 1),
+            self.readout_bias.reshape(-1),
+            groups=k,
+        )  # (b, k x N, 1, time - memory + 1), stored as (b, time, k, N)
+        return z.view(b, k, self.n_units, -1).permute(1, 0, 3, 2)
 
     def forward(self, x: Tensor) -> Tensor:
         """Predicted rates of every member, ``(K, batch, time - memory + 1, N)``."""
@@ -243,7 +249,7 @@ def _member_loss(pred: Tensor, y: Tensor, w: Tensor, kind: str) -> Tensor:
         per = pred - y * torch.log(pred.clamp_min(1e-8))
     else:
         per = (pred - y) ** 2
-    return (per * w[..., None]).flatten(1).sum(1)
+    return (per * w[..., None]).sum(dim=(1, 2, 3))
 
 
 class _MemberAdam:
