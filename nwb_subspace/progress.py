@@ -21,12 +21,15 @@ __all__ = ["progress_bar", "progress_enabled", "set_progress", "track"]
 _FORCED: bool | None = None
 
 
-def set_progress(enabled: bool | None) -> None:
-    """Turn progress bars on (True), off (False) or back to automatic (None)."""
+def set_progress(enabled: bool | None) -> bool | None:
+    """Turn progress bars on (True), off (False) or back to automatic (None).
+
+    Returns the previous setting, so that a caller can put it back."""
     global _FORCED
     if enabled is not None and not isinstance(enabled, bool):
         raise TypeError(f"enabled must be True, False or None; got {enabled!r}")
-    _FORCED = enabled
+    previous, _FORCED = _FORCED, enabled
+    return previous
 
 
 def progress_enabled() -> bool:

@@ -21,17 +21,16 @@ direction).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from nwb_subspace.results import TuningSubspaces
-from nwb_subspace.simulate.neurons import population_drive
-from nwb_subspace.simulate.population import draw_population
 from nwb_subspace.simulate.presets import SimulationConfig
-from nwb_subspace.simulate.session import plan_presentations, truth_spectrogram
-from nwb_subspace.simulate.sounds import synthesize_sequence
-from nwb_subspace.site.groups import compare_across_sites
-from nwb_subspace.subspace.srf import repeat_index_per_bin, subspace_rfs
+from nwb_subspace.subspace.srf import subspace_rfs
+from nwb_subspace.testing.sites import (
+    found_broader,
+    narrow_vs_broad,
+    plan_spectrogram,
+    true_filter_site,
+)
 
 N_SITES = 10
 CONFIG = SimulationConfig(
@@ -55,49 +54,16 @@ LOW_CV = (0.3, 0.6)  # power 1 for every unit: the nonlinearity width sets the b
 @pytest.fixture(scope="module")
 def sounds():
     """Spectrogram, repeat index per bin and stimulus mask of one presentation plan."""
-    cfg = CONFIG
-    rng = np.random.default_rng(0)
-    plan = plan_presentations(rng, cfg)
-    fs, hop = cfg.audio_fs, int(round(cfg.spectrogram.bin_s * cfg.audio_fs))
-    wave = np.zeros(plan[-1]["start"] + plan[-1]["n_samples"] + hop, dtype=np.float32)
-    made: dict[str, np.ndarray] = {}
-    for p in plan:
-        if p["sound_id"] not in made:
-            made[p["sound_id"]] = synthesize_sequence(rng, p["n_samples"] / fs, fs, cfg.sound_rms)
-        wave[p["start"] : p["start"] + p["n_samples"]] = made[p["sound_id"]][: p["n_samples"]]
-    X = np.asarray(truth_spectrogram(wave, fs, cfg.spectrogram, plan).data, dtype=np.float64)
-    tb = np.array([[p["start"] // hop, (p["start"] + p["n_samples"]) // hop] for p in plan])
-    stim = np.zeros(X.shape[0], bool)
-    for a, b in tb:
-        stim[a:b] = True
-    rep = repeat_index_per_bin([p["sound_id"] for p in plan], tb, X.shape[0])
-    return X, rep, stim
+    return plan_spectrogram(CONFIG)
 
 
 def _site(sounds, seed: int, **changes):
     """Noise-aware and old breadth of one simulated site's measured SRFs, and cell types."""
     X, rep, stim = sounds
     cfg = CONFIG.replace(**changes)
-    rng = np.random.default_rng(seed)
-    pop = draw_population(rng, cfg, X)
-    drive = population_drive(
-        X, pop["filters"], pop["k"], pop["offsets"], pop["nl_kind"], pop["nl_centre"],
-        pop["nl_width"], pop["nl_sign"], pop["nl_power"],
-    )  # fmt: skip
-    counts = rng.poisson((pop["base_rate"] + pop["amplitude"] * drive) * cfg.spectrogram.bin_s)
-    n, f, d = cfg.n_units, X.shape[1], cfg.n_lags
-    comps = np.zeros((n, 2, f, d))
-    for u in range(n):
-        q, _ = np.linalg.qr(pop["filters"][u, : pop["k"][u]].reshape(pop["k"][u], -1).T)
-        comps[u] = q.T[:2].reshape(2, f, d)[..., ::-1]  # true order -> model lag order
-    tuning = TuningSubspaces(
-        unit_rows=np.arange(n), components=comps, explained_variance_ratio=np.full((n, 2), 0.5),
-        dimensionality=np.full(n, 2), mean_dstrf=comps[:, 0], n_frames=np.full(n, X.shape[0]),
-        noise_floor=np.zeros((n, 2)), frequencies=np.arange(f, dtype=float),
-        lags_s=(d - 1 - np.arange(d)) * cfg.spectrogram.bin_s,
-    )  # fmt: skip
+    tuning, counts, pop = true_filter_site(X, cfg, seed)
     srfs = subspace_rfs(
-        tuning, X, counts=counts.astype(float), rate=1 / cfg.spectrogram.bin_s, bins=stim,
+        tuning, X, counts=counts, rate=1 / cfg.spectrogram.bin_s, bins=stim,
         repeats=rep, pairs="first", n_shape_null=0,
     )  # fmt: skip
     return srfs.breadth_fraction, srfs.breadth.astype(float), pop["cell_type"]
@@ -105,26 +71,18 @@ def _site(sounds, seed: int, **changes):
 
 def _compare(sounds, **changes) -> dict[str, dict]:
     """compare_across_sites row (narrow vs broad) of each breadth measure over N_SITES."""
-    out: dict[str, list] = {"new": [], "old": [], "type": [], "site": []}
+    out: dict[str, list] = {"new": [], "old": []}
+    types, sites = [], []
     for s in range(N_SITES):
         new, old, cell_type = _site(sounds, 100 + s, **changes)
         out["new"].append(new)
         out["old"].append(old)
-        out["type"].extend(cell_type.tolist())
-        out["site"].extend([f"site{s}"] * cell_type.size)
-    rows = {}
-    for key in ("new", "old"):
-        (row,), _ = compare_across_sites(
-            np.concatenate(out[key]), out["type"], out["site"], statistic="breadth",
-            groups=["narrow", "broad"],
-        )  # fmt: skip
-        rows[key] = row
-    return rows
+        types.extend(cell_type.tolist())
+        sites.extend([f"site{s}"] * cell_type.size)
+    return narrow_vs_broad(out, types, sites)
 
 
-def _broader(row: dict, alpha: float) -> bool:
-    """Narrow found broader: two-sided site-level p < alpha with narrow > broad."""
-    return row["p_value"] < alpha and row["effect_size"] > 0
+_broader = found_broader
 
 
 @pytest.mark.slow

@@ -150,9 +150,14 @@ def test_cnn_does_not_collapse_on_the_realistic_session(realistic):
     assert not cnn.failed_ and not ln.failed_
     pred = cnn.predict(session.spectrogram.data)
     assert np.median(pred.std(0) / pred.mean(0)) > 0.1
-    nc_cnn = np.nanmedian(scores["cnn"].noise_corrected_correlation)
-    nc_ln = np.nanmedian(scores["ln"].noise_corrected_correlation)
-    assert np.isfinite(nc_cnn) and nc_cnn > nc_ln
+    # the mean over units: 7 of these 12 units are monotonic (near-linear: the LN matches the
+    # CNN there, 0.76-0.89 vs 0.68-0.94) and the hills are where the CNN earns its keep
+    # (0.46-0.70 vs -0.02-0.02); since issue 20 narrow monotonic units have lower thresholds
+    # (broader, more linear), so the median unit is a monotonic one and the LN's median is
+    # higher (0.756 vs 0.704). Mean: CNN 0.664, LN 0.518 (measured 2026-12-01).
+    nc_cnn = np.nanmean(scores["cnn"].noise_corrected_correlation)
+    nc_ln = np.nanmean(scores["ln"].noise_corrected_correlation)
+    assert np.isfinite(nc_cnn) and nc_cnn > nc_ln + 0.05
 
 
 def _gain_session(folder, gain):
@@ -176,7 +181,7 @@ def _fit_scores(session, kind):
 @pytest.mark.parametrize("gain", [0.01, 100.0])
 def test_realistic_session_spectrogram_does_not_depend_on_the_sound_level(realistic, gain):
     """x0.01 and x100: the written float32 samples differ by rounding, so the spectrograms
-    agree to float32 rounding and the CNN still beats the LN. Scores are not compared unit
+    agree to float32 rounding and the CNN still beats the LN (mean over units). Scores are not compared unit
     by unit: a one-ulp change of the input changes a fit as much as a new seed does (the
     power-of-two case below shows that equal inputs give equal scores)."""
     folder, session, _, _ = realistic
@@ -185,7 +190,8 @@ def test_realistic_session_spectrogram_does_not_depend_on_the_sound_level(realis
     assert np.abs(a - b).max() <= 1e-3 * np.abs(a).max()
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(other.counts, session.counts)  # same spikes
-    assert np.nanmedian(_fit_scores(other, "cnn")) > np.nanmedian(_fit_scores(other, "ln"))
+    # mean over units (see test_cnn_does_not_collapse_on_the_realistic_session)
+    assert np.nanmean(_fit_scores(other, "cnn")) > np.nanmean(_fit_scores(other, "ln"))
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ FAST = TrainingConfig(
 
 @pytest.fixture(autouse=True)
 def _automatic_afterwards():
+    progress.set_progress(None)  # whatever an earlier test in this process left
     yield
     progress.set_progress(None)
 
@@ -96,12 +97,22 @@ def test_no_bars_when_off(capsys):
     assert capsys.readouterr().err == ""
 
 
-def test_cli_quiet_turns_bars_off(tmp_path, monkeypatch):
-    from nwb_subspace.cli.main import main
+def test_cli_quiet_turns_bars_off_for_that_call(monkeypatch):
+    """``--quiet`` turns bars off during the command; an in-process ``main`` puts the
+    setting back afterwards (it used to leave bars off for every later test of the
+    process, which failed the floors job's test order)."""
+    import importlib
 
+    cli = importlib.import_module("nwb_subspace.cli.main")  # the module, not its main()
+
+    seen = []
+    monkeypatch.setattr(cli, "_cmd_inspect", lambda args: seen.append(progress.progress_enabled()))
     monkeypatch.setattr("sys.stderr", _Terminal())
     monkeypatch.delenv("CI", raising=False)
-    assert main(["--quiet", "inspect", str(tmp_path / "missing.nwb")]) == 2
-    assert not progress.progress_enabled()
-    assert main(["inspect", str(tmp_path / "missing.nwb")]) == 2
-    assert progress.progress_enabled()
+    cli.main(["--quiet", "inspect", "x.nwb"])
+    assert progress.progress_enabled()  # put back
+    cli.main(["inspect", "x.nwb"])
+    progress.set_progress(True)
+    cli.main(["--quiet", "inspect", "x.nwb"])
+    assert seen == [False, True, False]
+    assert progress.set_progress(None) is True  # a forced setting survives a quiet call

@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import http.server
 import importlib.util
+import multiprocessing
 import os
 import re
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -53,7 +54,7 @@ QUICK = AnalysisConfig(
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves files with HTTP Range support and counts the body bytes it sends."""
 
-    sent: list[int]  # set per server: a one-element counter shared by every request
+    sent: Any  # set per server: a multiprocessing.Value shared with the test process
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         pass
@@ -83,27 +84,50 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
                 while left:
                     chunk = fh.read(min(left, 1 << 16))
                     self.wfile.write(chunk)
-                    self.sent[0] += len(chunk)
+                    with self.sent.get_lock():
+                        self.sent.value += len(chunk)
                     left -= len(chunk)
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client stopped reading (e.g. a size probe)
 
 
-@contextmanager
-def http_server(folder: Path, ranges: bool = True) -> Iterator[tuple[str, list[int]]]:
-    """Serve ``folder`` on 127.0.0.1 in a thread; yields (base URL, bytes-sent counter)."""
-    sent = [0]
+class _Sent:
+    """``sent[0]``: the bytes the server process has sent so far."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __getitem__(self, index: int) -> int:
+        if index != 0:
+            raise IndexError(index)
+        return int(self._value.value)
+
+
+def _serve(folder: str, ranges: bool, sent: Any, port: Any) -> None:
     base = RangeHandler if ranges else http.server.SimpleHTTPRequestHandler
     handler_cls = type("Handler", (base,), {"sent": sent, "log_message": RangeHandler.log_message})
-    handler = functools.partial(handler_cls, directory=str(folder))
+    handler = functools.partial(handler_cls, directory=folder)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    port.put(server.server_address[1])
+    server.serve_forever()
+
+
+@contextmanager
+def http_server(folder: Path, ranges: bool = True) -> Iterator[tuple[str, _Sent]]:
+    """Serve ``folder`` on 127.0.0.1 from a child process; yields (base URL, sent counter).
+
+    A process, not a thread: h5py holds one lock while it reads through remfile, and a
+    server thread of the same process that needed it (a garbage-collected h5py object
+    finalised on that thread) deadlocked the read (seen once in the full suite)."""
+    ctx = multiprocessing.get_context("fork")
+    sent, port = ctx.Value("q", 0), ctx.Queue()
+    proc = ctx.Process(target=_serve, args=(str(folder), ranges, sent, port), daemon=True)
+    proc.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", sent
+        yield f"http://127.0.0.1:{port.get(timeout=60)}", _Sent(sent)
     finally:
-        server.shutdown()
-        server.server_close()
+        proc.terminate()
+        proc.join(30)
 
 
 @pytest.fixture

@@ -24,10 +24,9 @@ from nwb_subspace.simulate.cohort import (
 )
 from nwb_subspace.simulate.neurons import broaden_nonlinearity, population_drive
 from nwb_subspace.simulate.population import draw_population
-from nwb_subspace.simulate.session import plan_presentations, truth_spectrogram
-from nwb_subspace.simulate.sounds import synthesize_sequence
 from nwb_subspace.simulate.truth import GroundTruth
 from nwb_subspace.site.groups import compare_across_sites
+from nwb_subspace.testing.sites import plan_spectrogram
 
 #: Sites as the population preset draws them, on 1 min of estimation sound + one repeated one.
 CONFIG = PRESETS["population"].replace(name="truth", estimation_s=60.0, n_validation=1)
@@ -40,21 +39,8 @@ MINI = PRESETS["tiny"].replace(
 @pytest.fixture(scope="module")
 def sounds():
     """Spectrogram and presented-bin mask of one presentation plan of ``CONFIG``."""
-    cfg = CONFIG
-    rng = np.random.default_rng(0)
-    plan = plan_presentations(rng, cfg)
-    fs, hop = cfg.audio_fs, int(round(cfg.spectrogram.bin_s * cfg.audio_fs))
-    wave = np.zeros(plan[-1]["start"] + plan[-1]["n_samples"] + hop, dtype=np.float32)
-    made: dict[str, np.ndarray] = {}
-    for p in plan:
-        if p["sound_id"] not in made:
-            made[p["sound_id"]] = synthesize_sequence(rng, p["n_samples"] / fs, fs, cfg.sound_rms)
-        wave[p["start"] : p["start"] + p["n_samples"]] = made[p["sound_id"]][: p["n_samples"]]
-    X = np.asarray(truth_spectrogram(wave, fs, cfg.spectrogram, plan).data, dtype=np.float64)
-    stim = np.zeros(X.shape[0], bool)
-    for p in plan:
-        stim[p["start"] // hop : (p["start"] + p["n_samples"]) // hop] = True
-    return X, stim
+    X, _, presented = plan_spectrogram(CONFIG)
+    return X, presented
 
 
 def _site(sounds, seed: int, **changes) -> dict[str, np.ndarray]:

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import errno
 import functools
-import http.server
 import shutil
 import stat
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -166,15 +164,10 @@ def test_remote_source_goes_to_local_output(mock_file, results, tmp_path):
     serve = tmp_path / "served"
     serve.mkdir()
     shutil.copy(mock_file, serve / "remote.nwb")
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(serve))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/remote.nwb"
-        out = write_results(url, results, "run1", output=tmp_path / "local.nwb")
-    finally:
-        server.shutdown()
+    from test_remote import http_server  # a server process: no h5py lock shared with it
+
+    with http_server(serve) as (base, _):
+        out = write_results(f"{base}/remote.nwb", results, "run1", output=tmp_path / "local.nwb")
     assert list_runs(out) == ["run1"]
     assert file_sha256(serve / "remote.nwb") == file_sha256(mock_file)
 

@@ -365,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
-    set_progress(False if args.quiet else None)
+    # --quiet for this call only: main() run in-process (tests, notebooks) puts it back
+    previous = set_progress(False if args.quiet else None)
     try:
         return args.func(args)
     except CLIError as err:
@@ -387,6 +388,8 @@ def main(argv: list[str] | None = None) -> int:
         message, code = describe_error(err, args)
         print(f"nwb-subspace: error: {message}", file=sys.stderr)
         return code
+    finally:
+        set_progress(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,8 +22,7 @@ __all__ = ["SESSION_COLUMNS", "SITE_COLUMNS", "UNIT_COLUMNS", "COLUMN_DOCS"]
 COLUMN_DOCS: dict[str, str] = {
     # identity
     "session": (
-        "Session name: the result file's name without .nwb / .nwb.zarr (unique within a "
-        "summary)."
+        "Session name: the result file's name without .nwb / .nwb.zarr (unique within a summary)."
     ),
     "file": "Result file (path or URL) as given to summarize.",
     "run": "Name of the stored run (SubspaceAnalysis container).",
