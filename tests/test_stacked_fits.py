@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+import nwb_subspace.models.training as training_module
+from nwb_subspace.config import AnalysisConfig
 from nwb_subspace.models import PopulationCNN, build_model
+from nwb_subspace.models.estimator import EncodingEstimator
 from nwb_subspace.models.stacked import (
     StackedCNN,
     StackMember,
@@ -50,6 +53,8 @@ REL = 1e-4
 #: and 1e-1 .. 2e-1 (both stages), a reversed window order by 5e-2 .. 9e-2 and 3e-1 .. 1.
 REL_STAGE2 = 3e-2
 STAGE1 = replace(FAST, max_epochs_stage2=0)
+#: ``TrainingConfig().stacked`` (see its docstring for why).
+STACKED_DEFAULT = False
 
 
 def _data(n_bins=1500, n_freq=6, n_units=4, seed=0):
@@ -196,3 +201,99 @@ def test_bad_input_is_refused():
         net(torch.zeros(3, 1, 40, 6))
     with pytest.raises(ValueError, match="memory"):
         net(torch.zeros(2, 1, 5, 6))
+
+
+# ---- the estimator with [training] stacked -------------------------------------------------
+
+EST_ARCH = {k: v for k, v in ARCH.items() if k not in ("n_frequencies", "n_units")}
+
+
+def _estimators(cfg: TrainingConfig, folds=None) -> list[EncodingEstimator]:
+    """The same estimator fit one at a time and stacked."""
+    X, Y, train, hold = _data()
+    fitted = []
+    for stacked in (False, True):
+        est = EncodingEstimator(
+            "cnn", architecture=EST_ARCH, training=replace(cfg, stacked=stacked)
+        )
+        fitted.append(est.fit(X, Y, train, hold, folds=folds))
+    return fitted
+
+
+def test_estimator_stacked_gives_the_separate_fits():
+    """Initialisations and jackknife fits stacked: the same members, histories, selection
+    (best of n per fit), out-of-fold predictions as one at a time, to float tolerance."""
+    _, _, train, _ = _data()
+    folds = np.where(train, (np.arange(train.size) // 200) % 2, -1)
+    cfg = replace(STAGE1, n_initializations=2, jackknife=2)
+    off, on = _estimators(cfg, folds)
+    assert on.history_.initialization == off.history_.initialization
+    for name in ("member_histories_", "jackknife_histories_"):
+        a, b = getattr(off, name), getattr(on, name)
+        assert [h.initialization for h in a] == [h.initialization for h in b]
+        for ha, hb in zip(a, b, strict=True):
+            assert ha.best_epoch == hb.best_epoch and ha.stage == hb.stage
+            assert hb.best_holdout_loss == pytest.approx(ha.best_holdout_loss, rel=REL)
+    separate, stacked = off.members_ + off.jackknife_members_, on.members_ + on.jackknife_members_
+    for ma, mb in zip(separate, stacked, strict=True):
+        assert _max_rel(ma, mb) < REL
+    assert np.array_equal(on.jackknife_folds_, off.jackknife_folds_)
+    np.testing.assert_allclose(on.oof_correlation_, off.oof_correlation_, atol=1e-4)
+    # some of these tiny fits come out constant (fit_problem) and are retried: alike
+    assert on.fit_problems_ == off.fit_problems_ and not on.failed_
+    assert on.jackknife_problems_ == off.jackknife_problems_
+
+
+def test_estimator_stacked_retries_and_failures_as_separate(monkeypatch):
+    """A failed attempt is retried (new seed, smaller step) and a fit whose every attempt
+    fails is reported, in the stacked path as in the separate one."""
+    real = training_module.fit_problem
+
+    def fail_some(model, train, hold, hist, kind, chunk):  # initialisation 1 always fails,
+        if hist.initialization == 1 or hist.attempts == 1:  # every first attempt too
+            return "forced failure"
+        return real(model, train, hold, hist, kind, chunk)
+
+    monkeypatch.setattr(training_module, "fit_problem", fail_some)
+    cfg = replace(STAGE1, n_initializations=2, max_retries=1)
+    with pytest.warns(UserWarning, match="attempt 1 failed"):
+        off, on = _estimators(cfg)
+    assert on.fit_problems_ == off.fit_problems_
+    assert [p for p in on.fit_problems_ if p.endswith("forced failure")] == [
+        "initialisation 1: attempt 1: forced failure",
+        "initialisation 2: attempt 1: forced failure",
+        "initialisation 2: attempt 2: forced failure",
+    ]
+    assert on.failed_ == off.failed_
+    for ha, hb in zip(off.member_histories_, on.member_histories_, strict=True):
+        assert (ha.initialization, ha.attempts, ha.problem) == (
+            hb.initialization,
+            hb.attempts,
+            hb.problem,
+        )
+    assert _max_rel(off.model_, on.model_) < REL
+
+
+def test_stacked_setting_is_checked_and_read_from_toml(tmp_path):
+    assert TrainingConfig().stacked is STACKED_DEFAULT
+    for bad in (1, "true", None):
+        with pytest.raises(ValueError, match=r"\[training\] stacked must be true or false"):
+            TrainingConfig(stacked=bad)
+    path = tmp_path / "run.toml"
+    path.write_text(f"[training]\nstacked = {str(not STACKED_DEFAULT).lower()}\n")
+    cfg = AnalysisConfig.from_toml(path)
+    assert cfg.training.stacked is (not STACKED_DEFAULT)
+    assert AnalysisConfig.from_dict(cfg.to_dict()).training.stacked is (not STACKED_DEFAULT)
+    path.write_text('[training]\nstacked = "yes"\n')
+    with pytest.raises(ValueError, match=r"\[training\] stacked"):
+        AnalysisConfig.from_toml(path)
+
+
+def test_stacked_leaves_other_model_kinds_alone():
+    X, Y, train, hold = _data()
+    cfg = replace(STAGE1, n_initializations=2)
+    fits = [
+        EncodingEstimator("ln", training=replace(cfg, stacked=s)).fit(X, Y, train, hold)
+        for s in (False, True)
+    ]
+    assert _max_rel(fits[0].model_, fits[1].model_) == 0.0  # the same code: bit for bit

@@ -5,7 +5,10 @@ same timeline; fitted one after the other, each pays the fixed cost of a step (P
 autograd bookkeeping, Adam) and runs small matrix products. :class:`StackedCNN` holds ``K``
 members of :class:`~nwb_subspace.models.cnn.PopulationCNN` with a leading member axis and
 runs every layer as one grouped convolution over ``K x channels`` (the dense layers as
-1 x 1 convolutions with ``K`` groups, the temporal filters depthwise), channels last. :func:`fit_stacked` runs the two-stage recipe of
+1 x 1 convolutions with ``K`` groups, the temporal filters depthwise), channels last, with
+backward passes of our own for the weight gradients (oneDNN's grouped and depthwise
+backward-weights kernels took 2-8x their forward; see :class:`_GroupedDense` and
+:class:`_Depthwise`). :func:`fit_stacked` runs the two-stage recipe of
 :func:`~nwb_subspace.models.training.fit_model` for all members at once and gives back
 ordinary models and their histories.
 
@@ -40,7 +43,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,7 +51,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+import nwb_subspace.models.training as training_module
 from nwb_subspace.denormals import flushed_denormals
+from nwb_subspace.heap import kept_heap
 from nwb_subspace.models.cnn import PopulationCNN
 from nwb_subspace.models.training import (
     FitHistory,
@@ -57,7 +62,6 @@ from nwb_subspace.models.training import (
     better_fit,
     check_training_data,
     check_training_memory,
-    fit_problem,
     output_start,
     standardizer,
 )
@@ -86,6 +90,63 @@ _CORE_KEYS = {
 _OUTPUT_KEYS = {name: f"output.{name}" for name in ("base", "amp", "kappa", "shift")}
 #: Same clamp as :class:`~nwb_subspace.models.layers.DoubleExponential`.
 _MIN_SCALED_INPUT = -30.0
+
+
+def _conv_input_grad(gy: Tensor, x: Tensor, weight: Tensor, groups: int) -> Tensor:
+    """Gradient of ``conv2d(x, weight, groups=groups)`` (stride 1, no padding) w.r.t. ``x``."""
+    grads = torch.ops.aten.convolution_backward(
+        gy, x, weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], groups, [True, False, False]
+    )
+    return grads[0]
+
+
+class _GroupedDense(torch.autograd.Function):
+    """``K`` dense layers as one 1 x 1 grouped convolution of ``(batch, K x in, 1, time)``
+    (channels last); the backward takes the weight gradient as ``K`` matrix products and the
+    bias gradient as a sum (oneDNN's grouped backward-weights took 2-3x the forward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor | None, k: int) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.k, ctx.has_bias = k, bias is not None
+        return F.conv2d(x, weight, bias, groups=k)
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        x, weight = ctx.saved_tensors
+        k = ctx.k
+        gx = _conv_input_grad(gy, x, weight, k) if ctx.needs_input_grad[0] else None
+        n_in, n_out = x.shape[1] // k, weight.shape[0] // k
+        # (batch, time, K, channels) in memory: per member (rows, channels), strided views
+        xm = x.permute(0, 2, 3, 1).reshape(-1, k, n_in).transpose(0, 1)
+        gm = gy.permute(0, 2, 3, 1).reshape(-1, k, n_out).permute(1, 2, 0)
+        gw = torch.bmm(gm, xm).reshape(weight.shape)
+        gb = gy.sum(dim=(0, 2, 3)) if ctx.has_bias else None
+        return gx, gw, gb, None
+
+
+class _Depthwise(torch.autograd.Function):
+    """Per-channel temporal filters as one depthwise convolution of ``(batch, C, 1, time)``
+    (channels last); the backward takes the weight gradient tap by tap (oneDNN's depthwise
+    backward-weights took ~8x the forward)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        return F.conv2d(x, weight, bias, groups=weight.shape[0])
+
+    @staticmethod
+    def backward(ctx, gy: Tensor):
+        x, weight = ctx.saved_tensors
+        n_channels, n_taps = weight.shape[0], weight.shape[-1]
+        gx = None
+        if ctx.needs_input_grad[0]:
+            gx = _conv_input_grad(gy, x, weight, n_channels)
+        n_out = gy.shape[-1]
+        xs = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, n_channels)  # (batch, time, C)
+        gs = gy.permute(0, 2, 3, 1).reshape(gy.shape[0], n_out, n_channels)
+        gw = torch.stack([(xs[:, j : j + n_out] * gs).sum(dim=(0, 1)) for j in range(n_taps)], 1)
+        return gx, gw.reshape(weight.shape), gs.sum(dim=(0, 1))
 
 
 class StackedCNN(nn.Module):
@@ -171,25 +232,21 @@ readout_weight, readout_bias : nn.Parameter
         # channels (2-3x faster forward and backward than channels-first at K = 8).
         h = x.permute(1, 0, 3, 2).reshape(b, k * n_freq, 1, t)
         h = h.contiguous(memory_format=torch.channels_last)
-        h = F.conv2d(h, self.spectral.reshape(k * c1, n_freq, 1, 1), groups=k)
-        h = F.conv2d(
-            h, self.t1_weight.reshape(k * c1, 1, 1, -1), self.t1_bias.reshape(-1), groups=k * c1
-        )
-        h = F.conv2d(torch.relu(h), self.mix.reshape(k * c2, c1, 1, 1), groups=k)
-        h = F.conv2d(
-            h, self.t2_weight.reshape(k * c2, 1, 1, -1), self.t2_bias.reshape(-1), groups=k * c2
-        )
-        h = F.conv2d(
+        h = _GroupedDense.apply(h, self.spectral.reshape(k * c1, n_freq, 1, 1), None, k)
+        h = _Depthwise.apply(h, self.t1_weight.reshape(k * c1, 1, 1, -1), self.t1_bias.reshape(-1))
+        h = _GroupedDense.apply(torch.relu(h), self.mix.reshape(k * c2, c1, 1, 1), None, k)
+        h = _Depthwise.apply(h, self.t2_weight.reshape(k * c2, 1, 1, -1), self.t2_bias.reshape(-1))
+        h = _GroupedDense.apply(
             torch.relu(h),
             self.dense_weight.reshape(k * n_hidden, c2, 1, 1),
             self.dense_bias.reshape(-1),
-            groups=k,
+            k,
         )
-        z = F.conv2d(
+        z = _GroupedDense.apply(
             torch.relu(h),
             self.readout_weight.reshape(k * self.n_units, n_hidden, 1, 1),
             self.readout_bias.reshape(-1),
-            groups=k,
+            k,
         )  # (b, k x N, 1, time - memory + 1), stored as (b, time, k, N)
         return z.view(b, k, self.n_units, -1).permute(1, 0, 3, 2)
 
@@ -390,6 +447,13 @@ class _Stack:
         z = (x - self.mean[:, None, None]) / self.std[:, None, None]
         return torch.where(valid[..., None], z, torch.zeros((), dtype=x.dtype, device=x.device))
 
+    def member_inputs(self, x: Tensor, valid: Tensor, k: int) -> Tensor:
+        """Member ``k``'s standardised windows ``(batch, time, F)`` from raw ones."""
+        if not self.standardize:
+            return x
+        z = (x - self.mean[k]) / self.std[k]
+        return torch.where(valid[..., None], z, torch.zeros((), dtype=x.dtype, device=x.device))
+
     def batch(self, sel: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Inputs, targets and weights of the windows ``sel`` ``(K, batch)`` (rows where
         ``keep`` is False are padding: weight zero)."""
@@ -414,8 +478,10 @@ def _valid_bins(starts: np.ndarray, window: int, memory: int, n_bins: int, devic
 class _Run:
     """One attempt of the two-stage recipe for every member of a :class:`StackedCNN`."""
 
-    def __init__(self, net: StackedCNN, data: _Stack, cfg: TrainingConfig, seeds: list[int]):
-        self.net, self.data, self.cfg = net, data, cfg
+    def __init__(
+        self, net: StackedCNN, data: _Stack, cfg: TrainingConfig, seeds: list[int], progress=None
+    ):
+        self.net, self.data, self.cfg, self.progress = net, data, cfg, progress
         self.gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
         self.k = net.n_members
 
@@ -493,6 +559,8 @@ class _Run:
                 h.train_loss.append(train_loss[k])
                 h.holdout_loss.append(hold_loss[k])
                 h.stage.append(stage)
+                if self.progress is not None:
+                    self.progress(stage, len(h.train_loss), hold_loss[k])
                 if hold_loss[k] < best[k] - 1e-7 * abs(best[k]):
                     best[k], best_epoch[k], waited[k] = hold_loss[k], len(h.train_loss) - 1, 0
                     with torch.no_grad():
@@ -509,20 +577,21 @@ class _Run:
 
     @torch.no_grad()
     def init_output(self) -> None:
-        """Each member's double exponential from its stage-1 drive at its training bins."""
-        data, net = self.data, self.net
-        train = data.train
-        drives = []
-        for i in range(0, len(train), 64):
-            x = data.inputs(train.x[i : i + 64], data.valid_train[i : i + 64])
-            drives.append(net.drive(x))
-        drive = torch.cat(drives, dim=1).reshape(self.k, -1, net.n_units)
-        y = train.y.reshape(-1, net.n_units)
-        for k in range(self.k):
+        """Each member's double exponential from its stage-1 drive at its training bins
+        (one member at a time, as a ``PopulationCNN``: the drives of a large stack at every
+        training bin at once would take ``K x n_bins x N`` floats)."""
+        data, train = self.data, self.data.train
+        y = train.y.reshape(-1, self.net.n_units)
+        for k, model in enumerate(self.net.to_models()):
+            drives = []
+            for i in range(0, len(train), 64):
+                x = data.member_inputs(train.x[i : i + 64], data.valid_train[i : i + 64], k)
+                drives.append(model.drive(x)[:, train.ctx :])
+            drive = torch.cat(drives).reshape(-1, self.net.n_units)
             scored = data.w[k].reshape(-1) > 0
-            start = output_start(drive[k][scored], y[scored])
+            start = output_start(drive[scored], y[scored])
             for name, value in start.items():
-                getattr(net, name)[k] = value
+                getattr(self.net, name)[k] = value
 
 
 def _check_members(members: Sequence[StackMember], n_bins: int) -> list[StackMember]:
@@ -539,6 +608,7 @@ def _check_members(members: Sequence[StackMember], n_bins: int) -> list[StackMem
 
 
 @flushed_denormals()
+@kept_heap()
 def fit_stacked(  # long: validation, then the attempt loop over the members still failing
     architecture: Mapping,
     X: np.ndarray,
@@ -548,6 +618,7 @@ def fit_stacked(  # long: validation, then the attempt loop over the members sti
     config: TrainingConfig | None = None,
     *,
     device: str | torch.device = "cpu",
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> list[tuple[PopulationCNN, FitHistory]]:
     """Fit several population CNNs at once, each as :func:`fit_model` fits one initialisation.
 
@@ -567,6 +638,9 @@ def fit_stacked(  # long: validation, then the attempt loop over the members sti
         The recipe (``n_initializations``, ``seed`` and ``jackknife`` are not used: the members
         say which fits to make).
     device : str or torch.device
+    progress : callable, optional
+        Called as ``progress(stage, epoch, holdout_loss)`` after each epoch of each member
+        (the members' calls interleave).
 
     Returns
     -------
@@ -613,7 +687,7 @@ def fit_stacked(  # long: validation, then the attempt loop over the members sti
         if not pending:
             break
         batch = [members[i] for i in pending]
-        fits = _fit_attempt(architecture, Xt, Yt, batch, holdout_mask, cfg, attempt, dev)
+        fits = _fit_attempt(architecture, Xt, Yt, batch, holdout_mask, cfg, attempt, dev, progress)
         retry = []
         for i, (model, hist, problem) in zip(pending, fits, strict=True):
             results[i] = (model, hist, problem)
@@ -639,7 +713,7 @@ def fit_stacked(  # long: validation, then the attempt loop over the members sti
     return out
 
 
-def _fit_attempt(architecture, Xt, Yt, members, holdout_mask, cfg, attempt, dev) -> list:
+def _fit_attempt(architecture, Xt, Yt, members, holdout_mask, cfg, attempt, dev, progress) -> list:
     """Attempt ``attempt`` of ``members``: build, train, check and unstack."""
     seeds = [int(m.seed) + 100_000 * attempt for m in members]
     built = []
@@ -651,7 +725,7 @@ def _fit_attempt(architecture, Xt, Yt, members, holdout_mask, cfg, attempt, dev)
     masks = [np.asarray(m.train_mask) for m in members]
     data = _Stack(Xt, Yt, masks, holdout_mask, cfg, net.memory)
     hists = [FitHistory(initialization=m.initialization, attempts=attempt + 1) for m in members]
-    run = _Run(net, data, cfg, seeds)
+    run = _Run(net, data, cfg, seeds, progress)
     factor = 0.25**attempt
     with torch.no_grad():
         for k, mask in enumerate(masks):
@@ -677,7 +751,8 @@ def _member_problem(model, Xt, Yt, mask, holdout_mask, data, k, cfg, hist) -> st
     train = TrainingWindows(Xk, Yt, mask, cfg.window, model.memory)
     hold = TrainingWindows(Xk, Yt, holdout_mask, cfg.window, model.memory)
     kind = cfg.loss if model.output is not None else "mse"
-    return fit_problem(model, train, hold, hist, kind, cfg.batch_windows * 4)
+    # looked up on the module, as fit_model's call is (a test's patch there applies here too)
+    return training_module.fit_problem(model, train, hold, hist, kind, cfg.batch_windows * 4)
 
 
 def fit_model_stacked(
@@ -690,6 +765,7 @@ def fit_model_stacked(
     *,
     device: str | torch.device = "cpu",
     every_fit: list[tuple[PopulationCNN, FitHistory]] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
 ) -> tuple[PopulationCNN, FitHistory]:
     """:func:`fit_model`'s ``n_initializations`` fits of a population CNN as one stack.
 
@@ -701,7 +777,9 @@ def fit_model_stacked(
     cfg = config or TrainingConfig()
     mask = np.asarray(train_mask)
     members = [StackMember(cfg.seed * 1000 + i, mask, i) for i in range(cfg.n_initializations)]
-    fits = fit_stacked(architecture, X, Y, members, holdout_mask, cfg, device=device)
+    fits = fit_stacked(
+        architecture, X, Y, members, holdout_mask, cfg, device=device, progress=progress
+    )
     if every_fit is not None:
         every_fit.extend(fits)
     best = fits[0]
