@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 
 import numpy as np
@@ -12,9 +12,11 @@ import torch
 
 from nwb_subspace.models.layers import EncodingModel
 from nwb_subspace.models.registry import MODEL_KINDS, build_model
+from nwb_subspace.models.stacked import fit_model_stacked, fit_stacked, jackknife_members
 from nwb_subspace.models.training import (
     FitHistory,
     TrainingConfig,
+    better_fit,
     fit_model,
     predict,
     training_info,
@@ -279,23 +281,40 @@ class EncodingEstimator:
         training: TrainingConfig,
         config: dict,
     ) -> tuple[EncodingModel, FitHistory, list]:
-        """The best of ``training.n_initializations`` fits, and every fit sorted best first."""
-        torch.manual_seed(training.seed * 1000)  # the first initialisation
-        model = build_model(self.kind, config)
+        """The best of ``training.n_initializations`` fits, and every fit sorted best first
+        (one stack with ``training.stacked`` for the CNN)."""
         runs: list = []
-        best, history = fit_model(
-            model,
-            X,
-            Yu,
-            train_mask,
-            holdout_mask,
-            training,
-            device=self.device_,
-            progress=self.progress,
-            every_fit=runs,
-        )
-        runs.sort(key=lambda run: (run[1].failed, _loss_key(run[1].best_holdout_loss)))
-        return best, history, runs
+        if self._stacked(training):
+            best, history = fit_model_stacked(
+                config,
+                X,
+                Yu,
+                train_mask,
+                holdout_mask,
+                training,
+                device=self.device_,
+                progress=self.progress,
+                every_fit=runs,
+            )
+        else:
+            torch.manual_seed(training.seed * 1000)  # the first initialisation
+            model = build_model(self.kind, config)
+            best, history = fit_model(
+                model,
+                X,
+                Yu,
+                train_mask,
+                holdout_mask,
+                training,
+                device=self.device_,
+                progress=self.progress,
+                every_fit=runs,
+            )
+        return best, history, _best_first(runs)
+
+    def _stacked(self, training: TrainingConfig) -> bool:
+        """Whether this estimator's fits are stacked (``training.stacked``, CNN only)."""
+        return training.stacked and self.kind == "cnn"
 
     def _fit_jackknife(
         self,
@@ -307,18 +326,20 @@ class EncodingEstimator:
         training: TrainingConfig,
         config: dict,
     ) -> None:
-        """Fit ``j`` (seed ``seed * 1000 + 1 + j``) on the training bins outside fold ``j``."""
-        kept = []
+        """Fit ``j`` (seed ``seed * 1000 + 1 + j``) on the training bins outside fold ``j``
+        (with ``training.stacked``, every fold's initialisations as one stack)."""
+        kept, folds_fitted = [], []
         for j in range(training.jackknife):
-            mask = train_mask & (folds != j)
-            silent = np.flatnonzero(Yu[mask].sum(axis=0) == 0)
+            silent = np.flatnonzero(Yu[train_mask & (folds != j)].sum(axis=0) == 0)
             if silent.size:
                 self.jackknife_problems_[j] = (
                     f"units {self.units_[silent].tolist()} have no spikes outside fold {j + 1}"
                 )
-                continue
-            member = replace(training, seed=training.seed * 1000 + 1 + j)
-            model, history, runs = self._fit_best(X, Yu, mask, holdout_mask, member, config)
+            else:
+                folds_fitted.append(j)
+        fitted = self._jackknife_fits(X, Yu, train_mask, holdout_mask, folds, training, config)
+        for j in folds_fitted:
+            model, history, runs = fitted(j)
             self.fit_problems_.extend(
                 f"jackknife fit {j + 1}, initialisation {h.initialization + 1}: {problem}"
                 for _, h in runs
@@ -328,9 +349,64 @@ class EncodingEstimator:
                 self.jackknife_problems_[j] = str(history.problem)
             else:
                 kept.append((j, model, history))
+        self.jackknife_problems_ = dict(sorted(self.jackknife_problems_.items()))  # fold order
         self.jackknife_folds_ = np.asarray([j for j, _, _ in kept], dtype=np.int64)
         self.jackknife_members_ = [m for _, m, _ in kept]
         self.jackknife_histories_ = [h for _, _, h in kept]
+
+    def _jackknife_fits(
+        self,
+        X: np.ndarray,
+        Yu: np.ndarray,
+        train_mask: np.ndarray,
+        holdout_mask: np.ndarray,
+        folds: np.ndarray,
+        training: TrainingConfig,
+        config: dict,
+    ) -> Callable[[int], tuple]:
+        """A function of fold ``j`` giving its fit ``(best, history, every fit best first)``:
+        fitted on call (one at a time), or, with ``training.stacked``, taken from one stack
+        of every fold's initialisations fitted here (folds whose units fall silent are
+        left out of the stack; asking for them raises)."""
+        if not self._stacked(training):
+
+            def one_at_a_time(j: int) -> tuple:
+                member = replace(training, seed=training.seed * 1000 + 1 + j)
+                mask = train_mask & (folds != j)
+                return self._fit_best(X, Yu, mask, holdout_mask, member, config)
+
+            return one_at_a_time
+        n_init = training.n_initializations
+        every = jackknife_members(training, train_mask, folds)  # fold j: j * n_init + i
+        fold_of = [i // n_init for i in range(len(every))]
+        chosen = [i for i, m in enumerate(every) if Yu[m.train_mask].sum(axis=0).min() > 0]
+        fits = (
+            fit_stacked(
+                config,
+                X,
+                Yu,
+                [every[i] for i in chosen],
+                holdout_mask,
+                training,
+                device=self.device_,
+                progress=self.progress,
+            )
+            if chosen
+            else []
+        )
+        by_fold: dict[int, list] = {}
+        for i, fit in zip(chosen, fits, strict=True):
+            by_fold.setdefault(fold_of[i], []).append(fit)
+
+        def stacked(j: int) -> tuple:
+            runs = by_fold[j]
+            best = runs[0]
+            for run in runs[1:]:
+                if better_fit(run[1], best[1]):
+                    best = run
+            return best[0], best[1], _best_first(runs)
+
+        return stacked
 
     def out_of_fold(self, X: np.ndarray, Y: np.ndarray, folds: np.ndarray) -> np.ndarray:
         """Out-of-fold predictions of the jackknife fits and their correlation per unit.
@@ -508,6 +584,11 @@ def _check_folds(folds, train_mask: np.ndarray, k: int) -> np.ndarray | None:
             f"(training.jackknife = {k}); got folds {present.tolist()}"
         )
     return folds
+
+
+def _best_first(runs: list) -> list:
+    """Fits sorted working first, then by holdout loss (stable; NaN last)."""
+    return sorted(runs, key=lambda run: (run[1].failed, _loss_key(run[1].best_holdout_loss)))
 
 
 def _loss_key(value: float) -> float:

@@ -1,0 +1,137 @@
+"""Cost of K population-CNN fits as one stacked network against K separate fits (issue 22).
+
+On a simulated session (default: the ``small`` preset), with a fixed number of epochs per
+stage and no early stopping (patience above the epochs), so that every fit runs the same
+steps; prints the seconds of one fit, of K separate fits (``fit_model`` with
+``n_initializations = K``) and of K stacked fits (``fit_model_stacked``), and the ratios
+stacked-K / one fit and separate-K / stacked-K, for K = 1, 3 and 8. Also checks that the
+stacked fits are the separate ones: the largest relative weight difference over the K
+members (max |a - b| / max |a| per tensor), and the holdout losses (relative difference of
+each member's best holdout loss), which is the fair measure after many steps: the weights of a
+fit drift apart under rounding changes, stacked or not (see nwb_subspace.models.stacked).
+The load average is printed first and last: other work on the machine inflates the ratios.
+
+Usage::
+
+    python benchmarks/stacked_fits.py                     # small, 10 + 5 epochs (~2 min)
+    python benchmarks/stacked_fits.py --epochs1 2 --epochs2 1 --ks 1 3 8
+    python benchmarks/stacked_fits.py --threads 1
+    python benchmarks/stacked_fits.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from nwb_subspace.io.session import load_session_data
+from nwb_subspace.models import build_model
+from nwb_subspace.models.stacked import fit_model_stacked
+from nwb_subspace.models.training import TrainingConfig, fit_model
+from nwb_subspace.pipeline import session_masks
+from nwb_subspace.simulate import simulate_session
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _separate(arch, X, Y, fit, hold, cfg, device) -> tuple[float, list]:
+    torch.manual_seed(cfg.seed * 1000)
+    model = build_model("cnn", arch)
+    runs: list = []
+    _sync(device)
+    start = time.perf_counter()
+    fit_model(model, X, Y, fit, hold, cfg, device=device, every_fit=runs)
+    _sync(device)
+    return time.perf_counter() - start, runs
+
+
+def _stacked(arch, X, Y, fit, hold, cfg, device) -> tuple[float, list]:
+    runs: list = []
+    _sync(device)
+    start = time.perf_counter()
+    fit_model_stacked(arch, X, Y, fit, hold, cfg, device=device, every_fit=runs)
+    _sync(device)
+    return time.perf_counter() - start, runs
+
+
+def _max_rel(runs_a: list, runs_b: list) -> float:
+    worst = 0.0
+    for (a, _), (b, _) in zip(runs_a, runs_b, strict=True):
+        sa, sb = a.state_dict(), b.state_dict()
+        for key in sa:
+            scale = float(sa[key].abs().max()) or 1.0
+            worst = max(worst, float((sa[key] - sb[key].to(sa[key].device)).abs().max()) / scale)
+    return worst
+
+
+def _loss_rel(runs_a: list, runs_b: list) -> float:
+    """Largest relative difference of the members' best holdout losses."""
+    return max(
+        abs(ha.best_holdout_loss - hb.best_holdout_loss) / abs(ha.best_holdout_loss)
+        for (_, ha), (_, hb) in zip(runs_a, runs_b, strict=True)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--epochs1", type=int, default=10, help="stage-1 epochs")
+    parser.add_argument("--epochs2", type=int, default=5, help="stage-2 epochs")
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 8])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = args.device
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {dev}; "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path, _ = simulate_session(Path(tmp) / "s.nwb", preset=args.preset, seed=0)
+        session = load_session_data(path)
+    masks = session_masks(session)
+    X, Y = session.spectrogram.data, session.counts
+    keep = Y[masks["fit"]].sum(0) > 0
+    Y = np.ascontiguousarray(Y[:, keep])
+    arch = {"n_frequencies": X.shape[1], "n_units": Y.shape[1]}
+    epochs = args.epochs1 + args.epochs2
+    print(
+        f"{args.preset}: {X.shape[0]} bins ({int(masks['fit'].sum())} fitted), F = {X.shape[1]}, "
+        f"N = {Y.shape[1]}; {args.epochs1} + {args.epochs2} epochs per fit, no early stopping"
+    )
+    base = TrainingConfig(
+        max_epochs_stage1=args.epochs1,
+        max_epochs_stage2=args.epochs2,
+        patience=epochs + 1,
+        max_retries=0,
+    )
+    one_cfg = TrainingConfig(**{**base.to_dict(), "n_initializations": 1})
+    _separate(arch, X, Y, masks["fit"], masks["holdout"], one_cfg, dev)  # warm-up
+    one, _ = _separate(arch, X, Y, masks["fit"], masks["holdout"], one_cfg, dev)
+    print(f"1 fit: {one:.1f} s")
+    for k in args.ks:
+        cfg = TrainingConfig(**{**base.to_dict(), "n_initializations": k})
+        sep, runs_a = _separate(arch, X, Y, masks["fit"], masks["holdout"], cfg, dev)
+        stk, runs_b = _stacked(arch, X, Y, masks["fit"], masks["holdout"], cfg, dev)
+        print(
+            f"K = {k}: separate {sep:.1f} s ({sep / one:.2f} x one fit), stacked {stk:.1f} s "
+            f"({stk / one:.2f} x one fit; {sep / stk:.2f} x faster than separate); "
+            f"largest relative weight difference {_max_rel(runs_a, runs_b):.1e}, "
+            f"of best holdout loss {_loss_rel(runs_a, runs_b):.1e}"
+        )
+    print(f"load average {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
