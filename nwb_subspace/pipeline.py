@@ -715,13 +715,21 @@ LEGACY_SETTINGS: dict[str, Any] = {
     "training.standardize": False,
     "training.max_retries": 0,
     "training.jackknife": 0,  # older runs fitted no jackknife
+    "training.stacked": False,  # older runs fitted each initialisation on its own
 }
+
+
+#: Settings that change how a fit is computed, not what: a stored fit made either way is
+#: reused (stacked and separate fits of the same seeds are the same recipe; their weights
+#: differ only as float rounding grows, docs/methods.md section 5).
+HOW_NOT_WHAT = frozenset({"training.stacked"})
 
 
 def settings_differences(stored: dict, config: AnalysisConfig, keys: Sequence[str]) -> list[str]:
     """``"key (stored A, now B)"`` for every setting under ``keys`` that differs between a
     stored run's config (a dict read back from the file) and ``config``. A setting the
-    stored run predates counts as its :data:`LEGACY_SETTINGS` value."""
+    stored run predates counts as its :data:`LEGACY_SETTINGS` value; the settings of
+    :data:`HOW_NOT_WHAT` are not compared."""
     now = _json(config.to_dict())
     old: dict[str, Any] = {}
     new: dict[str, Any] = {}
@@ -735,7 +743,7 @@ def settings_differences(stored: dict, config: AnalysisConfig, keys: Sequence[st
     return [
         f"{key} (stored {old.get(key, unset)!r}, now {new.get(key, unset)!r})"
         for key in sorted(set(old) | set(new))
-        if old.get(key, unset) != new.get(key, unset)
+        if old.get(key, unset) != new.get(key, unset) and key not in HOW_NOT_WHAT
     ]
 
 

@@ -161,7 +161,8 @@ def test_masks_passed_and_best_of_n_per_fit(monkeypatch):
         return out
 
     monkeypatch.setattr(estimator_module, "fit_model", spy)
-    cfg = replace(FAST, jackknife=3, n_initializations=3)
+    # separate fits (the spy sees each fit_model call); stacked fits: tests/test_stacked_fits
+    cfg = replace(FAST, jackknife=3, n_initializations=3, stacked=False)
     est = EncodingEstimator("cnn", architecture=SMALL_CNN, training=cfg)
     est.fit(X, Y, train, hold, folds=folds)
     assert len(calls) == 4  # the full fit, then one per fold

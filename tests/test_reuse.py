@@ -227,3 +227,23 @@ def test_settings_a_stored_run_predates_count_as_their_legacy_value():
     del stored["spectrogram"]["level"]
     differ = settings_differences(stored, config, ["spectrogram"])
     assert differ == ["spectrogram.level (stored 'none', now 'rms')"]
+
+
+def test_stacked_or_separate_fits_are_reused_either_way():
+    """``[training] stacked`` changes how the fits are computed, not the recipe: a run
+    stored with either setting (or before the setting existed) is reused; a real training
+    difference still blocks it."""
+    from dataclasses import replace
+
+    from nwb_subspace.pipeline import settings_differences
+
+    config = AnalysisConfig()
+    for stacked in (True, False):
+        now = replace(config, training=replace(config.training, stacked=stacked))
+        stored = json.loads(json.dumps(config.to_dict()))
+        stored["training"]["stacked"] = not stacked
+        assert settings_differences(stored, now, ["training"]) == []
+        del stored["training"]["stacked"]
+        assert settings_differences(stored, now, ["training"]) == []
+        stored["training"]["l2"] = 1.0
+        assert settings_differences(stored, now, ["training"])[0].startswith("training.l2")

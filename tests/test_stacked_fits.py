@@ -54,7 +54,7 @@ REL = 1e-4
 REL_STAGE2 = 3e-2
 STAGE1 = replace(FAST, max_epochs_stage2=0)
 #: ``TrainingConfig().stacked`` (see its docstring for why).
-STACKED_DEFAULT = False
+STACKED_DEFAULT = True
 
 
 def _data(n_bins=1500, n_freq=6, n_units=4, seed=0):

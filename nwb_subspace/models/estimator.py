@@ -282,9 +282,9 @@ class EncodingEstimator:
         config: dict,
     ) -> tuple[EncodingModel, FitHistory, list]:
         """The best of ``training.n_initializations`` fits, and every fit sorted best first
-        (one stack with ``training.stacked`` for the CNN)."""
+        (one stack with ``training.stacked`` for the CNN's two or more initialisations)."""
         runs: list = []
-        if self._stacked(training):
+        if self._stacked(training) and training.n_initializations > 1:  # a stack of one: no gain
             best, history = fit_model_stacked(
                 config,
                 X,
