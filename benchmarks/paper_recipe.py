@@ -116,7 +116,9 @@ def stacked_vs_separate(source: Path, epochs: int, device: str, stride: int) -> 
         max_retries=0,
     )  # fmt: skip
     fit, hold = masks["fit"], masks["holdout"]
-    one, _ = _separate(arch, X, Y, fit, hold, replace(base, n_initializations=1), device)
+    single = replace(base, n_initializations=1)
+    _separate(arch, X, Y, fit, hold, single, device)  # warm-up (first-call costs)
+    one, _ = _separate(arch, X, Y, fit, hold, single, device)
     print(f"\nK fits on the preset, {epochs} + {epochs} epochs each, no early stopping; one fit "
           f"{one:.1f} s; dSTRF moments of the K-fit ensemble at every {stride}th frame ({frames.size})")  # fmt: skip
     print(f"{'K':>3} {'separate s':>11} {'x one fit':>10} {'stacked s':>10} {'x one fit':>10} "
