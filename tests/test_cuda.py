@@ -18,6 +18,7 @@ from nwb_subspace.dstrf.compute import compute_dstrf, dstrf_moments
 from nwb_subspace.models import PopulationCNN
 from nwb_subspace.models.estimator import EncodingEstimator
 from nwb_subspace.models.training import TrainingConfig, predict
+from nwb_subspace.testing.data import poisson_data
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -36,13 +37,7 @@ def _pair(model: torch.nn.Module) -> tuple[torch.nn.Module, torch.nn.Module]:
 
 
 def _data(n_bins: int = 3000, n_freq: int = 8, n_units: int = 4, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n_bins, n_freq)).astype(np.float32)
-    z = X @ rng.standard_normal((n_freq, n_units))
-    Y = rng.poisson(np.exp((z - z.mean(0)) / z.std(0) - 0.5)).astype(np.float32)
-    train = np.zeros(n_bins, bool)
-    train[: int(0.7 * n_bins)] = True
-    return X, Y, train, ~train
+    return poisson_data(n_bins, n_freq, n_units, seed)
 
 
 @pytest.mark.parametrize("mode", ["gated", "reverse", "forward"])

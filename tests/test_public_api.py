@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import nwb_subspace as ns
+from nwb_subspace.testing.data import poisson_data
 
 QUICK = ns.AnalysisConfig(
     training=ns.TrainingConfig(
@@ -29,13 +30,7 @@ FAST = ns.TrainingConfig(
 
 
 def _data(n_bins=600, n_freq=6, n_units=3, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n_bins, n_freq)).astype(np.float32)
-    z = X @ rng.standard_normal((n_freq, n_units))
-    Y = rng.poisson(np.exp((z - z.mean(0)) / z.std(0) - 0.5)).astype(np.float32)
-    train = np.zeros(n_bins, bool)
-    train[: int(0.7 * n_bins)] = True
-    return X, Y, train, ~train
+    return poisson_data(n_bins, n_freq, n_units, seed)
 
 
 def test_every_public_name_resolves_and_has_a_docstring():

@@ -21,6 +21,7 @@ from nwb_subspace.models.stacked import (
     jackknife_members,
 )
 from nwb_subspace.models.training import TrainingConfig, fit_model
+from nwb_subspace.testing.data import poisson_data
 
 FAST = TrainingConfig(
     max_epochs_stage1=4,
@@ -58,13 +59,7 @@ STACKED_DEFAULT = True
 
 
 def _data(n_bins=1500, n_freq=6, n_units=4, seed=0):
-    rng = np.random.default_rng(seed)
-    X = rng.random((n_bins, n_freq)).astype(np.float32)
-    z = X @ rng.standard_normal((n_freq, n_units))
-    Y = rng.poisson(np.exp((z - z.mean(0)) / z.std(0) - 0.5)).astype(np.float32)
-    train = np.zeros(n_bins, bool)
-    train[: int(0.7 * n_bins)] = True
-    return X, Y, train, ~train
+    return poisson_data(n_bins, n_freq, n_units, seed)
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
