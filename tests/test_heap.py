@@ -48,7 +48,7 @@ def _mmapped_while_alive() -> int:
     return held
 
 
-def test_large_allocations_stay_in_the_heap_inside_the_block():
+def _check_large_allocations_stay_in_the_heap_inside_the_block():
     assert _mmapped_while_alive() >= MB64  # outside: its own mmap, unmapped on free
     with kept_heap():
         assert _mmapped_while_alive() < MB64  # from the heap
@@ -59,7 +59,7 @@ def test_large_allocations_stay_in_the_heap_inside_the_block():
     assert _mmapped_while_alive() >= MB64
 
 
-def test_nested_blocks_and_errors_leave_the_outer_setting():
+def _check_nested_blocks_and_errors_leave_the_outer_setting():
     @kept_heap()
     def inner() -> int:
         with kept_heap():
@@ -70,3 +70,23 @@ def test_nested_blocks_and_errors_leave_the_outer_setting():
     with pytest.raises(RuntimeError, match="boom"), kept_heap():
         raise RuntimeError("boom")
     assert _mmapped_while_alive() >= MB64
+
+
+def _in_fresh_process(check: str) -> None:
+    """Run ``check`` in a new interpreter: where a large array comes from depends on what the
+    process allocated and freed before (a free heap chunk serves it before any mmap)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_heap; test_heap.{check}()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_large_allocations_stay_in_the_heap_inside_the_block():
+    _in_fresh_process("_check_large_allocations_stay_in_the_heap_inside_the_block")
+
+
+def test_nested_blocks_and_errors_leave_the_outer_setting():
+    _in_fresh_process("_check_nested_blocks_and_errors_leave_the_outer_setting")
