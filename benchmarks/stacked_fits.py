@@ -8,7 +8,9 @@ stacked-K / one fit and separate-K / stacked-K, for K = 1, 3 and 8. Also checks 
 stacked fits are the separate ones: the largest relative weight difference over the K
 members (max |a - b| / max |a| per tensor), and the holdout losses (relative difference of
 each member's best holdout loss), which is the fair measure after many steps: the weights of a
-fit drift apart under rounding changes, stacked or not (see nwb_subspace.models.stacked).
+fit drift apart under rounding changes, stacked or not (see nwb_subspace.models.stacked). The
+yardstick, in the same run: the same K separate fits on the spectrogram moved by one ulp
+(``np.nextafter``), against the separate fits (``--no-ulp`` skips it).
 The load average is printed first and last: other work on the machine inflates the ratios.
 
 Usage::
@@ -89,6 +91,9 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 3, 8])
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--no-ulp", action="store_true", help="skip the separate fits on the 1-ulp spectrogram"
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -102,6 +107,7 @@ def main() -> None:
         session = load_session_data(path)
     masks = session_masks(session)
     X, Y = session.spectrogram.data, session.counts
+    X_ulp = np.nextafter(X, np.inf, dtype=X.dtype)  # every bin and channel moved by one ulp
     keep = Y[masks["fit"]].sum(0) > 0
     Y = np.ascontiguousarray(Y[:, keep])
     arch = {"n_frequencies": X.shape[1], "n_units": Y.shape[1]}
@@ -130,6 +136,13 @@ def main() -> None:
             f"largest relative weight difference {_max_rel(runs_a, runs_b):.1e}, "
             f"of best holdout loss {_loss_rel(runs_a, runs_b):.1e}"
         )
+        if not args.no_ulp:
+            _, runs_c = _separate(arch, X_ulp, Y, masks["fit"], masks["holdout"], cfg, dev)
+            print(
+                f"       yardstick, separate fits on the spectrogram + 1 ulp vs separate: "
+                f"largest relative weight difference {_max_rel(runs_a, runs_c):.1e}, "
+                f"of best holdout loss {_loss_rel(runs_a, runs_c):.1e}"
+            )
     print(f"load average {os.getloadavg()[0]:.2f}")
 
 

@@ -16,6 +16,9 @@ from nwb_subspace.models.estimator import EncodingEstimator
 from nwb_subspace.models.stacked import (
     StackedCNN,
     StackMember,
+    _Depthwise,
+    _depthwise_weight_grad,
+    _GroupedDense,
     fit_model_stacked,
     fit_stacked,
     jackknife_members,
@@ -100,6 +103,32 @@ def test_stacked_network_predicts_as_its_members():
     torch.testing.assert_close(net.regularizer(), reg, rtol=1e-6, atol=0)
     rough = torch.stack([m.roughness() for m in models])
     torch.testing.assert_close(net.roughness(), rough, rtol=1e-6, atol=0)
+
+
+def test_depthwise_weight_gradient_by_hand():
+    """gw[c, j] = sum over windows and output bins of gy[b, c, t] * x[b, c, t + j]."""
+    x = torch.tensor([[[[1.0, 2.0, 3.0, 4.0]], [[0.0, 1.0, 0.0, -1.0]]]])  # (1, 2, 1, 4)
+    gy = torch.tensor([[[[1.0, -1.0]], [[2.0, 0.5]]]])  # (1, 2, 1, 2): 3 taps
+    gw = _depthwise_weight_grad(gy, x.to(memory_format=torch.channels_last), 3)
+    by_hand = torch.tensor([[1 - 2, 2 - 3, 3 - 4], [0 + 0.5, 2 + 0, 0 - 0.5]])
+    torch.testing.assert_close(gw, by_hand)
+
+
+def test_stacked_layers_backward_passes_are_the_gradients():
+    """Our own backward passes (depthwise and grouped dense layers), float64 gradcheck on
+    channels-last input as the network feeds them, several windows and members."""
+    gen = torch.Generator().manual_seed(0)
+    f64 = {"dtype": torch.float64, "generator": gen}
+    x = torch.randn(3, 6, 1, 11, **f64).to(memory_format=torch.channels_last)
+    w = torch.randn(6, 1, 1, 4, **f64)
+    b = torch.randn(6, **f64)
+    args = [t.requires_grad_() for t in (x, w, b)]
+    assert torch.autograd.gradcheck(lambda *a: _Depthwise.apply(*a), args)
+    x2 = torch.randn(3, 6, 1, 5, **f64).to(memory_format=torch.channels_last)
+    w2 = torch.randn(4, 3, 1, 1, **f64)  # 2 members: 3 -> 2 channels each
+    b2 = torch.randn(4, **f64)
+    args2 = [t.requires_grad_() for t in (x2, w2, b2)]
+    assert torch.autograd.gradcheck(lambda x, w, b: _GroupedDense.apply(x, w, b, 2), args2)
 
 
 @pytest.mark.parametrize(

@@ -127,8 +127,8 @@ class _GroupedDense(torch.autograd.Function):
 
 class _Depthwise(torch.autograd.Function):
     """Per-channel temporal filters as one depthwise convolution of ``(batch, C, 1, time)``
-    (channels last); the backward takes the weight gradient tap by tap (oneDNN's depthwise
-    backward-weights took ~8x the forward)."""
+    (channels last); the backward takes the weight gradient as another depthwise forward
+    convolution (oneDNN's depthwise backward-weights took ~8x the forward)."""
 
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
@@ -142,11 +142,25 @@ class _Depthwise(torch.autograd.Function):
         gx = None
         if ctx.needs_input_grad[0]:
             gx = _conv_input_grad(gy, x, weight, n_channels)
-        n_out = gy.shape[-1]
-        xs = x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, n_channels)  # (batch, time, C)
-        gs = gy.permute(0, 2, 3, 1).reshape(gy.shape[0], n_out, n_channels)
-        gw = torch.stack([(xs[:, j : j + n_out] * gs).sum(dim=(0, 1)) for j in range(n_taps)], 1)
-        return gx, gw.reshape(weight.shape), gs.sum(dim=(0, 1))
+        gw = _depthwise_weight_grad(gy, x, n_taps)
+        gb = gy.sum(dim=(0, 2, 3))
+        return gx, gw.reshape(weight.shape), gb
+
+
+def _depthwise_weight_grad(gy: Tensor, x: Tensor, n_taps: int) -> Tensor:
+    """``gw[c, j] = sum_(b, t) gy[b, c, 0, t] x[b, c, 0, t + j]``, (C, n_taps).
+
+    Each (window, channel) pair's correlation is one depthwise forward convolution of ``x``
+    with ``gy`` as the filter (``batch x C`` groups, ``n_taps`` outputs), then a sum over the
+    windows: ~3x faster than tap-by-tap products on 2 threads (K = 8 stack of the paper
+    architecture), one copy of ``x`` and ``gy`` each.
+    """
+    batch, n_channels, _, n_out = gy.shape
+    xi = x.reshape(batch * n_channels, 1, 1, x.shape[-1]).contiguous()  # copy: NCHW (time last)
+    xi = xi.view(1, batch * n_channels, 1, x.shape[-1])
+    w = gy.contiguous().view(batch * n_channels, 1, 1, n_out)
+    out = F.conv2d(xi, w, groups=batch * n_channels)  # (1, batch * C, 1, n_taps)
+    return out.view(batch, n_channels, n_taps).sum(0)
 
 
 class StackedCNN(nn.Module):
