@@ -156,7 +156,7 @@ def _depthwise_weight_grad(gy: Tensor, x: Tensor, n_taps: int) -> Tensor:
     architecture), one copy of ``x`` and ``gy`` each.
     """
     batch, n_channels, _, n_out = gy.shape
-    xi = x.reshape(batch * n_channels, 1, 1, x.shape[-1]).contiguous()  # copy: NCHW (time last)
+    xi = x.reshape(batch * n_channels, x.shape[-1])  # a copy from channels last: time last
     xi = xi.view(1, batch * n_channels, 1, x.shape[-1])
     w = gy.contiguous().view(batch * n_channels, 1, 1, n_out)
     out = F.conv2d(xi, w, groups=batch * n_channels)  # (1, batch * C, 1, n_taps)
