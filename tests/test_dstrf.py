@@ -327,6 +327,36 @@ def test_moment_accumulator_blocks_match_float64(flush_every, p):
     other.add(torch.from_numpy(frames[2:3, :20].copy()))
     acc.replace_units(torch.tensor([0]), other)
     np.testing.assert_allclose(acc.covariance()[0].numpy(), cov(frames[2, :20]), atol=2e-5)
+    # pixels in another order: the same covariance, permuted (rows and columns)
+    perm = rng.permutation(p)
+    permuted = acc.covariance(torch.from_numpy(perm))
+    np.testing.assert_allclose(
+        permuted[0].numpy(), cov(frames[2, :20])[np.ix_(perm, perm)], atol=2e-5
+    )
+    np.testing.assert_array_equal(permuted.numpy(), acc.covariance()[:, perm][:, :, perm].numpy())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_rows_times_is_the_matrix_product(dtype):
+    """The tall-by-small products of the gated map (a oneDNN 1 x 1 convolution on the CPU
+    in float32, else mm): a @ b, into ``out`` or added to it, non-contiguous input too."""
+    from nwb_subspace.dstrf.gated import rows_times
+
+    gen = torch.Generator().manual_seed(3)
+    a = torch.randn(1000, 70, generator=gen, dtype=dtype)
+    b = torch.randn(70, 32, generator=gen, dtype=dtype)
+    ref = a.double() @ b.double()
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(rows_times(a, b).double(), ref, atol=tol, rtol=tol)
+    out = torch.full((1000, 32), 2.0, dtype=dtype)
+    rows_times(a, b, out, add=True)
+    torch.testing.assert_close(out.double(), ref + 2.0, atol=tol, rtol=tol)
+    rows_times(a, b, out)
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
+    strided = torch.randn(70, 1000, generator=gen, dtype=dtype).T
+    torch.testing.assert_close(
+        rows_times(strided, b).double(), strided.double() @ b.double(), atol=tol, rtol=tol
+    )
 
 
 @pytest.mark.parametrize("scale", [30.0, 1e6])

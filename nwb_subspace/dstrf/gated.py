@@ -38,6 +38,7 @@ __all__ = [
     "gated_lag_major",
     "gated_work_per_bin",
     "lag_major",
+    "rows_times",
     "supports_gated",
     "unit_blocks",
 ]
@@ -46,6 +47,30 @@ __all__ = [
 def supports_gated(model: nn.Module) -> bool:
     """True for models whose gated-linear map is implemented (population CNN and LN)."""
     return isinstance(model, PopulationCNN | PopulationLN)
+
+
+def rows_times(a: Tensor, b: Tensor, out: Tensor | None = None, *, add: bool = False) -> Tensor:
+    """``a @ b`` for a tall ``a`` (rows, k) and a small ``b`` (k, m), written to (or with
+    ``add``, added to) ``out`` (rows, m) when given.
+
+    On the CPU in float32 the product runs as a 1 x 1 convolution over the rows in the
+    channels-last layout (oneDNN), which on a 2-core AMD EPYC (AVX-512, torch 2.13) took a
+    third to a half of the time of the BLAS ``mm`` for these narrow products (``(46560,
+    70) @ (70, 32)``: 0.6 against 1.6 ms; MKL's single-precision GEMM runs its generic
+    code there); elsewhere, plain ``mm``. Same numbers up to float rounding order.
+    """
+    rows, k = a.shape
+    m = b.shape[1]
+    if a.device.type != "cpu" or a.dtype != torch.float32 or not a.is_contiguous():
+        if out is None:
+            return a @ b
+        return out.addmm_(a, b) if add else torch.mm(a, b, out=out)
+    x = a.view(1, rows, k).permute(0, 2, 1).unsqueeze(2)  # (1, k, 1, rows), channels last
+    y = torch.nn.functional.conv2d(x, b.T.reshape(m, k, 1, 1))
+    y = y.permute(0, 2, 3, 1).reshape(rows, m)  # a view when oneDNN kept channels last
+    if out is None:
+        return y
+    return out.add_(y) if add else out.copy_(y)
 
 
 def gated_work_per_bin(model: nn.Module, n_units: int) -> int:
@@ -117,7 +142,7 @@ def cnn_channel_map(model: PopulationCNN, gates: CNNGates, units: Tensor) -> Ten
     a *= gates.second[None] * gates.slope[:, units].T[:, :, None]
     # filter 2 and mix as one GEMM: q[c2, i * C1 + c1] = w2[c2, i] * mix[c2, c1]
     q = (w2[:, :, None] * mix[:, None, :]).reshape(-1, t2 * c1)
-    bg = (a.view(n * b, -1) @ q).view(n, b, t2 * c1)
+    bg = rows_times(a.view(n * b, -1), q).view(n, b, t2 * c1)
     bg *= gates.first[None]  # gates of the first ReLU (the same for every unit)
     # filter 1: a full depthwise convolution along the lags, channels-last (T2 -> M lags)
     x = bg.view(n * b, 1, t2, c1).permute(0, 3, 1, 2)
@@ -143,11 +168,7 @@ def cnn_lag_major(
     spectral = model.core.spectral
     for block in unit_blocks(units.numel(), win.shape[0]):
         g = cnn_channel_map(model, gates, units[block])
-        target = out[block].view(-1, spectral.shape[1])
-        if add:
-            target.addmm_(g, spectral)
-        else:
-            torch.mm(g, spectral, out=target)
+        rows_times(g, spectral, out[block].view(-1, spectral.shape[1]), add=add)
     return out
 
 
