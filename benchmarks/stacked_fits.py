@@ -4,7 +4,10 @@ On a simulated session (default: the ``small`` preset), with a fixed number of e
 stage and no early stopping (patience above the epochs), so that every fit runs the same
 steps; prints the seconds of one fit, of K separate fits (``fit_model`` with
 ``n_initializations = K``) and of K stacked fits (``fit_model_stacked``), and the ratios
-stacked-K / one fit and separate-K / stacked-K, for K = 1, 3 and 8. Also checks that the
+stacked-K / one fit and separate-K / stacked-K, for K = 1, 3 and 8: medians of ``--repeats``
+runs, each run of the three interleaved (one fit, K separate, K stacked), since the time of
+one fit varied by up to 1.5x between runs on a 2-core VM; the per-run ratios are printed
+too. Also checks that the
 stacked fits are the separate ones: the largest relative weight difference over the K
 members (max |a - b| / max |a| per tensor), and the holdout losses (relative difference of
 each member's best holdout loss), which is the fair measure after many steps: the weights of a
@@ -15,7 +18,7 @@ The load average is printed first and last: other work on the machine inflates t
 
 Usage::
 
-    python benchmarks/stacked_fits.py                     # small, 10 + 5 epochs (~2 min)
+    python benchmarks/stacked_fits.py                     # small, 10 + 5 epochs (~5 min)
     python benchmarks/stacked_fits.py --epochs1 2 --epochs2 1 --ks 1 3 8
     python benchmarks/stacked_fits.py --threads 1
     python benchmarks/stacked_fits.py --device cuda
@@ -92,6 +95,9 @@ def main() -> None:
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument(
+        "--repeats", type=int, default=3, help="runs of each (medians; one fit beside each)"
+    )
+    parser.add_argument(
         "--no-ulp", action="store_true", help="skip the separate fits on the 1-ulp spectrogram"
     )
     args = parser.parse_args()
@@ -123,21 +129,28 @@ def main() -> None:
         max_retries=0,
     )
     one_cfg = TrainingConfig(**{**base.to_dict(), "n_initializations": 1})
-    _separate(arch, X, Y, masks["fit"], masks["holdout"], one_cfg, dev)  # warm-up
-    one, _ = _separate(arch, X, Y, masks["fit"], masks["holdout"], one_cfg, dev)
-    print(f"1 fit: {one:.1f} s")
+    fit, hold = masks["fit"], masks["holdout"]
+    _separate(arch, X, Y, fit, hold, one_cfg, dev)  # warm-up
     for k in args.ks:
         cfg = TrainingConfig(**{**base.to_dict(), "n_initializations": k})
-        sep, runs_a = _separate(arch, X, Y, masks["fit"], masks["holdout"], cfg, dev)
-        stk, runs_b = _stacked(arch, X, Y, masks["fit"], masks["holdout"], cfg, dev)
+        ones, seps, stks = [], [], []
+        for _ in range(args.repeats):  # interleaved: drift of the machine hits all three
+            ones.append(_separate(arch, X, Y, fit, hold, one_cfg, dev)[0])
+            sep, runs_a = _separate(arch, X, Y, fit, hold, cfg, dev)
+            stk, runs_b = _stacked(arch, X, Y, fit, hold, cfg, dev)
+            seps.append(sep)
+            stks.append(stk)
+        one, sep, stk = (float(np.median(v)) for v in (ones, seps, stks))
+        ratios = np.array(stks) / np.array(ones)
         print(
-            f"K = {k}: separate {sep:.1f} s ({sep / one:.2f} x one fit), stacked {stk:.1f} s "
-            f"({stk / one:.2f} x one fit; {sep / stk:.2f} x faster than separate); "
+            f"K = {k}: 1 fit {one:.1f} s, separate {sep:.1f} s ({sep / one:.2f} x one fit), "
+            f"stacked {stk:.1f} s (**{stk / one:.2f} x one fit**; per repeat "
+            f"{', '.join(f'{r:.2f}' for r in ratios)}; {sep / stk:.2f} x faster than separate); "
             f"largest relative weight difference {_max_rel(runs_a, runs_b):.1e}, "
             f"of best holdout loss {_loss_rel(runs_a, runs_b):.1e}"
         )
         if not args.no_ulp:
-            _, runs_c = _separate(arch, X_ulp, Y, masks["fit"], masks["holdout"], cfg, dev)
+            _, runs_c = _separate(arch, X_ulp, Y, fit, hold, cfg, dev)
             print(
                 f"       yardstick, separate fits on the spectrogram + 1 ulp vs separate: "
                 f"largest relative weight difference {_max_rel(runs_a, runs_c):.1e}, "

@@ -148,6 +148,22 @@ def test_stacked_initialisations_equal_separate_fits(cfg, rel):
     assert _max_rel(best_a, best_b) < rel
 
 
+def test_output_start_in_member_groups_is_the_whole_stacks(monkeypatch):
+    """The double exponentials' starting values come from stacked drives over groups of
+    members when the whole stack's drives would be too large: the same values whatever
+    the grouping (here one member at a time against all three at once)."""
+    import nwb_subspace.models.stacked as stacked_module
+
+    X, Y, train, hold = _data()
+    cfg = replace(FAST, max_epochs_stage2=1)
+    whole = fit_model_stacked(ARCH, X, Y, train, hold, cfg, every_fit=(runs_whole := []))
+    monkeypatch.setattr(stacked_module, "_INIT_DRIVE_FLOATS", 1)
+    grouped = fit_model_stacked(ARCH, X, Y, train, hold, cfg, every_fit=(runs_grouped := []))
+    assert _max_rel(whole[0], grouped[0]) < 1e-5
+    for (a, _), (b, _) in zip(runs_whole, runs_grouped, strict=True):
+        assert _max_rel(a, b) < 1e-5
+
+
 def test_stacked_jackknife_members_equal_separate_fits():
     """Members with different training bins (jackknife folds: different windows and
     numbers of steps per epoch, different standardisations) as the estimator fits them."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nwb_subspace.models import build_model
 from nwb_subspace.models.estimator import EncodingEstimator, resolve_device
@@ -186,3 +188,25 @@ def test_subspace_model_resolves_auto_device():
     assert est.device_ == resolve_device("auto")
     assert est.to_fitted_model(0.01).training.device == est.device_
     assert np.isfinite(est.predict(X)).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    m=st.integers(1, 4),
+    ties=st.booleans(),
+    seed=st.integers(0, 2**16),
+    q=st.lists(st.floats(0.0, 1.0), min_size=1, max_size=3),
+)
+def test_column_quantiles_equal_torch_quantile(n, m, ties, seed, q):
+    """The output initialisation's quantiles (selection, not a sort) are torch.quantile's
+    numbers bit for bit, ties and one-row columns included; a NaN column gives NaN."""
+    from nwb_subspace.models.training import column_quantiles
+
+    x = torch.randn(n, m, generator=torch.Generator().manual_seed(seed)) * 3
+    if ties:
+        x = x.round()
+    expected = torch.quantile(x, x.new_tensor(q), dim=0)
+    assert torch.equal(column_quantiles(x, q), expected)
+    x[0, 0] = float("nan")
+    assert torch.isnan(column_quantiles(x, q)[:, 0]).all()

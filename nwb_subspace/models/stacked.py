@@ -450,22 +450,19 @@ class _Stack:
             for i, mask in enumerate(masks):
                 self.mean[i], self.std[i] = standardizer(Xt, mask)
 
-    def inputs(self, x: Tensor, valid: Tensor) -> Tensor:
+    def inputs(self, x: Tensor, valid: Tensor, members: slice | None = None) -> Tensor:
         """Each member's standardised windows ``(K, batch, time, F)`` from raw windows
-        ``(K, batch, time, F)`` or ``(batch, time, F)``; the padding stays zero."""
-        k = self.mean.shape[0]
+        ``(K, batch, time, F)`` or ``(batch, time, F)``; the padding stays zero. With
+        ``members``, only those members' (from shared raw windows ``(batch, time, F)``)."""
+        mean, std = self.mean, self.std
+        if members is not None:
+            mean, std = mean[members], std[members]
+        k = mean.shape[0]
         if x.ndim == 3:
             x, valid = x.expand(k, *x.shape), valid.expand(k, *valid.shape)
         if not self.standardize:
             return x
-        z = (x - self.mean[:, None, None]) / self.std[:, None, None]
-        return torch.where(valid[..., None], z, torch.zeros((), dtype=x.dtype, device=x.device))
-
-    def member_inputs(self, x: Tensor, valid: Tensor, k: int) -> Tensor:
-        """Member ``k``'s standardised windows ``(batch, time, F)`` from raw ones."""
-        if not self.standardize:
-            return x
-        z = (x - self.mean[k]) / self.std[k]
+        z = (x - mean[:, None, None]) / std[:, None, None]
         return torch.where(valid[..., None], z, torch.zeros((), dtype=x.dtype, device=x.device))
 
     def batch(self, sel: Tensor, keep: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -591,21 +588,32 @@ class _Run:
 
     @torch.no_grad()
     def init_output(self) -> None:
-        """Each member's double exponential from its stage-1 drive at its training bins
-        (one member at a time, as a ``PopulationCNN``: the drives of a large stack at every
-        training bin at once would take ``K x n_bins x N`` floats)."""
-        data, train = self.data, self.data.train
-        y = train.y.reshape(-1, self.net.n_units)
-        for k, model in enumerate(self.net.to_models()):
+        """Each member's double exponential from its stage-1 drive at its training bins.
+
+        The drives come from stacked forward passes (a K = 8 stack's pass costs about
+        what two separate models' passes do), over groups of members whose drives at every
+        training bin stay under ~256 MB (``K x n_bins x N`` floats for the whole stack)."""
+        data, train, n_units = self.data, self.data.train, self.net.n_units
+        y = train.y.reshape(-1, n_units)
+        per_group = max(1, _INIT_DRIVE_FLOATS // max(1, y.numel()))
+        models = self.net.to_models() if per_group < self.k else None
+        for g0 in range(0, self.k, per_group):
+            group = slice(g0, min(g0 + per_group, self.k))
+            net = self.net if models is None else StackedCNN(models[group])
             drives = []
             for i in range(0, len(train), 64):
-                x = data.member_inputs(train.x[i : i + 64], data.valid_train[i : i + 64], k)
-                drives.append(model.drive(x)[:, train.ctx :])
-            drive = torch.cat(drives).reshape(-1, self.net.n_units)
-            scored = data.w[k].reshape(-1) > 0
-            start = output_start(drive[scored], y[scored])
-            for name, value in start.items():
-                getattr(self.net, name)[k] = value
+                x = data.inputs(train.x[i : i + 64], data.valid_train[i : i + 64], group)
+                drives.append(net.drive(x))  # (members, windows, window, N)
+            drive = torch.cat(drives, dim=1)
+            for j, k in enumerate(range(group.start, group.stop)):
+                scored = data.w[k].reshape(-1) > 0
+                start = output_start(drive[j].reshape(-1, n_units)[scored], y[scored])
+                for name, value in start.items():
+                    getattr(self.net, name)[k] = value
+
+
+#: Floats of stage-1 drives held at once while the members' output layers are initialised.
+_INIT_DRIVE_FLOATS = 1 << 26
 
 
 def _check_members(members: Sequence[StackMember], n_bins: int) -> list[StackMember]:

@@ -22,7 +22,7 @@ import copy
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -485,6 +485,38 @@ def _run_stage(
     history.best_holdout_loss = best[0]
 
 
+def column_quantiles(x: Tensor, qs: Sequence[float]) -> Tensor:
+    """``torch.quantile(x, qs, dim=0)`` (linear interpolation), the same numbers, by
+    selection instead of a full sort of every column.
+
+    The two order statistics around each quantile's rank come from one ``numpy.partition``
+    per column (introselect, linear in the rows): ~3x faster than ``torch.quantile``'s sort
+    at 24000 x 30 on 2 threads. The ranks and interpolation weights are computed as
+    ``torch.quantile`` computes them (in ``x``'s dtype), so the results are equal bit for
+    bit. Off the CPU, or with a NaN or inf in ``x``, it is ``torch.quantile`` itself.
+
+    Parameters
+    ----------
+    x : Tensor, shape (n, m)
+    qs : sequence of float in [0, 1]
+
+    Returns
+    -------
+    Tensor, shape (len(qs), m)
+    """
+    q = x.new_tensor(list(qs))
+    if x.device.type != "cpu" or x.shape[0] == 0 or not bool(torch.isfinite(x).all()):
+        return torch.quantile(x, q, dim=0)
+    ranks = q * (x.shape[0] - 1)
+    below, above = ranks.floor().long(), ranks.ceil().long()
+    kth = sorted(set(below.tolist()) | set(above.tolist()))
+    cols = x.detach().T.contiguous().numpy()
+    picked = np.partition(cols, kth, axis=1)
+    lo = torch.from_numpy(picked[:, below.numpy()].T.copy())
+    hi = torch.from_numpy(picked[:, above.numpy()].T.copy())
+    return torch.lerp(lo, hi, (ranks - below)[:, None])
+
+
 def output_start(drive: Tensor, y: Tensor) -> dict[str, Tensor]:
     """Starting values of the double exponential from the stage-1 drive and the counts.
 
@@ -502,8 +534,7 @@ def output_start(drive: Tensor, y: Tensor) -> dict[str, Tensor]:
         :meth:`~nwb_subspace.models.layers.DoubleExponential.reset_parameters`.
     """
     mean_y = y.mean(0)
-    # both quantiles from one sort (each call sorts the drive; ~45 ms at 24000 x 30)
-    lo, hi = torch.quantile(drive, drive.new_tensor([0.01, 0.99]), dim=0)
+    lo, hi = column_quantiles(drive, (0.01, 0.99))
     spread = (hi - lo).clamp_min(1e-3)
     return {
         "base": torch.zeros_like(mean_y),
