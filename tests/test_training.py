@@ -210,3 +210,52 @@ def test_column_quantiles_equal_torch_quantile(n, m, ties, seed, q):
     assert torch.equal(column_quantiles(x, q), expected)
     x[0, 0] = float("nan")
     assert torch.isnan(column_quantiles(x, q)[:, 0]).all()
+
+
+def _subspace_fit(cfg, build=None):
+    from nwb_subspace.models.subspace import SubspaceModel
+    from nwb_subspace.testing.data import poisson_data
+
+    X, Y, train, hold = poisson_data(1200, 5, 3, seed=2)
+    gen = torch.Generator().manual_seed(4)
+    bases = [torch.randn(k, 5, 6, generator=gen) for k in (2, 3, 1)]
+    torch.manual_seed(cfg.seed * 1000)
+    model = SubspaceModel.from_bases(bases)
+    runs: list = []
+    fit_model(model, X, Y, train, hold, cfg, build=build, every_fit=runs)
+    return runs
+
+
+def test_fixed_core_runs_once_and_gives_the_same_fits(monkeypatch):
+    """A core with nothing to train (the subspace model's projections) runs once per core
+    over the train and holdout windows, not at every step; the fits are those of the
+    step-by-step path (to float rounding), every initialisation, also when ``build`` gives
+    a later initialisation other bases (it is fitted on its own core's output)."""
+    import nwb_subspace.models.training as training_module
+    from nwb_subspace.models.subspace import SubspaceModel, SubspaceProjection
+
+    cfg = TrainingConfig(
+        max_epochs_stage1=3, max_epochs_stage2=2, n_initializations=2, window=32,
+        batch_windows=4, seed=1,
+    )  # fmt: skip
+    gen = torch.Generator().manual_seed(9)
+    other = [torch.randn(k, 5, 6, generator=gen) for k in (2, 3, 1)]
+    calls = []
+    forward = SubspaceProjection.forward
+    monkeypatch.setattr(
+        SubspaceProjection, "forward", lambda self, x: calls.append(x.shape[0]) or forward(self, x)
+    )
+    once = _subspace_fit(cfg, build=lambda: SubspaceModel.from_bases(other))
+    n_once = len(calls)
+    monkeypatch.setattr(training_module, "FIXED_CORE_BYTES", 0)  # the step-by-step path
+    calls.clear()
+    every_step = _subspace_fit(cfg, build=lambda: SubspaceModel.from_bases(other))
+    # per initialisation: a size check, then train and holdout windows (one chunk each)
+    assert n_once <= 6
+    assert len(calls) > 10 * n_once
+    torch.testing.assert_close(once[1][0].core.bases[0, :2], other[0])
+    for (a, ha), (b, hb) in zip(once, every_step, strict=True):
+        sa, sb = a.state_dict(), b.state_dict()
+        for key in sa:
+            torch.testing.assert_close(sa[key], sb[key], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(ha.holdout_loss, hb.holdout_loss, rtol=1e-5)
